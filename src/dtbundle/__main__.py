@@ -1,0 +1,5 @@
+"""Allow ``python -m dtbundle``."""
+
+from dtbundle.cli import main
+
+main()

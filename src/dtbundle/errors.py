@@ -1,0 +1,108 @@
+"""The one error hierarchy of dtbundle.
+
+Every error a user can see is a :class:`DtbundleError`. Its ``str()`` is the
+one-line message shown to the user (what went wrong and what to do), and its
+``exit_code`` is what the CLI exits with. The CLI catches ``DtbundleError``
+once and prints the message; anything else is a bug and is reported as such.
+Nothing from httpx, zstandard or cryptography escapes the library: it is
+translated at the boundary into one of these classes.
+
+    DtbundleError
+    ├── UsageError                      exit 2  bad options or input from the user
+    │   ├── InvalidReferenceError               an image reference does not parse
+    │   └── CredentialsConfigError              a credentials file or helper is unusable
+    ├── OperationalError                exit 1  network, registry or disk failed
+    │   ├── RegistryError                       the registry answered, but not as hoped
+    │   │   ├── AuthenticationError             401/403: which registry refused which source
+    │   │   ├── NotFoundError                   404: names the reference
+    │   │   ├── UnsupportedManifestError        schema1 or an unknown manifest type
+    │   │   └── RegistryProtocolError           an answer that breaks the distribution spec
+    │   ├── RegistryConnectionError             could not connect / TLS / timeout, after retries
+    │   └── LocalIOError                        reading or writing a local file failed
+    └── IntegrityError                  exit 3  verification or integrity failure
+        ├── DigestMismatchError                 content does not match its digest or size
+        └── LimitExceededError                  content larger than a configured bound
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_OPERATIONAL = 1
+EXIT_USAGE = 2
+EXIT_INTEGRITY = 3
+
+
+class DtbundleError(Exception):
+    """Root of every error dtbundle reports to a user."""
+
+    exit_code: int = EXIT_OPERATIONAL
+
+    def __init__(self, message: str) -> None:
+        # One line, always: the CLI prints exactly this.
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(DtbundleError):
+    """The user asked for something that cannot work as given."""
+
+    exit_code = EXIT_USAGE
+
+
+class InvalidReferenceError(UsageError):
+    """An image reference does not follow the reference grammar."""
+
+
+class CredentialsConfigError(UsageError):
+    """A credentials file or credential helper could not be used."""
+
+
+class OperationalError(DtbundleError):
+    """Network, registry or local disk failure; retrying later may help."""
+
+    exit_code = EXIT_OPERATIONAL
+
+
+class RegistryError(OperationalError):
+    """The registry answered with an error or an unusable response."""
+
+
+class AuthenticationError(RegistryError):
+    """The registry refused the credentials (or their absence)."""
+
+
+class NotFoundError(RegistryError):
+    """The named manifest, blob or repository does not exist."""
+
+
+class UnsupportedManifestError(RegistryError):
+    """A manifest of a type dtbundle cannot carry byte for byte (e.g. schema1)."""
+
+
+class RegistryProtocolError(RegistryError):
+    """The registry's answer violates the distribution spec."""
+
+
+class RegistryConnectionError(OperationalError):
+    """The registry could not be reached (DNS, TCP, TLS, timeout), even after retries."""
+
+
+class LocalIOError(OperationalError):
+    """A local file could not be read or written."""
+
+
+class IntegrityError(DtbundleError):
+    """Content failed verification: never trust it, never push it."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class DigestMismatchError(IntegrityError):
+    """Content does not match the digest or size it was promised to have."""
+
+
+class LimitExceededError(IntegrityError):
+    """Content exceeds a configured bound (hostile or corrupt input)."""

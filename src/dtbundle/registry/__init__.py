@@ -1,0 +1,21 @@
+"""A synchronous OCI distribution client (httpx based).
+
+Public API: :class:`RegistryClient`, :class:`RegistryConfig`, :class:`CredentialResolver`,
+:class:`Credentials`, and the value types :class:`Manifest`, :class:`Referrers`,
+:class:`PutResult`. Nothing from httpx escapes this package: failures are
+:mod:`dtbundle.errors` classes.
+"""
+
+from dtbundle.registry.client import Manifest, PutResult, Referrers, RegistryClient
+from dtbundle.registry.config import RegistryConfig
+from dtbundle.registry.credentials import CredentialResolver, Credentials
+
+__all__ = [
+    "CredentialResolver",
+    "Credentials",
+    "Manifest",
+    "PutResult",
+    "Referrers",
+    "RegistryClient",
+    "RegistryConfig",
+]

@@ -1,0 +1,405 @@
+"""The OCI distribution client: manifests, blobs, tags and referrers.
+
+Every read is verified: a manifest fetched by digest must hash to that digest,
+one fetched by tag must match ``Docker-Content-Digest`` when the registry sends
+it, and a blob is hashed and counted while it streams. Bytes are returned
+exactly as received; nothing is re-serialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO, Literal
+from urllib.parse import urljoin
+
+import httpx
+
+from dtbundle.errors import (
+    DigestMismatchError,
+    LimitExceededError,
+    LocalIOError,
+    NotFoundError,
+    RegistryConnectionError,
+    RegistryProtocolError,
+)
+from dtbundle.oci import (
+    INDEX_TYPES,
+    MANIFEST_ACCEPT,
+    Descriptor,
+    ParsedManifest,
+    check_digest,
+    compute_digest,
+    detect_media_type,
+    load_json_object,
+    new_hasher,
+    parse_manifest,
+    referrers_tag,
+    verify_bytes,
+)
+from dtbundle.reference import Reference
+from dtbundle.registry import upload as _upload
+from dtbundle.registry.config import RegistryConfig
+from dtbundle.registry.credentials import CredentialResolver
+from dtbundle.registry.session import Session, Target
+
+Progress = Callable[[int], None]
+UploadOutcome = Literal["exists", "mounted", "uploaded"]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest exactly as the registry sent it."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @cached_property
+    def parsed(self) -> ParsedManifest:
+        return parse_manifest(self.data, self.media_type)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, self.size)
+
+
+@dataclass(frozen=True)
+class Referrers:
+    """Manifests whose ``subject`` is a digest, and how they were found."""
+
+    descriptors: tuple[Descriptor, ...]
+    source: Literal["api", "tag-schema", "none"]
+
+
+@dataclass(frozen=True)
+class PutResult:
+    digest: str
+    # The registry processed the manifest's subject (OCI 1.1 referrers API present).
+    subject_accepted: bool
+
+
+class RegistryClient:
+    """A synchronous, thread-safe client for one or more OCI registries."""
+
+    def __init__(
+        self,
+        config: RegistryConfig | None = None,
+        credentials: CredentialResolver | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config or RegistryConfig()
+        self.credentials = credentials or CredentialResolver()
+        self._session = Session(self.config, self.credentials, transport=transport, sleep=sleep)
+        self._sleep = sleep
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _target(ref: Reference, actions: tuple[str, ...] = ("pull",), extra: tuple[str, ...] = ()) -> Target:
+        return Target(ref.registry, ref.api_host, ref.repository, actions, extra)
+
+    # -- manifests -----------------------------------------------------------------------
+    def get_manifest(self, ref: Reference) -> Manifest:
+        """Fetch a manifest by ``ref.digest`` (verified) or ``ref.tag`` (digest computed)."""
+        what = f"manifest {ref}"
+        response = self._session.request(
+            "GET", self._target(ref), f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            what=what, headers={"Accept": MANIFEST_ACCEPT}, stream=True,
+        )
+        try:
+            data = self._read_bounded(response, self.config.max_manifest_bytes, what)
+        finally:
+            response.close()
+        media_type = detect_media_type(data, _content_type(response))
+        if ref.digest:
+            verify_bytes(data, ref.digest, what)
+            return Manifest(data, media_type, ref.digest)
+        digest = compute_digest(data)
+        claimed = response.headers.get("Docker-Content-Digest")
+        if claimed:
+            algorithm = claimed.split(":", 1)[0]
+            if algorithm in ("sha256", "sha512") and not hmac.compare_digest(
+                compute_digest(data, algorithm), claimed
+            ):
+                raise DigestMismatchError(
+                    f"{what}: registry claims digest {claimed} but the bytes hash to "
+                    f"{compute_digest(data, algorithm)}"
+                )
+        return Manifest(data, media_type, digest)
+
+    def head_manifest(self, ref: Reference) -> Descriptor | None:
+        """The descriptor of ``ref`` if it exists, else None."""
+        response = self._session.request(
+            "HEAD", self._target(ref), f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            what=f"manifest {ref}", ok=(200, 404), headers={"Accept": MANIFEST_ACCEPT},
+        )
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest") or ref.digest
+        length = response.headers.get("Content-Length")
+        if not digest or length is None or not length.isdigit():
+            # Some registries omit these on HEAD; the GET answers for sure.
+            return self.get_manifest(ref).descriptor()
+        return Descriptor(_content_type(response) or "", check_digest(digest), int(length))
+
+    def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> PutResult:
+        """Store ``data`` under ``ref``'s tag (or digest) with Content-Type ``media_type``."""
+        if len(data) > self.config.max_manifest_bytes:
+            raise LimitExceededError(f"manifest for {ref} is larger than {self.config.max_manifest_bytes} bytes")
+        digest = compute_digest(data)
+        identifier = ref.tag or ref.digest or digest
+        if ref.digest and not ref.tag:
+            verify_bytes(data, ref.digest, f"manifest for {ref}")
+        response = self._session.request(
+            "PUT", self._target(ref, ("pull", "push")), f"/v2/{ref.repository}/manifests/{identifier}",
+            what=f"manifest {ref}", ok=(200, 201, 202), headers={"Content-Type": media_type}, body=data,
+        )
+        response.close()
+        claimed = response.headers.get("Docker-Content-Digest")
+        if claimed and claimed.startswith("sha256:") and claimed != digest:
+            raise DigestMismatchError(f"registry stored manifest {ref} as {claimed}, expected {digest}")
+        return PutResult(digest, subject_accepted="OCI-Subject" in response.headers)
+
+    # -- blobs ---------------------------------------------------------------------------
+    def blob_size(self, ref: Reference, digest: str) -> int | None:
+        """Size of blob ``digest`` in ``ref``'s repository, or None when absent."""
+        response = self._session.request(
+            "HEAD", self._target(ref), f"/v2/{ref.repository}/blobs/{check_digest(digest)}",
+            what=f"blob {digest} in {ref.name}", ok=(200, 404), follow_redirects=True,
+        )
+        if response.status_code == 404:
+            return None
+        length = response.headers.get("Content-Length", "")
+        return int(length) if length.isdigit() else -1
+
+    def download_blob(
+        self, ref: Reference, desc: Descriptor, out: BinaryIO, progress: Progress | None = None
+    ) -> None:
+        """Stream blob ``desc`` into ``out``, verifying size and digest; resume on drops.
+
+        ``out`` must be seekable. What was written is unverified until this returns:
+        on error, the caller must discard it.
+        """
+        what = f"blob {desc.digest} of {ref.name}"
+        target = self._target(ref)
+        path = f"/v2/{ref.repository}/blobs/{desc.digest}"
+        start = out.tell()
+        hasher, received, resumes = new_hasher(desc.digest), 0, 0
+        while True:
+            headers = {"Range": f"bytes={received}-"} if received else {}
+            response = self._session.request(
+                "GET", target, path, what=what, ok=(200, 206), headers=headers,
+                stream=True, follow_redirects=True,
+            )
+            try:
+                if received and response.status_code == 200:
+                    # The server ignored Range: start again from the first byte.
+                    _seek_truncate(out, start)
+                    if progress:
+                        progress(-received)
+                    hasher, received = new_hasher(desc.digest), 0
+                elif response.status_code == 206:
+                    _check_content_range(response, received, what)
+                # No chunk size: bytes are handed over as they arrive, so a drop loses
+                # nothing already received (iter_bytes(n) would buffer up to n bytes).
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > desc.size:
+                        raise DigestMismatchError(f"{what} is larger than its descriptor's {desc.size} bytes")
+                    hasher.update(chunk)
+                    _write(out, chunk)
+                    if progress:
+                        progress(len(chunk))
+                if received == desc.size:
+                    break
+                failure = f"connection closed after {received} of {desc.size} bytes"
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                failure = f"{type(exc).__name__} after {received} of {desc.size} bytes"
+            finally:
+                response.close()
+            resumes += 1
+            if resumes > self.config.max_resumes:
+                raise RegistryConnectionError(f"download of {what} failed {resumes} times: {failure}")
+            self._sleep(min(self.config.backoff_max, self.config.backoff_initial * resumes))
+        actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+        if not hmac.compare_digest(actual, desc.digest):
+            raise DigestMismatchError(f"{what}: content has digest {actual}")
+
+    def fetch_blob(self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None) -> None:
+        """Download into a temp file beside ``dest`` and move it into place once verified."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=dest.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "w+b") as handle:
+                self.download_blob(ref, desc, handle, progress)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise LocalIOError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def get_blob_bytes(self, ref: Reference, desc: Descriptor) -> bytes:
+        """A small blob (config, signature payload) in memory, verified."""
+        if desc.size > self.config.max_small_blob_bytes:
+            raise LimitExceededError(
+                f"blob {desc.digest} is {desc.size} bytes, above the in-memory limit "
+                f"of {self.config.max_small_blob_bytes}"
+            )
+        buffer = io.BytesIO()
+        self.download_blob(ref, desc, buffer)
+        return buffer.getvalue()
+
+    def upload_blob(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        open_content: Callable[[], BinaryIO],
+        *,
+        mount_from: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadOutcome:
+        """Make blob ``desc`` exist in ``ref``'s repository.
+
+        Skips the upload when the blob is there, tries a cross-repository mount
+        from ``mount_from`` (a repository of the same registry), else uploads:
+        monolithic POST+PUT for small blobs, chunked PATCH for large ones.
+        ``open_content`` opens the content afresh (it may be called again to retry).
+        """
+        if self.blob_size(ref, desc.digest) is not None:
+            return "exists"
+        extra = (f"repository:{mount_from}:pull",) if mount_from and mount_from != ref.repository else ()
+        target = self._target(ref, ("pull", "push"), extra)
+        return _upload.upload(self._session, target, desc, open_content, extra != (), mount_from, progress)
+
+    # -- tags and referrers ----------------------------------------------------------------
+    def list_tags(self, ref: Reference, page_size: int = 1000) -> list[str]:
+        """Every tag of ``ref``'s repository, following ``Link`` pagination."""
+        tags: list[str] = []
+        for body in self._paginate(ref, f"/v2/{ref.repository}/tags/list", {"n": str(page_size)}, f"tags of {ref.name}"):
+            page = body.get("tags") or []
+            if not isinstance(page, list):
+                raise RegistryProtocolError(f"tag list of {ref.name} is malformed")
+            tags.extend(str(t) for t in page)
+        return tags
+
+    def list_referrers(self, ref: Reference, digest: str, artifact_type: str | None = None) -> Referrers:
+        """Manifests that refer to ``digest``: referrers API, else the referrers tag schema."""
+        check_digest(digest)
+        params = {"artifactType": artifact_type} if artifact_type else None
+        what = f"referrers of {ref.name}@{digest}"
+        found: list[Descriptor] = []
+        try:
+            for body in self._paginate(ref, f"/v2/{ref.repository}/referrers/{digest}", params, what):
+                manifests = body.get("manifests") or []
+                if not isinstance(manifests, list):
+                    raise RegistryProtocolError(f"{what}: 'manifests' is not a list")
+                found.extend(Descriptor.from_json(m) for m in manifests)
+            source: Literal["api", "tag-schema", "none"] = "api"
+        except NotFoundError:
+            # No referrers API: the fallback tag holds an index of referrers, if any.
+            try:
+                index = self.get_manifest(replace(ref, tag=referrers_tag(digest), digest=None))
+            except NotFoundError:
+                return Referrers((), "none")
+            if index.media_type not in INDEX_TYPES:
+                raise RegistryProtocolError(f"referrers tag {referrers_tag(digest)} of {ref.name} is not an index") from None
+            found = list(index.parsed.manifests)
+            source = "tag-schema"
+        if artifact_type:
+            found = [d for d in found if d.artifact_type == artifact_type]
+        return Referrers(tuple(found), source)
+
+    def _paginate(self, ref: Reference, path: str, params: dict[str, str] | None, what: str) -> Iterator[dict[str, object]]:
+        url: str = path
+        for _ in range(self.config.max_tag_pages):
+            response = self._session.request("GET", self._target(ref), url, what=what, params=params, stream=True)
+            try:
+                data = self._read_bounded(response, self.config.max_json_bytes, what)
+            finally:
+                response.close()
+            yield load_json_object(data, what)
+            next_link = _next_link(response.headers.get("Link", ""))
+            if not next_link:
+                return
+            url = urljoin(str(response.request.url), next_link)
+            params = None  # the link carries its own query
+        raise LimitExceededError(f"{what}: more than {self.config.max_tag_pages} pages")
+
+    @staticmethod
+    def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            raise LimitExceededError(f"{what} is {length} bytes, above the limit of {limit}")
+        data = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise LimitExceededError(f"{what} is larger than the limit of {limit} bytes")
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise RegistryConnectionError(f"connection lost while reading {what}: {type(exc).__name__}") from None
+        return bytes(data)
+
+
+def _content_type(response: httpx.Response) -> str | None:
+    value = response.headers.get("Content-Type")
+    return value.split(";", 1)[0].strip() if value else None
+
+
+def _next_link(header: str) -> str | None:
+    for part in header.split(","):
+        if 'rel="next"' in part or "rel=next" in part:
+            start, end = part.find("<"), part.find(">")
+            if 0 <= start < end:
+                return part[start + 1 : end]
+    return None
+
+
+def _check_content_range(response: httpx.Response, offset: int, what: str) -> None:
+    value = response.headers.get("Content-Range", "")
+    if not value.startswith(f"bytes {offset}-"):
+        raise RegistryProtocolError(f"{what}: asked for bytes from {offset}, got range {value!r}")
+
+
+def _seek_truncate(out: BinaryIO, position: int) -> None:
+    try:
+        out.seek(position)
+        out.truncate()
+    except OSError as exc:
+        raise LocalIOError(f"cannot rewind download file: {exc}") from None
+
+
+def _write(out: BinaryIO, chunk: bytes) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise LocalIOError(f"cannot write downloaded data: {exc.strerror or exc}") from None

@@ -1,0 +1,333 @@
+"""One HTTP session for all registries of a command: TLS, retries, auth, redirects.
+
+This is the only module that talks to httpx directly. It guarantees that:
+
+* every request has a timeout, and failures that may pass (connection errors,
+  429, 500/502/503/504) are retried a bounded number of times with exponential
+  backoff and full jitter, honouring ``Retry-After``; other 4xx never are;
+* a 401 is answered once through :class:`~dtbundle.registry.auth.Authenticator`;
+* redirects (S3/CDN blob downloads) are followed by hand, and the
+  ``Authorization`` header is dropped when the redirect leaves the registry's
+  origin;
+* no httpx exception escapes: everything becomes a :mod:`dtbundle.errors` class.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from dtbundle.errors import (
+    AuthenticationError,
+    LocalIOError,
+    NotFoundError,
+    RegistryConnectionError,
+    RegistryError,
+)
+from dtbundle.registry.auth import Authenticator
+from dtbundle.registry.config import RegistryConfig
+from dtbundle.registry.credentials import CredentialResolver
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_ERROR_BODY_LIMIT = 64 * 1024
+
+Body = bytes | Callable[[], Iterable[bytes]] | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who a request is for: the registry host (as in references) and the repository."""
+
+    registry: str
+    host: str  # API host (Docker Hub's differs from its registry name)
+    repository: str = ""
+    actions: tuple[str, ...] = ("pull",)
+    extra_scopes: tuple[str, ...] = ()
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        own = (f"repository:{self.repository}:{','.join(self.actions)}",) if self.repository else ()
+        return own + self.extra_scopes
+
+
+def is_loopback(host: str) -> bool:
+    name = urlsplit(f"//{host}").hostname or host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class Session:
+    """Sends registry requests with retries, auth and error translation."""
+
+    def __init__(
+        self,
+        config: RegistryConfig,
+        credentials: CredentialResolver,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self._sleep = sleep
+        verify: ssl.SSLContext | bool = True
+        if config.insecure_skip_tls_verify:
+            verify = False
+        elif config.ca_cert is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(config.ca_cert))
+            except (OSError, ssl.SSLError) as exc:
+                raise LocalIOError(f"cannot load CA certificate {config.ca_cert}: {exc}") from None
+        self._client = httpx.Client(
+            transport=transport,
+            verify=verify,
+            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+            # identity: bytes are hashed exactly as sent, and Range offsets stay meaningful.
+            headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
+            trust_env=False,
+        )
+        self.auth = Authenticator(credentials, self._send_plain, config.max_json_bytes)
+        self._schemes: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- URLs --------------------------------------------------------------------------
+    def base_url(self, host: str) -> str:
+        with self._lock:
+            scheme = self._schemes.get(host)
+        if scheme is None:
+            scheme = "http" if self.config.plain_http else "https"
+        return f"{scheme}://{host}"
+
+    def _maybe_fall_back_to_http(self, host: str, exc: Exception) -> bool:
+        """Loopback registries speaking plain HTTP: switch once, as Docker does for localhost."""
+        if self.config.plain_http or not self.config.loopback_plain_http_fallback:
+            return False
+        if not is_loopback(host) or self.base_url(host).startswith("http://"):
+            return False
+        # Only "the peer does not speak TLS", never a certificate failure.
+        if not _speaks_no_tls(exc):
+            return False
+        with self._lock:
+            self._schemes[host] = "http"
+        return True
+
+    # -- sending -------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        target: Target,
+        path: str,
+        *,
+        what: str,
+        ok: Iterable[int] = (200,),
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+        stream: bool = False,
+        follow_redirects: bool = False,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send to ``target.host`` + ``path``; return the response if its status is in ``ok``.
+
+        ``what`` names the object for error messages ("manifest reg/app:1.0").
+        With ``stream`` the caller must close the response. ``retry=False`` sends once
+        (for requests whose repetition is not safe, such as an upload chunk).
+        """
+        attempts = self.config.max_attempts if retry else 1
+        accepted = frozenset(ok)
+        extra = dict(headers or {})
+        authorization = self.auth.authorization(
+            target.host, target.registry, target.repository, target.scopes
+        )
+        for auth_round in range(2):
+            send_headers = dict(extra)
+            if authorization:
+                send_headers["Authorization"] = authorization
+            url = path if path.startswith(("http://", "https://")) else self.base_url(target.host) + path
+            response = self._send_with_retries(
+                method, url, target.host, what, params, send_headers, body, stream, attempts
+            )
+            if response.status_code == 401 and auth_round == 0:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                if not challenge:
+                    raise AuthenticationError(f"registry {target.registry} refused {what} (HTTP 401, no challenge)")
+                self.auth.forget(target.host)
+                authorization = self.auth.respond(
+                    target.host, target.registry, target.repository, target.scopes, challenge
+                )
+                continue
+            break
+        if follow_redirects:
+            hops = 0
+            while response.status_code in REDIRECT_STATUSES:
+                hops += 1
+                location = response.headers.get("Location")
+                response.close()
+                if not location or hops > self.config.max_redirects:
+                    raise RegistryError(f"registry {target.registry}: too many or empty redirects for {what}")
+                new_url = urljoin(str(response.request.url), location)
+                hop_headers = dict(extra)
+                if _same_origin(str(response.request.url), new_url) and authorization:
+                    hop_headers["Authorization"] = authorization
+                response = self._send_with_retries(
+                    "GET" if response.status_code == 303 else method,
+                    new_url, target.host, what, None, hop_headers, body, stream, attempts,
+                )
+        if response.status_code in accepted:
+            return response
+        try:
+            raise self._status_error(response, target, what)
+        finally:
+            response.close()
+
+    def _send_plain(self, request: httpx.Request) -> httpx.Response:
+        """Token-service requests: retried, never authenticated by us."""
+        host = request.url.netloc.decode()
+        return self._send_with_retries(
+            request.method, str(request.url), host, "token request", None,
+            dict(request.headers), request.content or None, False, self.config.max_attempts,
+        )
+
+    def _send_with_retries(
+        self,
+        method: str,
+        url: str,
+        host: str,
+        what: str,
+        params: Any,
+        headers: dict[str, str],
+        body: Body,
+        stream: bool,
+        max_attempts: int,
+    ) -> httpx.Response:
+        cfg = self.config
+        attempt = 0
+        while True:
+            attempt += 1
+            content: Any = body() if callable(body) else body
+            try:
+                request = self._client.build_request(method, url, params=params, headers=headers, content=content)
+                response = self._client.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if self._maybe_fall_back_to_http(host, exc):
+                    url = url.replace("https://", "http://", 1)
+                    attempt -= 1
+                    continue
+                if attempt >= max_attempts or isinstance(exc, httpx.UnsupportedProtocol):
+                    raise RegistryConnectionError(
+                        f"cannot reach registry {host} for {what} after {attempt} attempt(s): "
+                        f"{_describe_transport_error(exc)}"
+                    ) from None
+                self._sleep(self._backoff(attempt))
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < max_attempts:
+                delay = self._backoff(attempt)
+                if response.status_code == 429:
+                    delay = max(delay, _retry_after(response.headers.get("Retry-After"), cfg.retry_after_max))
+                response.close()
+                self._sleep(delay)
+                continue
+            return response
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.config.backoff_max, self.config.backoff_initial * (2 ** (attempt - 1)))
+        return random.uniform(0, cap)  # full jitter
+
+    def _status_error(self, response: httpx.Response, target: Target, what: str) -> RegistryError:
+        status = response.status_code
+        detail = registry_error_detail(response)
+        suffix = f" ({detail})" if detail else ""
+        if status == 404:
+            return NotFoundError(f"{what} not found at registry {target.registry}{suffix}")
+        if status in (401, 403):
+            creds = self.auth.credentials.lookup(target.registry, target.repository)
+            who = creds.describe() if creds else "anonymous access (no credentials found)"
+            verb = "push to" if "push" in target.actions else "read"
+            return AuthenticationError(
+                f"registry {target.registry} refused {who}: not allowed to {verb} "
+                f"{target.repository or what} (HTTP {status}){suffix}"
+            )
+        if status in RETRY_STATUSES:
+            return RegistryError(
+                f"registry {target.registry} kept failing for {what}: HTTP {status} after "
+                f"{self.config.max_attempts} attempts{suffix}"
+            )
+        return RegistryError(f"registry {target.registry} answered HTTP {status} for {what}{suffix}")
+
+
+def registry_error_detail(response: httpx.Response) -> str:
+    """The distribution spec's error body, as 'CODE: message', read with a bound."""
+    try:
+        data = b""
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > _ERROR_BODY_LIMIT:
+                break
+        obj = json.loads(data[:_ERROR_BODY_LIMIT])
+        errors = obj.get("errors") if isinstance(obj, dict) else None
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            code, message = errors[0].get("code", ""), errors[0].get("message", "")
+            return f"{code}: {message}".strip(": ")[:200]
+    except (ValueError, httpx.HTTPError, httpx.StreamError):
+        pass
+    return ""
+
+
+def _same_origin(a: str, b: str) -> bool:
+    sa, sb = urlsplit(a), urlsplit(b)
+    return (sa.scheme, sa.hostname, sa.port) == (sb.scheme, sb.hostname, sb.port)
+
+
+def _retry_after(value: str | None, cap: float) -> float:
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return 0.0
+        seconds = parsed.timestamp() - time.time()
+    return max(0.0, min(seconds, cap))
+
+
+def _speaks_no_tls(exc: Exception) -> bool:
+    text = str(exc)
+    return "WRONG_VERSION_NUMBER" in text or "record layer failure" in text
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "TLS certificate not trusted; pass --ca-cert FILE with the registry's CA "
+            "(or --insecure-skip-tls-verify to opt out)"
+        )
+    if _speaks_no_tls(exc):
+        return "the registry does not speak TLS; pass --plain-http if that is intended"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {text}"[:300]

@@ -1,0 +1,110 @@
+"""Real-registry test bed: docker-registry servers on free 127.0.0.1 ports.
+
+Session-scoped servers (plain, basic auth, token auth, TLS, token+TLS) are shared;
+each test uses its own repository names so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dtbundle.reference import Reference
+from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.sandbox import images
+from dtbundle.sandbox.pki import KeyPair, make_ca
+from dtbundle.sandbox.registry_server import RegistryServer, start_registry
+
+USER, PASSWORD = "alice", "correct-horse-battery"
+READER, READER_PASSWORD = "reader", "only-reads-here"
+REFRESH_TOKEN = "refresh-token-for-alice"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def ca() -> KeyPair:
+    return make_ca()
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="session")
+def skopeo() -> str:
+    path = shutil.which("skopeo")
+    if path is None:
+        pytest.fail("skopeo is not installed: run ./scripts/test.sh, which installs it")
+    return path
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: object) -> Iterator[RegistryServer]:
+    server = start_registry(tmp_path_factory.mktemp(name), **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def plain_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    yield from _start(tmp_path_factory, "plain")
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    yield from _start(tmp_path_factory, "basic", auth="basic", users={USER: PASSWORD})
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[RegistryServer]:
+    yield from _start(
+        tmp_path_factory, "token", auth="token", ca=ca,
+        users={USER: PASSWORD, READER: READER_PASSWORD}, public_prefixes=("public",),
+        refresh_tokens={REFRESH_TOKEN: USER}, read_only_users=frozenset({READER}),
+    )
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[RegistryServer]:
+    yield from _start(tmp_path_factory, "tls", tls=True, ca=ca)
+
+
+@pytest.fixture(scope="session")
+def tls_token_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[RegistryServer]:
+    yield from _start(tmp_path_factory, "tlstoken", auth="token", tls=True, ca=ca, users={USER: PASSWORD})
+
+
+def make_client(server: RegistryServer, *, user: str | None = USER, password: str | None = PASSWORD,
+                **config: object) -> RegistryClient:
+    """A client for ``server`` with explicit credentials (none for user=None)."""
+    explicit = {server.address: Credentials("test credentials", user, password)} if user else {}
+    settings: dict[str, object] = {"plain_http": not server.tls,
+                                   "ca_cert": server.ca_cert if server.tls else None,
+                                   "backoff_initial": 0.01, "backoff_max": 0.05}
+    settings.update(config)
+    return RegistryClient(RegistryConfig(**settings),  # type: ignore[arg-type]
+                          CredentialResolver(explicit, use_config_files=False))
+
+
+@pytest.fixture
+def repo() -> str:
+    """A fresh repository path for one test."""
+    return f"t/{uuid.uuid4().hex[:12]}"
+
+
+def ref_in(server: RegistryServer, repository: str, tag: str | None = None, digest: str | None = None) -> Reference:
+    return Reference(server.address, repository, tag, digest)
+
+
+@pytest.fixture(scope="session")
+def seeded(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> list[images.SampleImage]:
+    """The sample images, signed, on the plain registry."""
+    with make_client(plain_registry, user=None) as client:
+        return images.seed(client, plain_registry.address, signing_key)
