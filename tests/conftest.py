@@ -44,7 +44,9 @@ def skopeo() -> str:
     return path
 
 
-def _start(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: object) -> Iterator[RegistryServer]:
+def _start(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: object
+) -> Iterator[RegistryServer]:
     server = start_registry(tmp_path_factory.mktemp(name), **kwargs)  # type: ignore[arg-type]
     try:
         yield server
@@ -63,11 +65,18 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 
 
 @pytest.fixture(scope="session")
-def token_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[RegistryServer]:
+def token_registry(
+    tmp_path_factory: pytest.TempPathFactory, ca: KeyPair
+) -> Iterator[RegistryServer]:
     yield from _start(
-        tmp_path_factory, "token", auth="token", ca=ca,
-        users={USER: PASSWORD, READER: READER_PASSWORD}, public_prefixes=("public",),
-        refresh_tokens={REFRESH_TOKEN: USER}, read_only_users=frozenset({READER}),
+        tmp_path_factory,
+        "token",
+        auth="token",
+        ca=ca,
+        users={USER: PASSWORD, READER: READER_PASSWORD},
+        public_prefixes=("public",),
+        refresh_tokens={REFRESH_TOKEN: USER},
+        read_only_users=frozenset({READER}),
     )
 
 
@@ -77,20 +86,34 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Itera
 
 
 @pytest.fixture(scope="session")
-def tls_token_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[RegistryServer]:
-    yield from _start(tmp_path_factory, "tlstoken", auth="token", tls=True, ca=ca, users={USER: PASSWORD})
+def tls_token_registry(
+    tmp_path_factory: pytest.TempPathFactory, ca: KeyPair
+) -> Iterator[RegistryServer]:
+    yield from _start(
+        tmp_path_factory, "tlstoken", auth="token", tls=True, ca=ca, users={USER: PASSWORD}
+    )
 
 
-def make_client(server: RegistryServer, *, user: str | None = USER, password: str | None = PASSWORD,
-                **config: object) -> RegistryClient:
+def make_client(
+    server: RegistryServer,
+    *,
+    user: str | None = USER,
+    password: str | None = PASSWORD,
+    **config: object,
+) -> RegistryClient:
     """A client for ``server`` with explicit credentials (none for user=None)."""
     explicit = {server.address: Credentials("test credentials", user, password)} if user else {}
-    settings: dict[str, object] = {"plain_http": not server.tls,
-                                   "ca_cert": server.ca_cert if server.tls else None,
-                                   "backoff_initial": 0.01, "backoff_max": 0.05}
+    settings: dict[str, object] = {
+        "plain_http": not server.tls,
+        "ca_cert": server.ca_cert if server.tls else None,
+        "backoff_initial": 0.01,
+        "backoff_max": 0.05,
+    }
     settings.update(config)
-    return RegistryClient(RegistryConfig(**settings),  # type: ignore[arg-type]
-                          CredentialResolver(explicit, use_config_files=False))
+    return RegistryClient(
+        RegistryConfig(**settings),  # type: ignore[arg-type]
+        CredentialResolver(explicit, use_config_files=False),
+    )
 
 
 @pytest.fixture
@@ -99,12 +122,16 @@ def repo() -> str:
     return f"t/{uuid.uuid4().hex[:12]}"
 
 
-def ref_in(server: RegistryServer, repository: str, tag: str | None = None, digest: str | None = None) -> Reference:
+def ref_in(
+    server: RegistryServer, repository: str, tag: str | None = None, digest: str | None = None
+) -> Reference:
     return Reference(server.address, repository, tag, digest)
 
 
 @pytest.fixture(scope="session")
-def seeded(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> list[images.SampleImage]:
+def seeded(
+    plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey
+) -> list[images.SampleImage]:
     """The sample images, signed, on the plain registry."""
     with make_client(plain_registry, user=None) as client:
         return images.seed(client, plain_registry.address, signing_key)

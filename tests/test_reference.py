@@ -14,11 +14,16 @@ D = "sha256:" + "ab" * 32
     ("text", "expected"),
     [
         ("busybox", Reference("docker.io", "library/busybox", "latest")),
-        ("dynatrace/dynatrace-operator:v1.4.0", Reference("docker.io", "dynatrace/dynatrace-operator", "v1.4.0")),
+        (
+            "dynatrace/dynatrace-operator:v1.4.0",
+            Reference("docker.io", "dynatrace/dynatrace-operator", "v1.4.0"),
+        ),
         ("index.docker.io/library/alpine:3", Reference("docker.io", "library/alpine", "3")),
         ("docker.io/alpine", Reference("docker.io", "library/alpine", "latest")),
-        ("public.ecr.aws/dynatrace/dynatrace-operator:v1.4.0",
-         Reference("public.ecr.aws", "dynatrace/dynatrace-operator", "v1.4.0")),
+        (
+            "public.ecr.aws/dynatrace/dynatrace-operator:v1.4.0",
+            Reference("public.ecr.aws", "dynatrace/dynatrace-operator", "v1.4.0"),
+        ),
         ("localhost/app", Reference("localhost", "app", "latest")),
         ("localhost:5000/team/app:1.0", Reference("localhost:5000", "team/app", "1.0")),
         ("127.0.0.1:5000/a/b/c:x", Reference("127.0.0.1:5000", "a/b/c", "x")),

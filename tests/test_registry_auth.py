@@ -14,7 +14,15 @@ from dtbundle.oci import Descriptor, Platform, sha256_digest
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.conftest import PASSWORD, READER, READER_PASSWORD, REFRESH_TOKEN, USER, make_client, ref_in
+from tests.conftest import (
+    PASSWORD,
+    READER,
+    READER_PASSWORD,
+    REFRESH_TOKEN,
+    USER,
+    make_client,
+    ref_in,
+)
 
 
 def _roundtrip(client: RegistryClient, server: RegistryServer, repo: str) -> None:
@@ -25,8 +33,12 @@ def _roundtrip(client: RegistryClient, server: RegistryServer, repo: str) -> Non
     assert client.get_blob_bytes(ref, built.blobs[1].descriptor) == built.blobs[1].data
 
 
-@pytest.mark.parametrize("variant", ["basic_registry", "token_registry", "tls_registry", "tls_token_registry"])
-def test_push_and_pull_with_valid_credentials(variant: str, request: pytest.FixtureRequest, repo: str) -> None:
+@pytest.mark.parametrize(
+    "variant", ["basic_registry", "token_registry", "tls_registry", "tls_token_registry"]
+)
+def test_push_and_pull_with_valid_credentials(
+    variant: str, request: pytest.FixtureRequest, repo: str
+) -> None:
     server: RegistryServer = request.getfixturevalue(variant)
     with make_client(server) as client:
         _roundtrip(client, server, repo)
@@ -37,15 +49,23 @@ def test_wrong_password_names_registry_and_source_but_not_the_secret(
     variant: str, request: pytest.FixtureRequest, repo: str
 ) -> None:
     server: RegistryServer = request.getfixturevalue(variant)
-    with make_client(server, password="wrong-password-123") as client, pytest.raises(AuthenticationError) as info:
+    with (
+        make_client(server, password="wrong-password-123") as client,
+        pytest.raises(AuthenticationError) as info,
+    ):
         client.get_manifest(ref_in(server, repo, "x"))
     message = str(info.value)
     assert server.address in message and "test credentials" in message and USER in message
     assert "wrong-password-123" not in message and info.value.exit_code == 1
 
 
-def test_basic_registry_without_credentials_says_where_it_looked(basic_registry: RegistryServer, repo: str) -> None:
-    with make_client(basic_registry, user=None) as client, pytest.raises(AuthenticationError) as info:
+def test_basic_registry_without_credentials_says_where_it_looked(
+    basic_registry: RegistryServer, repo: str
+) -> None:
+    with (
+        make_client(basic_registry, user=None) as client,
+        pytest.raises(AuthenticationError) as info,
+    ):
         client.get_manifest(ref_in(basic_registry, repo, "x"))
     assert "none was found" in str(info.value) and basic_registry.address in str(info.value)
 
@@ -65,8 +85,10 @@ def test_anonymous_token_pulls_public_repositories_only(token_registry: Registry
 def test_read_only_user_cannot_push(token_registry: RegistryServer, repo: str) -> None:
     data = os.urandom(64)
     desc = Descriptor("application/octet-stream", sha256_digest(data), len(data))
-    with make_client(token_registry, user=READER, password=READER_PASSWORD) as client, \
-            pytest.raises(AuthenticationError) as info:
+    with (
+        make_client(token_registry, user=READER, password=READER_PASSWORD) as client,
+        pytest.raises(AuthenticationError) as info,
+    ):
         client.upload_blob(ref_in(token_registry, repo), desc, lambda: io.BytesIO(data))
     assert "push" in str(info.value) and READER in str(info.value)
 
@@ -81,20 +103,34 @@ def test_tokens_are_cached_per_scope(token_registry: RegistryServer, repo: str) 
         assert len(token_registry.token_server.requests) == before
 
 
-def test_cross_repository_mount_asks_for_both_scopes(token_registry: RegistryServer, repo: str) -> None:
+def test_cross_repository_mount_asks_for_both_scopes(
+    token_registry: RegistryServer, repo: str
+) -> None:
     assert token_registry.token_server is not None
     data = os.urandom(2048)
     desc = Descriptor("application/octet-stream", sha256_digest(data), len(data))
     src, dst = ref_in(token_registry, repo + "/a"), ref_in(token_registry, repo + "/b")
     with make_client(token_registry) as client:
         assert client.upload_blob(src, desc, lambda: io.BytesIO(data)) == "uploaded"
-        assert client.upload_blob(dst, desc, lambda: io.BytesIO(data), mount_from=src.repository) == "mounted"
+        assert (
+            client.upload_blob(dst, desc, lambda: io.BytesIO(data), mount_from=src.repository)
+            == "mounted"
+        )
     scopes = [set(r["scopes"]) for r in token_registry.token_server.requests]
-    assert any({f"repository:{dst.repository}:pull,push", f"repository:{src.repository}:pull"} <= s for s in scopes)
+    assert any(
+        {f"repository:{dst.repository}:pull,push", f"repository:{src.repository}:pull"} <= s
+        for s in scopes
+    )
 
 
-def test_identity_token_uses_oauth2_refresh_grant(token_registry: RegistryServer, repo: str) -> None:
-    creds = {token_registry.address: Credentials("docker config identitytoken", identity_token=REFRESH_TOKEN)}
+def test_identity_token_uses_oauth2_refresh_grant(
+    token_registry: RegistryServer, repo: str
+) -> None:
+    creds = {
+        token_registry.address: Credentials(
+            "docker config identitytoken", identity_token=REFRESH_TOKEN
+        )
+    }
     config = RegistryConfig(plain_http=True)
     with RegistryClient(config, CredentialResolver(creds, use_config_files=False)) as client:
         _roundtrip(client, token_registry, repo)
@@ -103,8 +139,12 @@ def test_identity_token_uses_oauth2_refresh_grant(token_registry: RegistryServer
 
 
 def test_tls_without_the_ca_fails_with_advice(tls_registry: RegistryServer, repo: str) -> None:
-    with RegistryClient(RegistryConfig(max_attempts=1), CredentialResolver(use_config_files=False)) as client, \
-            pytest.raises(RegistryConnectionError) as info:
+    with (
+        RegistryClient(
+            RegistryConfig(max_attempts=1), CredentialResolver(use_config_files=False)
+        ) as client,
+        pytest.raises(RegistryConnectionError) as info,
+    ):
         client.get_manifest(ref_in(tls_registry, repo, "x"))
     assert "--ca-cert" in str(info.value)
 
@@ -115,21 +155,33 @@ def test_tls_skip_verify_is_an_explicit_opt_out(tls_registry: RegistryServer, re
         _roundtrip(client, tls_registry, repo)
 
 
-def test_https_client_falls_back_to_http_only_for_loopback(plain_registry: RegistryServer, repo: str) -> None:
+def test_https_client_falls_back_to_http_only_for_loopback(
+    plain_registry: RegistryServer, repo: str
+) -> None:
     # No --plain-http: HTTPS is tried first; a loopback registry speaking HTTP is accepted.
     with RegistryClient(RegistryConfig(), CredentialResolver(use_config_files=False)) as client:
         _roundtrip(client, plain_registry, repo)
-    with RegistryClient(RegistryConfig(loopback_plain_http_fallback=False, max_attempts=1),
-                        CredentialResolver(use_config_files=False)) as strict, \
-            pytest.raises(RegistryConnectionError) as info:
+    with (
+        RegistryClient(
+            RegistryConfig(loopback_plain_http_fallback=False, max_attempts=1),
+            CredentialResolver(use_config_files=False),
+        ) as strict,
+        pytest.raises(RegistryConnectionError) as info,
+    ):
         strict.get_manifest(ref_in(plain_registry, repo, "1.0"))
     assert "--plain-http" in str(info.value)
 
 
-def test_plain_http_flag_against_tls_registry_fails_cleanly(tls_registry: RegistryServer, repo: str) -> None:
-    with RegistryClient(RegistryConfig(plain_http=True, max_attempts=1),
-                        CredentialResolver(use_config_files=False)) as client, \
-            pytest.raises(Exception) as info:
+def test_plain_http_flag_against_tls_registry_fails_cleanly(
+    tls_registry: RegistryServer, repo: str
+) -> None:
+    with (
+        RegistryClient(
+            RegistryConfig(plain_http=True, max_attempts=1),
+            CredentialResolver(use_config_files=False),
+        ) as client,
+        pytest.raises(Exception) as info,
+    ):
         client.get_manifest(ref_in(tls_registry, repo, "x"))
     assert info.type.__module__ == "dtbundle.errors"
 

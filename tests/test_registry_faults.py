@@ -32,37 +32,57 @@ REF = Reference(REG, "team/app", "1.0")
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def client_for(handler: Handler, *, creds: bool = False, **config: object) -> tuple[RegistryClient, list[float]]:
+def client_for(
+    handler: Handler, *, creds: bool = False, **config: object
+) -> tuple[RegistryClient, list[float]]:
     sleeps: list[float] = []
     explicit = {REG: Credentials("test", "u", "p")} if creds else {}
     settings: dict[str, object] = {"backoff_initial": 0.01}
     settings.update(config)
-    client = RegistryClient(RegistryConfig(**settings), CredentialResolver(explicit, use_config_files=False),  # type: ignore[arg-type]
-                            transport=httpx.MockTransport(handler), sleep=sleeps.append)
+    client = RegistryClient(
+        RegistryConfig(**settings),
+        CredentialResolver(explicit, use_config_files=False),  # type: ignore[arg-type]
+        transport=httpx.MockTransport(handler),
+        sleep=sleeps.append,
+    )
     return client, sleeps
 
 
-def manifest_response(data: bytes, media_type: str = oci.OCI_MANIFEST, digest: str | None = None) -> httpx.Response:
+def manifest_response(
+    data: bytes, media_type: str = oci.OCI_MANIFEST, digest: str | None = None
+) -> httpx.Response:
     headers = {"Content-Type": media_type, "Docker-Content-Digest": digest or sha256_digest(data)}
     return httpx.Response(200, content=data, headers=headers)
 
 
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
-                       "config": {"mediaType": oci.OCI_CONFIG, "digest": sha256_digest(b"{}"), "size": 2},
-                       "layers": []}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": oci.OCI_MANIFEST,
+        "config": {"mediaType": oci.OCI_CONFIG, "digest": sha256_digest(b"{}"), "size": 2},
+        "layers": [],
+    }
+).encode()
 
 
 # -- referrers API --------------------------------------------------------------------------
 def test_referrers_api_with_pagination_and_client_side_filter() -> None:
     subject = "sha256:" + "1" * 64
-    sig = Descriptor(oci.OCI_MANIFEST, "sha256:" + "2" * 64, 500, artifact_type=oci.SIGSTORE_BUNDLE_V03)
-    sbom = Descriptor(oci.OCI_MANIFEST, "sha256:" + "3" * 64, 600, artifact_type="application/spdx+json")
+    sig = Descriptor(
+        oci.OCI_MANIFEST, "sha256:" + "2" * 64, 500, artifact_type=oci.SIGSTORE_BUNDLE_V03
+    )
+    sbom = Descriptor(
+        oci.OCI_MANIFEST, "sha256:" + "3" * 64, 600, artifact_type="application/spdx+json"
+    )
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url.path == f"/v2/team/app/referrers/{subject}"
         page2 = request.url.params.get("last") == "x"
-        body = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX,
-                "manifests": [(sbom if page2 else sig).to_json()]}
+        body = {
+            "schemaVersion": 2,
+            "mediaType": oci.OCI_INDEX,
+            "manifests": [(sbom if page2 else sig).to_json()],
+        }
         headers = {"Content-Type": oci.OCI_INDEX}
         if not page2:
             headers["Link"] = f'</v2/team/app/referrers/{subject}?last=x>; rel="next"'
@@ -72,7 +92,9 @@ def test_referrers_api_with_pagination_and_client_side_filter() -> None:
     everything = client.list_referrers(REF, subject)
     assert everything.source == "api" and everything.descriptors == (sig, sbom)
     # The registry did not say OCI-Filters-Applied, so we filter ourselves.
-    assert client.list_referrers(REF, subject, artifact_type=oci.SIGSTORE_BUNDLE_V03).descriptors == (sig,)
+    assert client.list_referrers(
+        REF, subject, artifact_type=oci.SIGSTORE_BUNDLE_V03
+    ).descriptors == (sig,)
 
 
 # -- retries ----------------------------------------------------------------------------------
@@ -121,7 +143,9 @@ def test_other_4xx_are_never_retried() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
-        return httpx.Response(400, json={"errors": [{"code": "NAME_INVALID", "message": "bad name"}]})
+        return httpx.Response(
+            400, json={"errors": [{"code": "NAME_INVALID", "message": "bad name"}]}
+        )
 
     client, sleeps = client_for(handler)
     with pytest.raises(RegistryError) as info:
@@ -155,15 +179,23 @@ def test_digest_fetch_verifies_the_body() -> None:
 
 
 def test_oversized_manifest_is_refused() -> None:
-    big = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [],
-                      "annotations": {"x": "y" * 5000}}).encode()
+    big = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": oci.OCI_INDEX,
+            "manifests": [],
+            "annotations": {"x": "y" * 5000},
+        }
+    ).encode()
     client, _ = client_for(lambda r: manifest_response(big, oci.OCI_INDEX), max_manifest_bytes=4096)
     with pytest.raises(LimitExceededError):
         client.get_manifest(REF)
 
 
 def test_schema1_is_reported_as_unsupported() -> None:
-    body = json.dumps({"schemaVersion": 1, "name": "team/app", "tag": "1.0", "fsLayers": []}).encode()
+    body = json.dumps(
+        {"schemaVersion": 1, "name": "team/app", "tag": "1.0", "fsLayers": []}
+    ).encode()
     client, _ = client_for(lambda r: manifest_response(body, oci.DOCKER_SCHEMA1_SIGNED))
     with pytest.raises(UnsupportedManifestError) as info:
         client.get_manifest(REF)
@@ -178,7 +210,12 @@ def test_manifest_accept_header_offers_all_four_types_and_no_schema1() -> None:
         return manifest_response(MANIFEST)
 
     client_for(handler)[0].get_manifest(REF)
-    for media_type in (oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST_LIST, oci.DOCKER_MANIFEST):
+    for media_type in (
+        oci.OCI_INDEX,
+        oci.OCI_MANIFEST,
+        oci.DOCKER_MANIFEST_LIST,
+        oci.DOCKER_MANIFEST,
+    ):
         assert media_type in seen[0]
     assert oci.DOCKER_SCHEMA1 not in seen[0] and oci.DOCKER_SCHEMA1_SIGNED not in seen[0]
 
@@ -201,8 +238,11 @@ def test_dropped_download_resumes_with_range() -> None:
         if len(ranges) == 1:
             return httpx.Response(200, content=_dropping(BLOB, 100_000, request))
         start = int(request.headers["Range"].split("=")[1].rstrip("-"))
-        return httpx.Response(206, content=BLOB[start:],
-                              headers={"Content-Range": f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}"})
+        return httpx.Response(
+            206,
+            content=BLOB[start:],
+            headers={"Content-Range": f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}"},
+        )
 
     client, _ = client_for(handler)
     out = io.BytesIO()
@@ -227,7 +267,9 @@ def test_server_ignoring_range_restarts_cleanly() -> None:
 
 
 def test_endless_drops_give_up_after_the_resume_limit() -> None:
-    client, _ = client_for(lambda r: httpx.Response(200, content=_dropping(BLOB, 10, r)), max_resumes=3)
+    client, _ = client_for(
+        lambda r: httpx.Response(200, content=_dropping(BLOB, 10, r)), max_resumes=3
+    )
     with pytest.raises(RegistryConnectionError) as info:
         client.download_blob(REF, BLOB_DESC, io.BytesIO())
     assert "4 times" in str(info.value)
@@ -259,13 +301,15 @@ def test_redirect_to_cdn_drops_authorization() -> None:
 
 
 def test_redirect_loops_are_bounded() -> None:
-    client, _ = client_for(lambda r: httpx.Response(302, headers={"Location": "/v2/team/app/blobs/again"}))
+    client, _ = client_for(
+        lambda r: httpx.Response(302, headers={"Location": "/v2/team/app/blobs/again"})
+    )
     with pytest.raises(RegistryError) as info:
         client.download_blob(REF, BLOB_DESC, io.BytesIO())
     assert "redirect" in str(info.value)
 
 
-# -- uploads ------------------------------------------------------------------------------------------
+# -- uploads ---------------------------------------------------------------------------
 class FlakyUploadRegistry:
     """Accepts chunked uploads; drops the connection on the second PATCH once."""
 
@@ -302,8 +346,12 @@ class FlakyUploadRegistry:
         if request.method == "PUT":
             assert request.url.params["digest"] == BLOB_DESC.digest
             self.final = bytes(self.held)
-            return httpx.Response(201, headers={"Docker-Content-Digest": hashlib.sha256(self.held).hexdigest()
-                                                and BLOB_DESC.digest})
+            return httpx.Response(
+                201,
+                headers={
+                    "Docker-Content-Digest": "sha256:" + hashlib.sha256(self.held).hexdigest()
+                },
+            )
         return httpx.Response(500)
 
 

@@ -43,8 +43,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     """Exit codes: 0 success, 1 operational failure, 2 usage error, 3 verification failure."""
@@ -53,34 +57,62 @@ def _root(
 
 
 # -- shared registry options ------------------------------------------------------------
-PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries of this command.")]
-CaCert = Annotated[Path | None, typer.Option("--ca-cert", exists=True, dir_okay=False,
-                                             help="PEM file of CA certificates to trust for registry TLS.")]
-SkipTls = Annotated[bool, typer.Option("--insecure-skip-tls-verify",
-                                       help="Do not verify registry TLS certificates (unsafe).")]
-Username = Annotated[str | None, typer.Option("--username", envvar="DTBUNDLE_USERNAME",
-                                              help="Registry user (env DTBUNDLE_USERNAME).")]
-PasswordStdin = Annotated[bool, typer.Option("--password-stdin",
-                                             help="Read the registry password from standard input.")]
-AuthRegistry = Annotated[str | None, typer.Option(
-    "--auth-registry", help="Registry host the explicit credentials are for "
-    "(default: the registry of the references, when there is one).")]
+PlainHttp = Annotated[
+    bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries of this command.")
+]
+CaCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert",
+        exists=True,
+        dir_okay=False,
+        help="PEM file of CA certificates to trust for registry TLS.",
+    ),
+]
+SkipTls = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-skip-tls-verify", help="Do not verify registry TLS certificates (unsafe)."
+    ),
+]
+Username = Annotated[
+    str | None,
+    typer.Option(
+        "--username", envvar="DTBUNDLE_USERNAME", help="Registry user (env DTBUNDLE_USERNAME)."
+    ),
+]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the registry password from standard input.")
+]
+AuthRegistry = Annotated[
+    str | None,
+    typer.Option(
+        "--auth-registry",
+        help="Registry host the explicit credentials are for "
+        "(default: the registry of the references, when there is one).",
+    ),
+]
 
 
-def _explicit_credentials(username: str | None, password_stdin: bool, registries: set[str],
-                          auth_registry: str | None) -> dict[str, Credentials]:
+def _explicit_credentials(
+    username: str | None, password_stdin: bool, registries: set[str], auth_registry: str | None
+) -> dict[str, Credentials]:
     """Bind --username/--password-stdin (or DTBUNDLE_PASSWORD) to exactly one registry."""
     password = os.environ.get("DTBUNDLE_PASSWORD")
     if password_stdin:
         if sys.stdin.isatty():
-            raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
+            raise UsageError(
+                "--password-stdin given, but standard input is a terminal; pipe the password in"
+            )
         password = sys.stdin.readline().rstrip("\r\n")
     if username is None:
         if password_stdin:
             raise UsageError("--password-stdin needs --username (or DTBUNDLE_USERNAME)")
         return {}
     if not password:
-        raise UsageError("--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD")
+        raise UsageError(
+            "--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD"
+        )
     host = auth_registry or (next(iter(registries)) if len(registries) == 1 else None)
     if host is None:
         raise UsageError(
@@ -91,17 +123,27 @@ def _explicit_credentials(username: str | None, password_stdin: bool, registries
     return {host: Credentials(source=source, username=username, password=password)}
 
 
-def _client(plain_http: bool, ca_cert: Path | None, skip_tls: bool,
-            explicit: dict[str, Credentials]) -> RegistryClient:
-    config = RegistryConfig(plain_http=plain_http, ca_cert=ca_cert, insecure_skip_tls_verify=skip_tls)
+def _client(
+    plain_http: bool, ca_cert: Path | None, skip_tls: bool, explicit: dict[str, Credentials]
+) -> RegistryClient:
+    config = RegistryConfig(
+        plain_http=plain_http, ca_cert=ca_cert, insecure_skip_tls_verify=skip_tls
+    )
     return RegistryClient(config, CredentialResolver(explicit))
 
 
 # -- verbs ------------------------------------------------------------------------------------
 @app.command()
 def resolve(
-    references: Annotated[list[str], typer.Argument(help="Image references, e.g. public.ecr.aws/dynatrace/dynatrace-operator:v1.4.0")],
-    no_referrers: Annotated[bool, typer.Option("--no-referrers", help="Do not look for signatures and referrers.")] = False,
+    references: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image references, e.g. public.ecr.aws/dynatrace/dynatrace-operator:v1.4.0"
+        ),
+    ],
+    no_referrers: Annotated[
+        bool, typer.Option("--no-referrers", help="Do not look for signatures and referrers.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     plain_http: PlainHttp = False,
     ca_cert: CaCert = None,
@@ -112,7 +154,9 @@ def resolve(
 ) -> None:
     """Resolve references to digests; list platforms, cosign signatures and OCI referrers."""
     refs = [parse_reference(r) for r in references]
-    explicit = _explicit_credentials(username, password_stdin, {r.registry for r in refs}, auth_registry)
+    explicit = _explicit_credentials(
+        username, password_stdin, {r.registry for r in refs}, auth_registry
+    )
     with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
         images = resolve_all(client, refs, attachments=not no_referrers)
     if as_json:
@@ -125,9 +169,13 @@ def resolve(
 def _describe(image: ResolvedImage) -> str:
     lines = [f"{image.pinned}", f"  {image.media_type} ({image.size} bytes)"]
     for p in image.platforms:
-        lines.append(f"  {str(p.platform or 'unknown'):<16} {p.digest}")
+        lines.append(f"  {p.platform or 'unknown'!s:<16} {p.digest}")
     for a in image.attachments:
-        kind = a.kind if a.kind != "referrer" else f"referrer {a.descriptor.artifact_type or a.descriptor.media_type}"
+        kind = (
+            a.kind
+            if a.kind != "referrer"
+            else f"referrer {a.descriptor.artifact_type or a.descriptor.media_type}"
+        )
         lines.append(f"  {kind:<16} {a.descriptor.digest} -> {a.subject[:19]}… (via {a.found_via})")
     if not image.attachments:
         lines.append("  no signatures or referrers found")
@@ -151,6 +199,9 @@ def main() -> None:
     except Exception as exc:  # a bug: say so plainly, trace only on request
         if debug:
             traceback.print_exc()
-        typer.echo(f"dtbundle: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
-                   "and report it)", err=True)
+        typer.echo(
+            f"dtbundle: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
+            "and report it)",
+            err=True,
+        )
         sys.exit(EXIT_OPERATIONAL)

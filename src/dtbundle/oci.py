@@ -141,7 +141,11 @@ class Descriptor:
         )
 
     def to_json(self) -> dict[str, Any]:
-        obj: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        obj: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
         if self.artifact_type:
             obj["artifactType"] = self.artifact_type
         if self.platform:
@@ -196,7 +200,7 @@ def detect_media_type(data: bytes, declared: str | None) -> str:
     obj = load_json_object(data, "manifest")
     body_type = obj.get("mediaType")
     media_type = body_type if isinstance(body_type, str) and body_type else None
-    if declared and declared in SCHEMA1_TYPES or obj.get("schemaVersion") == 1:
+    if (declared and declared in SCHEMA1_TYPES) or obj.get("schemaVersion") == 1:
         raise UnsupportedManifestError(
             "Docker schema1 manifest: it cannot be copied without conversion, which would "
             "change its digest; ask the publisher for a schema2 or OCI image"
@@ -209,7 +213,9 @@ def detect_media_type(data: bytes, declared: str | None) -> str:
         elif "config" in obj:
             media_type = OCI_MANIFEST
     if media_type not in MANIFEST_TYPES:
-        raise UnsupportedManifestError(f"unsupported manifest media type {media_type or declared!r}")
+        raise UnsupportedManifestError(
+            f"unsupported manifest media type {media_type or declared!r}"
+        )
     return media_type
 
 

@@ -68,7 +68,9 @@ def parse_challenges(header: str) -> list[Challenge]:
         while True:
             pm = _PARAM_RE.match(rest)
             # A bare token followed by whitespace starts the next challenge.
-            if not pm or (pm.group(2) is None and pm.group(3) == "" and "=" not in rest[: pm.end()]):
+            if not pm or (
+                pm.group(2) is None and pm.group(3) == "" and "=" not in rest[: pm.end()]
+            ):
                 break
             value = pm.group(2) if pm.group(2) is not None else pm.group(3)
             params[pm.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
@@ -107,7 +109,9 @@ class Authenticator:
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, frozenset[str]], _Token] = {}
 
-    def authorization(self, host: str, registry: str, repository: str, scopes: Iterable[str]) -> str | None:
+    def authorization(
+        self, host: str, registry: str, repository: str, scopes: Iterable[str]
+    ) -> str | None:
         """A header value to send pre-emptively, if this host has challenged us before."""
         wanted = frozenset(scopes)
         with self._lock:
@@ -133,7 +137,8 @@ class Authenticator:
         )
         if chosen is None:
             raise RegistryProtocolError(
-                f"registry {registry} asked for authentication with an unsupported scheme: {header[:80]!r}"
+                f"registry {registry} asked for authentication with an unsupported scheme: "
+                f"{header[:80]!r}"
             )
         creds = self.credentials.lookup(registry, repository)
         with self._lock:
@@ -163,7 +168,9 @@ class Authenticator:
     ) -> _Token:
         realm = challenge.realm
         if not realm.startswith(("https://", "http://")):
-            raise RegistryProtocolError(f"registry {registry} named an invalid token realm {realm!r}")
+            raise RegistryProtocolError(
+                f"registry {registry} named an invalid token realm {realm!r}"
+            )
         params: list[tuple[str, str]] = []
         if challenge.service:
             params.append(("service", challenge.service))
@@ -187,13 +194,18 @@ class Authenticator:
             headers = {}
             if creds is not None and creds.password is not None:
                 headers["Authorization"] = basic_header(creds)
-            request = httpx.Request("GET", realm, params=params, headers=headers)
+            request = httpx.Request(
+                "GET",
+                f"{realm}{'&' if '?' in realm else '?'}{urlencode(params)}",
+                headers=headers,
+            )
         response = self._send(request)
         try:
             if response.status_code in (401, 403):
                 who = creds.describe() if creds else "anonymous access (no credentials found)"
                 raise AuthenticationError(
-                    f"token service of registry {registry} refused {who} for {' '.join(scopes) or 'access'}"
+                    f"token service of registry {registry} refused {who} "
+                    f"for {' '.join(scopes) or 'access'}"
                 )
             if response.status_code != 200:
                 raise AuthenticationError(

@@ -120,7 +120,9 @@ class RegistryClient:
         self.close()
 
     @staticmethod
-    def _target(ref: Reference, actions: tuple[str, ...] = ("pull",), extra: tuple[str, ...] = ()) -> Target:
+    def _target(
+        ref: Reference, actions: tuple[str, ...] = ("pull",), extra: tuple[str, ...] = ()
+    ) -> Target:
         return Target(ref.registry, ref.api_host, ref.repository, actions, extra)
 
     # -- manifests -----------------------------------------------------------------------
@@ -128,8 +130,12 @@ class RegistryClient:
         """Fetch a manifest by ``ref.digest`` (verified) or ``ref.tag`` (digest computed)."""
         what = f"manifest {ref}"
         response = self._session.request(
-            "GET", self._target(ref), f"/v2/{ref.repository}/manifests/{ref.identifier}",
-            what=what, headers={"Accept": MANIFEST_ACCEPT}, stream=True,
+            "GET",
+            self._target(ref),
+            f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            what=what,
+            headers={"Accept": MANIFEST_ACCEPT},
+            stream=True,
         )
         try:
             data = self._read_bounded(response, self.config.max_manifest_bytes, what)
@@ -155,8 +161,12 @@ class RegistryClient:
     def head_manifest(self, ref: Reference) -> Descriptor | None:
         """The descriptor of ``ref`` if it exists, else None."""
         response = self._session.request(
-            "HEAD", self._target(ref), f"/v2/{ref.repository}/manifests/{ref.identifier}",
-            what=f"manifest {ref}", ok=(200, 404), headers={"Accept": MANIFEST_ACCEPT},
+            "HEAD",
+            self._target(ref),
+            f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            what=f"manifest {ref}",
+            ok=(200, 404),
+            headers={"Accept": MANIFEST_ACCEPT},
         )
         if response.status_code == 404:
             return None
@@ -170,27 +180,40 @@ class RegistryClient:
     def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> PutResult:
         """Store ``data`` under ``ref``'s tag (or digest) with Content-Type ``media_type``."""
         if len(data) > self.config.max_manifest_bytes:
-            raise LimitExceededError(f"manifest for {ref} is larger than {self.config.max_manifest_bytes} bytes")
+            raise LimitExceededError(
+                f"manifest for {ref} is larger than {self.config.max_manifest_bytes} bytes"
+            )
         digest = compute_digest(data)
         identifier = ref.tag or ref.digest or digest
         if ref.digest and not ref.tag:
             verify_bytes(data, ref.digest, f"manifest for {ref}")
         response = self._session.request(
-            "PUT", self._target(ref, ("pull", "push")), f"/v2/{ref.repository}/manifests/{identifier}",
-            what=f"manifest {ref}", ok=(200, 201, 202), headers={"Content-Type": media_type}, body=data,
+            "PUT",
+            self._target(ref, ("pull", "push")),
+            f"/v2/{ref.repository}/manifests/{identifier}",
+            what=f"manifest {ref}",
+            ok=(200, 201, 202),
+            headers={"Content-Type": media_type},
+            body=data,
         )
         response.close()
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed.startswith("sha256:") and claimed != digest:
-            raise DigestMismatchError(f"registry stored manifest {ref} as {claimed}, expected {digest}")
+            raise DigestMismatchError(
+                f"registry stored manifest {ref} as {claimed}, expected {digest}"
+            )
         return PutResult(digest, subject_accepted="OCI-Subject" in response.headers)
 
     # -- blobs ---------------------------------------------------------------------------
     def blob_size(self, ref: Reference, digest: str) -> int | None:
         """Size of blob ``digest`` in ``ref``'s repository, or None when absent."""
         response = self._session.request(
-            "HEAD", self._target(ref), f"/v2/{ref.repository}/blobs/{check_digest(digest)}",
-            what=f"blob {digest} in {ref.name}", ok=(200, 404), follow_redirects=True,
+            "HEAD",
+            self._target(ref),
+            f"/v2/{ref.repository}/blobs/{check_digest(digest)}",
+            what=f"blob {digest} in {ref.name}",
+            ok=(200, 404),
+            follow_redirects=True,
         )
         if response.status_code == 404:
             return None
@@ -213,8 +236,14 @@ class RegistryClient:
         while True:
             headers = {"Range": f"bytes={received}-"} if received else {}
             response = self._session.request(
-                "GET", target, path, what=what, ok=(200, 206), headers=headers,
-                stream=True, follow_redirects=True,
+                "GET",
+                target,
+                path,
+                what=what,
+                ok=(200, 206),
+                headers=headers,
+                stream=True,
+                follow_redirects=True,
             )
             try:
                 if received and response.status_code == 200:
@@ -230,7 +259,9 @@ class RegistryClient:
                 for chunk in response.iter_bytes():
                     received += len(chunk)
                     if received > desc.size:
-                        raise DigestMismatchError(f"{what} is larger than its descriptor's {desc.size} bytes")
+                        raise DigestMismatchError(
+                            f"{what} is larger than its descriptor's {desc.size} bytes"
+                        )
                     hasher.update(chunk)
                     _write(out, chunk)
                     if progress:
@@ -244,13 +275,17 @@ class RegistryClient:
                 response.close()
             resumes += 1
             if resumes > self.config.max_resumes:
-                raise RegistryConnectionError(f"download of {what} failed {resumes} times: {failure}")
+                raise RegistryConnectionError(
+                    f"download of {what} failed {resumes} times: {failure}"
+                )
             self._sleep(min(self.config.backoff_max, self.config.backoff_initial * resumes))
         actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
         if not hmac.compare_digest(actual, desc.digest):
             raise DigestMismatchError(f"{what}: content has digest {actual}")
 
-    def fetch_blob(self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None) -> None:
+    def fetch_blob(
+        self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None
+    ) -> None:
         """Download into a temp file beside ``dest`` and move it into place once verified."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=dest.parent)
@@ -296,29 +331,41 @@ class RegistryClient:
         """
         if self.blob_size(ref, desc.digest) is not None:
             return "exists"
-        extra = (f"repository:{mount_from}:pull",) if mount_from and mount_from != ref.repository else ()
+        extra = (
+            (f"repository:{mount_from}:pull",)
+            if mount_from and mount_from != ref.repository
+            else ()
+        )
         target = self._target(ref, ("pull", "push"), extra)
-        return _upload.upload(self._session, target, desc, open_content, extra != (), mount_from, progress)
+        return _upload.upload(
+            self._session, target, desc, open_content, extra != (), mount_from, progress
+        )
 
     # -- tags and referrers ----------------------------------------------------------------
     def list_tags(self, ref: Reference, page_size: int = 1000) -> list[str]:
         """Every tag of ``ref``'s repository, following ``Link`` pagination."""
         tags: list[str] = []
-        for body in self._paginate(ref, f"/v2/{ref.repository}/tags/list", {"n": str(page_size)}, f"tags of {ref.name}"):
+        for body in self._paginate(
+            ref, f"/v2/{ref.repository}/tags/list", {"n": str(page_size)}, f"tags of {ref.name}"
+        ):
             page = body.get("tags") or []
             if not isinstance(page, list):
                 raise RegistryProtocolError(f"tag list of {ref.name} is malformed")
             tags.extend(str(t) for t in page)
         return tags
 
-    def list_referrers(self, ref: Reference, digest: str, artifact_type: str | None = None) -> Referrers:
+    def list_referrers(
+        self, ref: Reference, digest: str, artifact_type: str | None = None
+    ) -> Referrers:
         """Manifests that refer to ``digest``: referrers API, else the referrers tag schema."""
         check_digest(digest)
         params = {"artifactType": artifact_type} if artifact_type else None
         what = f"referrers of {ref.name}@{digest}"
         found: list[Descriptor] = []
         try:
-            for body in self._paginate(ref, f"/v2/{ref.repository}/referrers/{digest}", params, what):
+            for body in self._paginate(
+                ref, f"/v2/{ref.repository}/referrers/{digest}", params, what
+            ):
                 manifests = body.get("manifests") or []
                 if not isinstance(manifests, list):
                     raise RegistryProtocolError(f"{what}: 'manifests' is not a list")
@@ -331,17 +378,23 @@ class RegistryClient:
             except NotFoundError:
                 return Referrers((), "none")
             if index.media_type not in INDEX_TYPES:
-                raise RegistryProtocolError(f"referrers tag {referrers_tag(digest)} of {ref.name} is not an index") from None
+                raise RegistryProtocolError(
+                    f"referrers tag {referrers_tag(digest)} of {ref.name} is not an index"
+                ) from None
             found = list(index.parsed.manifests)
             source = "tag-schema"
         if artifact_type:
             found = [d for d in found if d.artifact_type == artifact_type]
         return Referrers(tuple(found), source)
 
-    def _paginate(self, ref: Reference, path: str, params: dict[str, str] | None, what: str) -> Iterator[dict[str, object]]:
+    def _paginate(
+        self, ref: Reference, path: str, params: dict[str, str] | None, what: str
+    ) -> Iterator[dict[str, object]]:
         url: str = path
         for _ in range(self.config.max_tag_pages):
-            response = self._session.request("GET", self._target(ref), url, what=what, params=params, stream=True)
+            response = self._session.request(
+                "GET", self._target(ref), url, what=what, params=params, stream=True
+            )
             try:
                 data = self._read_bounded(response, self.config.max_json_bytes, what)
             finally:
@@ -366,7 +419,9 @@ class RegistryClient:
                 if len(data) > limit:
                     raise LimitExceededError(f"{what} is larger than the limit of {limit} bytes")
         except (httpx.TransportError, httpx.StreamError) as exc:
-            raise RegistryConnectionError(f"connection lost while reading {what}: {type(exc).__name__}") from None
+            raise RegistryConnectionError(
+                f"connection lost while reading {what}: {type(exc).__name__}"
+            ) from None
         return bytes(data)
 
 

@@ -31,7 +31,7 @@ from dtbundle.reference import DOCKER_HUB, normalize_registry
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 _HELPER_TIMEOUT_SECONDS = 30.0
-_IDENTITY_TOKEN_USER = "<token>"  # how credential helpers mark an identity token
+_IDENTITY_TOKEN_USER = "<token>"  # noqa: S105 - how credential helpers mark an identity token
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,8 @@ class CredentialResolver:
         config = _read_json_file(path)
         if config is None:
             return None
-        helpers = config.get("credHelpers") or {}
+        helpers = config.get("credHelpers", {})
+        helpers = {} if helpers is None else helpers
         if not isinstance(helpers, dict):
             raise CredentialsConfigError(f"{path}: 'credHelpers' must be an object")
         for key, helper in helpers.items():
@@ -169,7 +170,8 @@ class CredentialResolver:
             found = self._from_helper(str(store), registry, f"{path} (credsStore {store!r})")
             if found:
                 return found
-        auths = config.get("auths") or {}
+        auths = config.get("auths", {})
+        auths = {} if auths is None else auths
         if not isinstance(auths, dict):
             raise CredentialsConfigError(f"{path}: 'auths' must be an object")
         # containers auth.json keys may name a namespace; the longest matching key wins.
@@ -238,7 +240,9 @@ def _read_json_file(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise CredentialsConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
+        raise CredentialsConfigError(
+            f"cannot read credentials file {path}: {exc.strerror}"
+        ) from None
     try:
         data = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:

@@ -21,7 +21,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -165,7 +165,11 @@ class Session:
             send_headers = dict(extra)
             if authorization:
                 send_headers["Authorization"] = authorization
-            url = path if path.startswith(("http://", "https://")) else self.base_url(target.host) + path
+            url = (
+                path
+                if path.startswith(("http://", "https://"))
+                else self.base_url(target.host) + path
+            )
             response = self._send_with_retries(
                 method, url, target.host, what, params, send_headers, body, stream, attempts
             )
@@ -173,7 +177,9 @@ class Session:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
                 if not challenge:
-                    raise AuthenticationError(f"registry {target.registry} refused {what} (HTTP 401, no challenge)")
+                    raise AuthenticationError(
+                        f"registry {target.registry} refused {what} (HTTP 401, no challenge)"
+                    )
                 self.auth.forget(target.host)
                 authorization = self.auth.respond(
                     target.host, target.registry, target.repository, target.scopes, challenge
@@ -187,14 +193,23 @@ class Session:
                 location = response.headers.get("Location")
                 response.close()
                 if not location or hops > self.config.max_redirects:
-                    raise RegistryError(f"registry {target.registry}: too many or empty redirects for {what}")
+                    raise RegistryError(
+                        f"registry {target.registry}: too many or empty redirects for {what}"
+                    )
                 new_url = urljoin(str(response.request.url), location)
                 hop_headers = dict(extra)
                 if _same_origin(str(response.request.url), new_url) and authorization:
                     hop_headers["Authorization"] = authorization
                 response = self._send_with_retries(
                     "GET" if response.status_code == 303 else method,
-                    new_url, target.host, what, None, hop_headers, body, stream, attempts,
+                    new_url,
+                    target.host,
+                    what,
+                    None,
+                    hop_headers,
+                    body,
+                    stream,
+                    attempts,
                 )
         if response.status_code in accepted:
             return response
@@ -207,8 +222,15 @@ class Session:
         """Token-service requests: retried, never authenticated by us."""
         host = request.url.netloc.decode()
         return self._send_with_retries(
-            request.method, str(request.url), host, "token request", None,
-            dict(request.headers), request.content or None, False, self.config.max_attempts,
+            request.method,
+            str(request.url),
+            host,
+            "token request",
+            None,
+            dict(request.headers),
+            request.content or None,
+            False,
+            self.config.max_attempts,
         )
 
     def _send_with_retries(
@@ -229,14 +251,20 @@ class Session:
             attempt += 1
             content: Any = body() if callable(body) else body
             try:
-                request = self._client.build_request(method, url, params=params, headers=headers, content=content)
+                request = self._client.build_request(
+                    method, url, params=params, headers=headers, content=content
+                )
                 response = self._client.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if self._maybe_fall_back_to_http(host, exc):
                     url = url.replace("https://", "http://", 1)
                     attempt -= 1
                     continue
-                if attempt >= max_attempts or isinstance(exc, httpx.UnsupportedProtocol):
+                # A certificate the client does not trust will not be trusted next time either.
+                permanent = isinstance(
+                    exc, httpx.UnsupportedProtocol
+                ) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+                if attempt >= max_attempts or permanent:
                     raise RegistryConnectionError(
                         f"cannot reach registry {host} for {what} after {attempt} attempt(s): "
                         f"{_describe_transport_error(exc)}"
@@ -246,7 +274,10 @@ class Session:
             if response.status_code in RETRY_STATUSES and attempt < max_attempts:
                 delay = self._backoff(attempt)
                 if response.status_code == 429:
-                    delay = max(delay, _retry_after(response.headers.get("Retry-After"), cfg.retry_after_max))
+                    delay = max(
+                        delay,
+                        _retry_after(response.headers.get("Retry-After"), cfg.retry_after_max),
+                    )
                 response.close()
                 self._sleep(delay)
                 continue
@@ -275,7 +306,9 @@ class Session:
                 f"registry {target.registry} kept failing for {what}: HTTP {status} after "
                 f"{self.config.max_attempts} attempts{suffix}"
             )
-        return RegistryError(f"registry {target.registry} answered HTTP {status} for {what}{suffix}")
+        return RegistryError(
+            f"registry {target.registry} answered HTTP {status} for {what}{suffix}"
+        )
 
 
 def registry_error_detail(response: httpx.Response) -> str:

@@ -28,8 +28,12 @@ _READ_BYTES = 1024 * 1024
 _MAX_CHUNK_FAILURES = 5
 
 
-def _read_range(open_content: Callable[[], BinaryIO], start: int, length: int,
-                progress: Callable[[int], None] | None) -> Callable[[], Iterator[bytes]]:
+def _read_range(
+    open_content: Callable[[], BinaryIO],
+    start: int,
+    length: int,
+    progress: Callable[[int], None] | None,
+) -> Callable[[], Iterator[bytes]]:
     """A body factory streaming ``length`` bytes from ``start`` of a freshly opened file."""
 
     def body() -> Iterator[bytes]:
@@ -73,15 +77,33 @@ def upload(
     if desc.size <= cfg.monolithic_upload_max:
         final = _with_digest(location, desc.digest)
         response = session.request(
-            "PUT", target, final, what=what, ok=(201,),
+            "PUT",
+            target,
+            final,
+            what=what,
+            ok=(201,),
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
             body=_read_range(open_content, 0, desc.size, progress),
         )
     else:
-        location = _upload_chunks(session, target, desc, open_content, location, max(cfg.upload_chunk_bytes, min_chunk), what, progress)
+        location = _upload_chunks(
+            session,
+            target,
+            desc,
+            open_content,
+            location,
+            max(cfg.upload_chunk_bytes, min_chunk),
+            what,
+            progress,
+        )
         response = session.request(
-            "PUT", target, _with_digest(location, desc.digest), what=what, ok=(201,),
-            headers={"Content-Length": "0"}, body=b"",
+            "PUT",
+            target,
+            _with_digest(location, desc.digest),
+            what=what,
+            ok=(201,),
+            headers={"Content-Length": "0"},
+            body=b"",
         )
     response.close()
     stored = response.headers.get("Docker-Content-Digest")
@@ -90,14 +112,27 @@ def upload(
     return "uploaded"
 
 
-def _upload_chunks(session: Session, target: Target, desc: Descriptor, open_content: Callable[[], BinaryIO],
-                   location: str, chunk_size: int, what: str, progress: Callable[[int], None] | None) -> str:
+def _upload_chunks(
+    session: Session,
+    target: Target,
+    desc: Descriptor,
+    open_content: Callable[[], BinaryIO],
+    location: str,
+    chunk_size: int,
+    what: str,
+    progress: Callable[[int], None] | None,
+) -> str:
     offset, failures = 0, 0
     while offset < desc.size:
         length = min(chunk_size, desc.size - offset)
         try:
             response = session.request(
-                "PATCH", target, location, what=what, ok=(202,), retry=False,
+                "PATCH",
+                target,
+                location,
+                what=what,
+                ok=(202,),
+                retry=False,
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{offset}-{offset + length - 1}",
@@ -114,8 +149,10 @@ def _upload_chunks(session: Session, target: Target, desc: Descriptor, open_cont
             status.close()
             location = _location(status, what)
             held = _range_end(status.headers.get("Range", ""))
-            if held < offset and held != 0 or held > desc.size:
-                raise RegistryProtocolError(f"{what}: registry reports an impossible upload offset {held}") from None
+            if (held < offset and held != 0) or held > desc.size:
+                raise RegistryProtocolError(
+                    f"{what}: registry reports an impossible upload offset {held}"
+                ) from None
             if progress and held > offset:
                 progress(held - offset)
             offset = held
@@ -124,7 +161,9 @@ def _upload_chunks(session: Session, target: Target, desc: Descriptor, open_cont
         location = _location(response, what)
         held = _range_end(response.headers.get("Range", ""))
         if held != offset + length:
-            raise RegistryProtocolError(f"{what}: registry holds {held} bytes after a chunk ending at {offset + length}")
+            raise RegistryProtocolError(
+                f"{what}: registry holds {held} bytes after a chunk ending at {offset + length}"
+            )
         if progress:
             progress(length)
         offset = held
@@ -135,7 +174,7 @@ def _location(response: httpx.Response, what: str) -> str:
     location = response.headers.get("Location")
     if not location:
         raise RegistryProtocolError(f"{what}: the registry sent no upload Location")
-    return urljoin(str(response.request.url), location)
+    return str(urljoin(str(response.request.url), location))
 
 
 def _with_digest(location: str, digest: str) -> str:

@@ -67,16 +67,19 @@ class BuiltManifest:
         return Descriptor(self.media_type, self.digest, len(self.data), platform=self.platform)
 
 
-def build_image(platform: Platform, layers: Sequence[bytes], *, docker: bool = False,
-                label: str = "") -> BuiltManifest:
+def build_image(
+    platform: Platform, layers: Sequence[bytes], *, docker: bool = False, label: str = ""
+) -> BuiltManifest:
     layer_type = oci.DOCKER_LAYER_GZIP if docker else oci.OCI_LAYER_GZIP
     config = {
         "architecture": platform.architecture,
         "os": platform.os,
         **({"variant": platform.variant} if platform.variant else {}),
         "config": {"Labels": {"org.example.sample": label}},
-        "rootfs": {"type": "layers",
-                   "diff_ids": [sha256_digest(gzip.decompress(layer)) for layer in layers]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [sha256_digest(gzip.decompress(layer)) for layer in layers],
+        },
         "history": [{"created_by": f"dtbundle sandbox layer {i}"} for i in range(len(layers))],
     }
     config_blob = Blob(oci.DOCKER_CONFIG if docker else oci.OCI_CONFIG, _canonical(config))
@@ -87,35 +90,60 @@ def build_image(platform: Platform, layers: Sequence[bytes], *, docker: bool = F
         "config": config_blob.descriptor.to_json(),
         "layers": [b.descriptor.to_json() for b in layer_blobs],
     }
-    return BuiltManifest(str(manifest["mediaType"]), _canonical(manifest), [config_blob, *layer_blobs],
-                         platform=platform)
+    return BuiltManifest(
+        str(manifest["mediaType"]),
+        _canonical(manifest),
+        [config_blob, *layer_blobs],
+        platform=platform,
+    )
 
 
 def build_index(children: Sequence[BuiltManifest], *, docker: bool = False) -> BuiltManifest:
     media_type = oci.DOCKER_MANIFEST_LIST if docker else oci.OCI_INDEX
-    index = {"schemaVersion": 2, "mediaType": media_type,
-             "manifests": [c.descriptor().to_json() for c in children]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": [c.descriptor().to_json() for c in children],
+    }
     return BuiltManifest(media_type, _canonical(index), children=list(children))
 
 
-def cosign_signature(image_name: str, digest: str, key: ec.EllipticCurvePrivateKey) -> BuiltManifest:
+def cosign_signature(
+    image_name: str, digest: str, key: ec.EllipticCurvePrivateKey
+) -> BuiltManifest:
     """A cosign 'simple signing' signature manifest for ``digest``, signed with ``key``."""
-    payload = json.dumps({
-        "critical": {"identity": {"docker-reference": image_name},
-                     "image": {"docker-manifest-digest": digest},
-                     "type": "cosign container image signature"},
-        "optional": None,
-    }, separators=(",", ":")).encode()
+    payload = json.dumps(
+        {
+            "critical": {
+                "identity": {"docker-reference": image_name},
+                "image": {"docker-manifest-digest": digest},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        },
+        separators=(",", ":"),
+    ).encode()
     signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
     layer = Blob(oci.COSIGN_SIMPLESIGNING, payload)
-    config = Blob(oci.OCI_CONFIG, _canonical({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(payload)]},
-    }))
+    config = Blob(
+        oci.OCI_CONFIG,
+        _canonical(
+            {
+                "architecture": "",
+                "os": "",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [sha256_digest(payload)]},
+            }
+        ),
+    )
     layer_desc = layer.descriptor.to_json()
     layer_desc["annotations"] = {oci.COSIGN_SIGNATURE_ANNOTATION: signature}
-    manifest = {"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
-                "config": config.descriptor.to_json(), "layers": [layer_desc]}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": oci.OCI_MANIFEST,
+        "config": config.descriptor.to_json(),
+        "layers": [layer_desc],
+    }
     return BuiltManifest(oci.OCI_MANIFEST, _canonical(manifest), [config, layer])
 
 
@@ -144,18 +172,27 @@ def sample_catalog(scale: int = 1) -> dict[str, BuiltManifest]:
     """The sample set: repository:tag -> image. ``scale`` multiplies layer sizes."""
     k = 1024 * scale
     base = make_layer("base-os", 96 * k)  # shared by every image below
-    amd, arm64, armv7, s390x = (Platform("linux", "amd64"), Platform("linux", "arm64"),
-                                Platform("linux", "arm", "v7"), Platform("linux", "s390x"))
+    amd, arm64, armv7, s390x = (
+        Platform("linux", "amd64"),
+        Platform("linux", "arm64"),
+        Platform("linux", "arm", "v7"),
+        Platform("linux", "s390x"),
+    )
 
     def img(name: str, plat: Platform, size: int, docker: bool = False) -> BuiltManifest:
-        return build_image(plat, [base, make_layer(f"{name}-{plat}", size)], docker=docker, label=name)
+        return build_image(
+            plat, [base, make_layer(f"{name}-{plat}", size)], docker=docker, label=name
+        )
 
     return {
         # OCI index, three platforms
-        "samples/operator:1.0.0": build_index([img("operator", p, 48 * k) for p in (amd, arm64, armv7)]),
+        "samples/operator:1.0.0": build_index(
+            [img("operator", p, 48 * k) for p in (amd, arm64, armv7)]
+        ),
         # Docker manifest list, four platforms
         "samples/agent:2.1.0": build_index(
-            [img("agent", p, 64 * k, docker=True) for p in (amd, arm64, armv7, s390x)], docker=True),
+            [img("agent", p, 64 * k, docker=True) for p in (amd, arm64, armv7, s390x)], docker=True
+        ),
         # OCI index, two platforms
         "samples/collector:0.9.1": build_index([img("collector", p, 32 * k) for p in (amd, arm64)]),
         # Single-platform images of both kinds
@@ -164,8 +201,13 @@ def sample_catalog(scale: int = 1) -> dict[str, BuiltManifest]:
     }
 
 
-def seed(client: RegistryClient, registry: str, key: ec.EllipticCurvePrivateKey,
-         unsigned: Sequence[str] = ("samples/tool:3.0",), scale: int = 1) -> list[SampleImage]:
+def seed(
+    client: RegistryClient,
+    registry: str,
+    key: ec.EllipticCurvePrivateKey,
+    unsigned: Sequence[str] = ("samples/tool:3.0",),
+    scale: int = 1,
+) -> list[SampleImage]:
     """Push the sample set to ``registry``; sign each image (and each platform) with ``key``."""
     images = []
     for name, built in sample_catalog(scale).items():

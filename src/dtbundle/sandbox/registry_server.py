@@ -87,7 +87,8 @@ def registry_binary() -> str:
     )
     if not found:
         raise RegistryStartError(
-            "docker-registry is not installed; run ./scripts/setup.sh (apt-get install docker-registry)"
+            "docker-registry is not installed; run ./scripts/setup.sh "
+            "(apt-get install docker-registry)"
         )
     return found
 
@@ -101,8 +102,14 @@ def _htpasswd(users: dict[str, str]) -> str:
     )
 
 
-def _config(port: int, workdir: Path, auth: AuthMode, tls: tuple[Path, Path] | None,
-            token: TokenServer | None, rootcert: Path | None) -> str:
+def _config(
+    port: int,
+    workdir: Path,
+    auth: AuthMode,
+    tls: tuple[Path, Path] | None,
+    token: TokenServer | None,
+    rootcert: Path | None,
+) -> str:
     lines = [
         "version: 0.1",
         "log:",
@@ -121,7 +128,12 @@ def _config(port: int, workdir: Path, auth: AuthMode, tls: tuple[Path, Path] | N
     if tls:
         lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
     if auth == "basic":
-        lines += ["auth:", "  htpasswd:", "    realm: dtbundle-sandbox", f"    path: {workdir / 'htpasswd'}"]
+        lines += [
+            "auth:",
+            "  htpasswd:",
+            "    realm: dtbundle-sandbox",
+            f"    path: {workdir / 'htpasswd'}",
+        ]
     elif auth == "token":
         assert token is not None and rootcert is not None
         lines += [
@@ -166,8 +178,12 @@ def start_registry(
         assert ca is not None
         token = TokenServer(
             issue(ca, "token-signer", server=False),
-            TokenPolicy(users=users, refresh_tokens=dict(refresh_tokens or {}),
-                        public_prefixes=public_prefixes, read_only_users=read_only_users),
+            TokenPolicy(
+                users=users,
+                refresh_tokens=dict(refresh_tokens or {}),
+                public_prefixes=public_prefixes,
+                read_only_users=read_only_users,
+            ),
         )
     binary = registry_binary()
     last_error = ""
@@ -176,8 +192,12 @@ def start_registry(
         config = workdir / "config.yml"
         config.write_text(_config(port, workdir, auth, tls_files, token, ca_path))
         log = (workdir / "registry.log").open("wb")
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [binary, "serve", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         server = RegistryServer(port, workdir, process, auth, tls, ca_path, users, token)
         if _wait_ready(server):
@@ -193,7 +213,9 @@ def start_registry(
 def _wait_ready(server: RegistryServer) -> bool:
     deadline = time.monotonic() + _START_TIMEOUT
     verify: ssl.SSLContext | bool = (
-        ssl.create_default_context(cafile=str(server.ca_cert)) if server.tls and server.ca_cert else True
+        ssl.create_default_context(cafile=str(server.ca_cert))
+        if server.tls and server.ca_cert
+        else True
     )
     with httpx.Client(verify=verify, timeout=2.0, trust_env=False) as client:
         while time.monotonic() < deadline:

@@ -43,8 +43,13 @@ class TokenPolicy:
 class TokenServer:
     """Serve ``/token`` on 127.0.0.1 on a free port, in a daemon thread."""
 
-    def __init__(self, signer: KeyPair, policy: TokenPolicy, issuer: str = "dtbundle-sandbox-issuer",
-                 service: str = "dtbundle-sandbox-registry") -> None:
+    def __init__(
+        self,
+        signer: KeyPair,
+        policy: TokenPolicy,
+        issuer: str = "dtbundle-sandbox-issuer",
+        service: str = "dtbundle-sandbox-registry",
+    ) -> None:
         self.signer, self.policy, self.issuer, self.service = signer, policy, issuer, service
         self.requests: list[dict[str, Any]] = []  # who asked for what (never a secret)
         self._lock = threading.Lock()
@@ -56,10 +61,10 @@ class TokenServer:
 
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
-                user = server._basic_user(self.headers.get("Authorization"))
-                if user is False:
+                valid, user = server._basic_user(self.headers.get("Authorization"))
+                if not valid:
                     return self._reply(401, {"details": "invalid credentials"})
-                self._grant(user or None, query.get("scope", []), query.get("service", [""])[0])
+                self._grant(user, query.get("scope", []), query.get("service", [""])[0])
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
@@ -74,8 +79,10 @@ class TokenServer:
                 with server._lock:
                     server.requests.append({"user": user, "scopes": scopes, "service": service})
                 token = server.issue(user, scopes)
-                self._reply(200, {"token": token, "access_token": token,
-                                  "expires_in": server.policy.lifetime})
+                self._reply(
+                    200,
+                    {"token": token, "access_token": token, "expires_in": server.policy.lifetime},
+                )
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -95,24 +102,27 @@ class TokenServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _basic_user(self, header: str | None) -> str | bool:
-        """'' for anonymous, the user for good credentials, False for bad ones."""
+    def _basic_user(self, header: str | None) -> tuple[bool, str | None]:
+        """(valid, user): user None is anonymous; valid False means bad credentials."""
         if not header:
-            return ""
+            return True, None
         if not header.startswith("Basic "):
-            return False
+            return False, None
         try:
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except ValueError:
-            return False
+            return False, None
         expected = self.policy.users.get(user)
         if expected is None or not secrets.compare_digest(expected, password):
-            return False
-        return user
+            return False, None
+        return True, user
 
     def _allowed(self, user: str | None, name: str, actions: Iterable[str]) -> list[str]:
         if user is None:
-            public = any(name == p or name.startswith(p.rstrip("/") + "/") for p in self.policy.public_prefixes)
+            public = any(
+                name == p or name.startswith(p.rstrip("/") + "/")
+                for p in self.policy.public_prefixes
+            )
             return ["pull"] if public and "pull" in actions else []
         if user in self.policy.read_only_users:
             return [a for a in actions if a == "pull"]
@@ -130,11 +140,21 @@ class TokenServer:
                 if granted:
                     access.append({"type": kind, "name": name, "actions": granted})
         now = int(time.time())
-        claims = {"iss": self.issuer, "sub": user or "", "aud": self.service, "exp": now + self.policy.lifetime,
-                  "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
+        claims = {
+            "iss": self.issuer,
+            "sub": user or "",
+            "aud": self.service,
+            "exp": now + self.policy.lifetime,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
         cert_der = self.signer.cert.public_bytes(serialization.Encoding.DER)
         header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(cert_der).decode()]}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signing_input = (
+            f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        )
         der = self.signer.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"

@@ -1,0 +1,160 @@
+"""Benchmarks on loopback registries (speed and memory are measured here, never in tests).
+
+    .venv/bin/python scripts/bench.py download --size-mib 1024
+
+``download``: pushes one image with a single random layer of SIZE MiB to a local
+docker-registry, then measures, in the same run and against the same registry:
+dtbundle's blob download (stream, verify, atomic move), dtbundle's upload to a
+second repository, and ``skopeo copy docker://... dir:...`` as the reference peer.
+Each measured step runs in its own child process, so peak RSS is that step's own.
+Results are printed and written to bench-results/download.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dtbundle import oci
+from dtbundle.oci import Descriptor, Platform
+from dtbundle.reference import Reference, parse_reference
+from dtbundle.registry import RegistryClient, RegistryConfig
+from dtbundle.sandbox import images
+from dtbundle.sandbox.registry_server import start_registry
+
+MiB = 1024 * 1024
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def measured(cmd: list[str]) -> tuple[float, int]:
+    """Run ``cmd``; return (wall seconds, peak RSS in KiB).
+
+    Peak RSS is the child's own VmHWM, sampled every 10 ms: getrusage's ru_maxrss of a
+    child starts at the parent's RSS at fork time on Linux, which would hide small peaks.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _vm_hwm_kib(proc.pid))
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark step failed: {' '.join(cmd)}")
+    return elapsed, peak
+
+
+def write_random(path: Path, size: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("wb") as handle:
+        left = size
+        while left:
+            chunk = os.urandom(min(16 * MiB, left))
+            digest.update(chunk)
+            handle.write(chunk)
+            left -= len(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    desc = Descriptor(oci.OCI_LAYER_GZIP, args.digest, args.size)
+    with RegistryClient(RegistryConfig(plain_http=True)) as client:
+        client.fetch_blob(parse_reference(args.ref), desc, Path(args.dest))
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    desc = Descriptor(oci.OCI_LAYER_GZIP, args.digest, args.size)
+    path = Path(args.src)
+    with RegistryClient(RegistryConfig(plain_http=True)) as client:
+        client.upload_blob(parse_reference(args.ref), desc, lambda: path.open("rb"))
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    size = args.size_mib * MiB
+    with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        server = start_registry(work / "registry")
+        try:
+            layer_path = work / "layer.bin"
+            digest = write_random(layer_path, size)
+            layer = Descriptor(oci.OCI_LAYER_GZIP, digest, size)
+            ref = Reference(server.address, "bench/big", "1")
+            me = [sys.executable, __file__]
+            up_s, up_rss = measured([*me, "push", str(ref), digest, str(size), str(layer_path)])
+            # a manifest so that skopeo can copy the image
+            config = images.Blob(oci.OCI_CONFIG, b'{"architecture":"amd64","os":"linux","rootfs":'
+                                 b'{"type":"layers","diff_ids":[]}}')
+            manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
+                                   "config": config.descriptor.to_json(),
+                                   "layers": [layer.to_json()]}).encode()
+            with RegistryClient(RegistryConfig(plain_http=True)) as client:
+                client.upload_blob(ref, config.descriptor, lambda: io.BytesIO(config.data))
+                client.put_manifest(ref, manifest, oci.OCI_MANIFEST)
+            dl_s, dl_rss = measured([*me, "fetch", str(ref), digest, str(size), str(work / "out.bin")])
+            (work / "out.bin").unlink()
+            sk_s, sk_rss = measured(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                                     f"docker://{ref}", f"dir:{work / 'skopeo-dir'}"])
+        finally:
+            server.stop()
+    mb = size / 1e6
+    rows = {
+        "dtbundle download (verify sha256, atomic)": (dl_s, dl_rss),
+        "skopeo copy docker:// -> dir:": (sk_s, sk_rss),
+        "dtbundle upload (chunked PATCH)": (up_s, up_rss),
+    }
+    print(f"\nblob of {args.size_mib} MiB on loopback, docker-registry 2.8, {os.cpu_count()} cores")
+    print(f"{'step':<44} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
+    result = {}
+    for name, (secs, rss) in rows.items():
+        print(f"{name:<44} {secs:>8.2f} {mb / secs:>8.1f} {rss / 1024:>13.1f}")
+        result[name] = {"seconds": round(secs, 3), "MBps": round(mb / secs, 1), "peak_rss_mib": round(rss / 1024, 1)}
+    out = Path("bench-results")
+    out.mkdir(exist_ok=True)
+    (out / "download.json").write_text(json.dumps({"size_mib": args.size_mib, "results": result}, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("download", help="blob download/upload throughput vs skopeo")
+    d.add_argument("--size-mib", type=int, default=1024)
+    d.add_argument("--workdir", default=None, help="where temporary data goes (default: system temp)")
+    for name in ("fetch", "push"):
+        p = sub.add_parser(name)
+        p.add_argument("ref")
+        p.add_argument("digest")
+        p.add_argument("size", type=int)
+        p.add_argument("path")
+    args = parser.parse_args()
+    if args.command == "download":
+        cmd_download(args)
+    elif args.command == "fetch":
+        args.dest = args.path
+        cmd_fetch(args)
+    else:
+        args.src = args.path
+        cmd_push(args)
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    main()

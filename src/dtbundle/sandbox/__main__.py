@@ -1,0 +1,111 @@
+"""``python -m dtbundle.sandbox``: local sample registries for the demo and for trying dtbundle.
+
+``demo``  starts a public-like source registry (Bearer tokens, anonymous pulls, like
+          public.ecr.aws) and a private-like target registry (TLS + Basic auth), seeds
+          the source with signed multi-arch sample images, runs dtbundle against them,
+          and stops everything (``--keep`` leaves the registries up until Ctrl-C).
+``serve`` only starts and seeds the registries, and prints how to reach them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.sandbox import images
+from dtbundle.sandbox.pki import make_ca
+from dtbundle.sandbox.registry_server import RegistryServer, start_registry
+
+ADMIN, ADMIN_PASSWORD = "sandbox-admin", "sandbox-admin-password"  # local throwaway registries only
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _run_dtbundle(*args: str) -> None:
+    _say(f"\n$ dtbundle {shlex.join(args)}")
+    subprocess.run([sys.executable, "-m", "dtbundle", *args], check=True)
+
+
+def start(workdir: Path) -> tuple[RegistryServer, RegistryServer, list[images.SampleImage], Path]:
+    ca = make_ca()
+    source = start_registry(
+        workdir / "source",
+        auth="token",
+        ca=ca,
+        users={ADMIN: ADMIN_PASSWORD},
+        public_prefixes=("samples",),
+    )
+    target = start_registry(
+        workdir / "target", auth="basic", tls=True, ca=ca, users={ADMIN: ADMIN_PASSWORD}
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cosign_pub = workdir / "cosign.pub"
+    cosign_pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    creds = CredentialResolver(
+        {source.address: Credentials("sandbox", ADMIN, ADMIN_PASSWORD)}, use_config_files=False
+    )
+    with RegistryClient(RegistryConfig(plain_http=True), creds) as client:
+        samples = images.seed(client, source.address, key)
+    return source, target, samples, cosign_pub
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dtbundle.sandbox",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=["demo", "serve"])
+    parser.add_argument(
+        "--keep", action="store_true", help="demo: keep the registries running afterwards"
+    )
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dtbundle-sandbox-") as tmp:
+        workdir = Path(tmp)
+        _say("Starting sample registries on 127.0.0.1 (Debian's docker-registry) ...")
+        source, target, samples, cosign_pub = start(workdir)
+        try:
+            _say(f"  source (public-like, anonymous pull via Bearer token): {source.url}")
+            _say(f"  target (private-like, TLS + Basic auth):               {target.url}")
+            _say(f"  target CA certificate: {target.ca_cert}   user: {ADMIN}")
+            _say(f"  sample images signed with the cosign key {cosign_pub}:")
+            for sample in samples:
+                kind = "index" if sample.manifest.children else "image"
+                _say(f"    {sample.ref}  ({kind}, {'signed' if sample.signed else 'unsigned'})")
+            if args.command == "demo":
+                _run_dtbundle("resolve", "--plain-http", *(str(s.ref) for s in samples))
+                _say(
+                    "\nThe demo resolved every sample anonymously through the token flow: "
+                    "each index,"
+                    "\nits platform manifests and the cosign signatures that refer to them."
+                )
+            if args.command == "serve" or args.keep:
+                _say("\nRegistries are up; press Ctrl-C to stop them.")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+        finally:
+            source.stop()
+            target.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
