@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from dtbundle import oci
-from dtbundle.oci import Descriptor, Platform
+from dtbundle.oci import Descriptor
 from dtbundle.reference import Reference, parse_reference
 from dtbundle.registry import RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
@@ -101,18 +101,35 @@ def cmd_download(args: argparse.Namespace) -> None:
             me = [sys.executable, __file__]
             up_s, up_rss = measured([*me, "push", str(ref), digest, str(size), str(layer_path)])
             # a manifest so that skopeo can copy the image
-            config = images.Blob(oci.OCI_CONFIG, b'{"architecture":"amd64","os":"linux","rootfs":'
-                                 b'{"type":"layers","diff_ids":[]}}')
-            manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
-                                   "config": config.descriptor.to_json(),
-                                   "layers": [layer.to_json()]}).encode()
+            config = images.Blob(
+                oci.OCI_CONFIG,
+                b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}',
+            )
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": oci.OCI_MANIFEST,
+                    "config": config.descriptor.to_json(),
+                    "layers": [layer.to_json()],
+                }
+            ).encode()
             with RegistryClient(RegistryConfig(plain_http=True)) as client:
                 client.upload_blob(ref, config.descriptor, lambda: io.BytesIO(config.data))
                 client.put_manifest(ref, manifest, oci.OCI_MANIFEST)
-            dl_s, dl_rss = measured([*me, "fetch", str(ref), digest, str(size), str(work / "out.bin")])
+            dl_s, dl_rss = measured(
+                [*me, "fetch", str(ref), digest, str(size), str(work / "out.bin")]
+            )
             (work / "out.bin").unlink()
-            sk_s, sk_rss = measured(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                                     f"docker://{ref}", f"dir:{work / 'skopeo-dir'}"])
+            sk_s, sk_rss = measured(
+                [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                    f"docker://{ref}",
+                    f"dir:{work / 'skopeo-dir'}",
+                ]
+            )
         finally:
             server.stop()
     mb = size / 1e6
@@ -126,18 +143,28 @@ def cmd_download(args: argparse.Namespace) -> None:
     result = {}
     for name, (secs, rss) in rows.items():
         print(f"{name:<44} {secs:>8.2f} {mb / secs:>8.1f} {rss / 1024:>13.1f}")
-        result[name] = {"seconds": round(secs, 3), "MBps": round(mb / secs, 1), "peak_rss_mib": round(rss / 1024, 1)}
+        result[name] = {
+            "seconds": round(secs, 3),
+            "MBps": round(mb / secs, 1),
+            "peak_rss_mib": round(rss / 1024, 1),
+        }
     out = Path("bench-results")
     out.mkdir(exist_ok=True)
-    (out / "download.json").write_text(json.dumps({"size_mib": args.size_mib, "results": result}, indent=2))
+    (out / "download.json").write_text(
+        json.dumps({"size_mib": args.size_mib, "results": result}, indent=2)
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("download", help="blob download/upload throughput vs skopeo")
     d.add_argument("--size-mib", type=int, default=1024)
-    d.add_argument("--workdir", default=None, help="where temporary data goes (default: system temp)")
+    d.add_argument(
+        "--workdir", default=None, help="where temporary data goes (default: system temp)"
+    )
     for name in ("fetch", "push"):
         p = sub.add_parser(name)
         p.add_argument("ref")
