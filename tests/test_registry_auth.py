@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from dtbundle.errors import AuthenticationError, RegistryConnectionError
+from dtbundle.errors import AuthenticationError, RegistryConnectionError, RegistryError
 from dtbundle.oci import Descriptor, Platform, sha256_digest
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
@@ -23,6 +23,11 @@ from tests.conftest import (
     make_client,
     ref_in,
 )
+
+
+def bare_client(**config: object) -> RegistryClient:
+    """A client with no credentials and no config files: only what ``config`` says."""
+    return RegistryClient(RegistryConfig(**config), CredentialResolver(use_config_files=False))  # type: ignore[arg-type]
 
 
 def _roundtrip(client: RegistryClient, server: RegistryServer, repo: str) -> None:
@@ -140,9 +145,7 @@ def test_identity_token_uses_oauth2_refresh_grant(
 
 def test_tls_without_the_ca_fails_with_advice(tls_registry: RegistryServer, repo: str) -> None:
     with (
-        RegistryClient(
-            RegistryConfig(max_attempts=1), CredentialResolver(use_config_files=False)
-        ) as client,
+        bare_client(max_attempts=1) as client,
         pytest.raises(RegistryConnectionError) as info,
     ):
         client.get_manifest(ref_in(tls_registry, repo, "x"))
@@ -150,8 +153,7 @@ def test_tls_without_the_ca_fails_with_advice(tls_registry: RegistryServer, repo
 
 
 def test_tls_skip_verify_is_an_explicit_opt_out(tls_registry: RegistryServer, repo: str) -> None:
-    config = RegistryConfig(insecure_skip_tls_verify=True)
-    with RegistryClient(config, CredentialResolver(use_config_files=False)) as client:
+    with bare_client(insecure_skip_tls_verify=True) as client:
         _roundtrip(client, tls_registry, repo)
 
 
@@ -159,13 +161,10 @@ def test_https_client_falls_back_to_http_only_for_loopback(
     plain_registry: RegistryServer, repo: str
 ) -> None:
     # No --plain-http: HTTPS is tried first; a loopback registry speaking HTTP is accepted.
-    with RegistryClient(RegistryConfig(), CredentialResolver(use_config_files=False)) as client:
+    with bare_client() as client:
         _roundtrip(client, plain_registry, repo)
     with (
-        RegistryClient(
-            RegistryConfig(loopback_plain_http_fallback=False, max_attempts=1),
-            CredentialResolver(use_config_files=False),
-        ) as strict,
+        bare_client(loopback_plain_http_fallback=False, max_attempts=1) as strict,
         pytest.raises(RegistryConnectionError) as info,
     ):
         strict.get_manifest(ref_in(plain_registry, repo, "1.0"))
@@ -176,14 +175,11 @@ def test_plain_http_flag_against_tls_registry_fails_cleanly(
     tls_registry: RegistryServer, repo: str
 ) -> None:
     with (
-        RegistryClient(
-            RegistryConfig(plain_http=True, max_attempts=1),
-            CredentialResolver(use_config_files=False),
-        ) as client,
-        pytest.raises(Exception) as info,
+        bare_client(plain_http=True, max_attempts=1) as client,
+        pytest.raises(RegistryError) as info,
     ):
         client.get_manifest(ref_in(tls_registry, repo, "x"))
-    assert info.type.__module__ == "dtbundle.errors"
+    assert "HTTPS server" in str(info.value) and "400" in str(info.value)
 
 
 def test_password_never_appears_in_repr() -> None:

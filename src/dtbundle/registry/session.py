@@ -312,9 +312,11 @@ class Session:
 
 
 def registry_error_detail(response: httpx.Response) -> str:
-    """The distribution spec's error body, as 'CODE: message', read with a bound."""
+    """The distribution spec's error body as 'CODE: message' (or the first line of a
+    short text/plain body, such as "Client sent an HTTP request to an HTTPS server."),
+    read with a bound."""
+    data = b""
     try:
-        data = b""
         for chunk in response.iter_bytes():
             data += chunk
             if len(data) > _ERROR_BODY_LIMIT:
@@ -324,8 +326,13 @@ def registry_error_detail(response: httpx.Response) -> str:
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
             code, message = errors[0].get("code", ""), errors[0].get("message", "")
             return f"{code}: {message}".strip(": ")[:200]
-    except (ValueError, httpx.HTTPError, httpx.StreamError):
+    except (httpx.HTTPError, httpx.StreamError):
         pass
+    except ValueError:
+        # Go answers plain HTTP on a TLS port with a bare text line and no Content-Type.
+        if response.headers.get("Content-Type", "text/plain").startswith("text/plain"):
+            line = data[:200].decode("utf-8", "replace").strip().splitlines()[:1]
+            return "".join(ch for ch in "".join(line) if ch.isprintable())[:120]
     return ""
 
 
