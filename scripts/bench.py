@@ -116,9 +116,7 @@ def cmd_download(args: argparse.Namespace) -> None:
             with RegistryClient(RegistryConfig(plain_http=True)) as client:
                 client.upload_blob(ref, config.descriptor, lambda: io.BytesIO(config.data))
                 client.put_manifest(ref, manifest, oci.OCI_MANIFEST)
-            dl_s, dl_rss = measured(
-                [*me, "fetch", str(ref), digest, str(size), str(work / "out.bin")]
-            )
+            dl_s, dl_rss = measured([*me, "fetch", str(ref), digest, str(size), str(work / "out.bin")])
             (work / "out.bin").unlink()
             sk_s, sk_rss = measured(
                 [
@@ -150,21 +148,15 @@ def cmd_download(args: argparse.Namespace) -> None:
         }
     out = Path("bench-results")
     out.mkdir(exist_ok=True)
-    (out / "download.json").write_text(
-        json.dumps({"size_mib": args.size_mib, "results": result}, indent=2)
-    )
+    (out / "download.json").write_text(json.dumps({"size_mib": args.size_mib, "results": result}, indent=2))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("download", help="blob download/upload throughput vs skopeo")
     d.add_argument("--size-mib", type=int, default=1024)
-    d.add_argument(
-        "--workdir", default=None, help="where temporary data goes (default: system temp)"
-    )
+    d.add_argument("--workdir", default=None, help="where temporary data goes (default: system temp)")
     for name in ("fetch", "push"):
         p = sub.add_parser(name)
         p.add_argument("ref")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything dtbundle needs on a fresh Debian 12 machine, idempotently:
-# Debian packages (docker-registry, skopeo, python3-venv), a venv in .venv, and the
+# Debian packages (docker-registry, skopeo, zstd, openssl, python3-venv), a venv in .venv, and the
 # project with its test extras. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ sudo_cmd=()
 missing=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+# zstd and openssl: the tests check that bundles open and verify with standard tools too
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

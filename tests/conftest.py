@@ -9,16 +9,20 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dtbundle.export import ExportSettings, run_export
+from dtbundle.plan import requests_from
 from dtbundle.reference import Reference
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
 from dtbundle.sandbox.pki import KeyPair, make_ca
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
+from dtbundle.signing import generate_keys, load_private_key
 
 USER, PASSWORD = "alice", "correct-horse-battery"
 READER, READER_PASSWORD = "reader", "only-reads-here"
@@ -44,9 +48,7 @@ def skopeo() -> str:
     return path
 
 
-def _start(
-    tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: object
-) -> Iterator[RegistryServer]:
+def _start(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: object) -> Iterator[RegistryServer]:
     server = start_registry(tmp_path_factory.mktemp(name), **kwargs)  # type: ignore[arg-type]
     try:
         yield server
@@ -65,9 +67,7 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 
 
 @pytest.fixture(scope="session")
-def token_registry(
-    tmp_path_factory: pytest.TempPathFactory, ca: KeyPair
-) -> Iterator[RegistryServer]:
+def token_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[RegistryServer]:
     yield from _start(
         tmp_path_factory,
         "token",
@@ -86,12 +86,8 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Itera
 
 
 @pytest.fixture(scope="session")
-def tls_token_registry(
-    tmp_path_factory: pytest.TempPathFactory, ca: KeyPair
-) -> Iterator[RegistryServer]:
-    yield from _start(
-        tmp_path_factory, "tlstoken", auth="token", tls=True, ca=ca, users={USER: PASSWORD}
-    )
+def tls_token_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[RegistryServer]:
+    yield from _start(tmp_path_factory, "tlstoken", auth="token", tls=True, ca=ca, users={USER: PASSWORD})
 
 
 def make_client(
@@ -122,16 +118,48 @@ def repo() -> str:
     return f"t/{uuid.uuid4().hex[:12]}"
 
 
-def ref_in(
-    server: RegistryServer, repository: str, tag: str | None = None, digest: str | None = None
-) -> Reference:
+def ref_in(server: RegistryServer, repository: str, tag: str | None = None, digest: str | None = None) -> Reference:
     return Reference(server.address, repository, tag, digest)
 
 
 @pytest.fixture(scope="session")
-def seeded(
-    plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey
-) -> list[images.SampleImage]:
+def seeded(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> list[images.SampleImage]:
     """The sample images, signed, on the plain registry."""
     with make_client(plain_registry, user=None) as client:
         return images.seed(client, plain_registry.address, signing_key)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A bundle of all sample images, exported once per session (do not modify it)."""
+
+    path: Path
+    key: Path
+    pub: Path
+    images: list[images.SampleImage]
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("keys")
+    generate_keys(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory,
+    plain_registry: RegistryServer,
+    seeded: list[images.SampleImage],
+    keys_dir: Path,
+) -> Exported:
+    path = tmp_path_factory.mktemp("bundle") / "samples.tar.zst"
+    settings = ExportSettings(
+        requests=tuple(requests_from([str(i.ref) for i in seeded])),
+        output=path,
+        signing_key=load_private_key(keys_dir / "dtbundle.key"),
+        concurrency=4,
+    )
+    with make_client(plain_registry, user=None) as client:
+        run_export(client, settings)
+    return Exported(path, keys_dir / "dtbundle.key", keys_dir / "dtbundle.pub", seeded)

@@ -36,9 +36,7 @@ def test_cached_token_is_used_until_shortly_before_expiry(monkeypatch: pytest.Mo
 
     def token_service(request: httpx.Request) -> httpx.Response:
         issued.append(str(request.url))
-        return httpx.Response(
-            200, json={"token": f"t{len(issued)}", "expires_in": 60}, request=request
-        )
+        return httpx.Response(200, json={"token": f"t{len(issued)}", "expires_in": 60}, request=request)
 
     authenticator = Authenticator(CredentialResolver(use_config_files=False), token_service, 65536)
     challenge = 'Bearer realm="https://auth.test/token",service="reg"'

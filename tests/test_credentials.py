@@ -164,16 +164,12 @@ def test_precedence_explicit_then_docker_then_containers(home: Path, tmp_path: P
     plain = CredentialResolver(env=env, home=home)
     assert plain.lookup("reg.example").username == "docker"  # type: ignore[union-attr]
     assert plain.lookup("only.example").username == "containers"  # type: ignore[union-attr]
-    explicit = CredentialResolver(
-        {"reg.example": Credentials("--username", "cli", "x")}, env=env, home=home
-    )
+    explicit = CredentialResolver({"reg.example": Credentials("--username", "cli", "x")}, env=env, home=home)
     assert explicit.lookup("reg.example").username == "cli"  # type: ignore[union-attr]
     assert explicit.lookup("only.example").username == "containers"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(
-    "content", ["{not json", '{"auths": {"r": {"auth": "%%%"}}}', '{"auths": []}']
-)
+@pytest.mark.parametrize("content", ["{not json", '{"auths": {"r": {"auth": "%%%"}}}', '{"auths": []}'])
 def test_broken_config_files_are_named_without_secrets(home: Path, content: str) -> None:
     path = home / ".docker/config.json"
     path.parent.mkdir(parents=True)

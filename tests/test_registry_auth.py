@@ -38,12 +38,8 @@ def _roundtrip(client: RegistryClient, server: RegistryServer, repo: str) -> Non
     assert client.get_blob_bytes(ref, built.blobs[1].descriptor) == built.blobs[1].data
 
 
-@pytest.mark.parametrize(
-    "variant", ["basic_registry", "token_registry", "tls_registry", "tls_token_registry"]
-)
-def test_push_and_pull_with_valid_credentials(
-    variant: str, request: pytest.FixtureRequest, repo: str
-) -> None:
+@pytest.mark.parametrize("variant", ["basic_registry", "token_registry", "tls_registry", "tls_token_registry"])
+def test_push_and_pull_with_valid_credentials(variant: str, request: pytest.FixtureRequest, repo: str) -> None:
     server: RegistryServer = request.getfixturevalue(variant)
     with make_client(server) as client:
         _roundtrip(client, server, repo)
@@ -64,9 +60,7 @@ def test_wrong_password_names_registry_and_source_but_not_the_secret(
     assert "wrong-password-123" not in message and info.value.exit_code == 1
 
 
-def test_basic_registry_without_credentials_says_where_it_looked(
-    basic_registry: RegistryServer, repo: str
-) -> None:
+def test_basic_registry_without_credentials_says_where_it_looked(basic_registry: RegistryServer, repo: str) -> None:
     with (
         make_client(basic_registry, user=None) as client,
         pytest.raises(AuthenticationError) as info,
@@ -108,34 +102,20 @@ def test_tokens_are_cached_per_scope(token_registry: RegistryServer, repo: str) 
         assert len(token_registry.token_server.requests) == before
 
 
-def test_cross_repository_mount_asks_for_both_scopes(
-    token_registry: RegistryServer, repo: str
-) -> None:
+def test_cross_repository_mount_asks_for_both_scopes(token_registry: RegistryServer, repo: str) -> None:
     assert token_registry.token_server is not None
     data = os.urandom(2048)
     desc = Descriptor("application/octet-stream", sha256_digest(data), len(data))
     src, dst = ref_in(token_registry, repo + "/a"), ref_in(token_registry, repo + "/b")
     with make_client(token_registry) as client:
         assert client.upload_blob(src, desc, lambda: io.BytesIO(data)) == "uploaded"
-        assert (
-            client.upload_blob(dst, desc, lambda: io.BytesIO(data), mount_from=src.repository)
-            == "mounted"
-        )
+        assert client.upload_blob(dst, desc, lambda: io.BytesIO(data), mount_from=src.repository) == "mounted"
     scopes = [set(r["scopes"]) for r in token_registry.token_server.requests]
-    assert any(
-        {f"repository:{dst.repository}:pull,push", f"repository:{src.repository}:pull"} <= s
-        for s in scopes
-    )
+    assert any({f"repository:{dst.repository}:pull,push", f"repository:{src.repository}:pull"} <= s for s in scopes)
 
 
-def test_identity_token_uses_oauth2_refresh_grant(
-    token_registry: RegistryServer, repo: str
-) -> None:
-    creds = {
-        token_registry.address: Credentials(
-            "docker config identitytoken", identity_token=REFRESH_TOKEN
-        )
-    }
+def test_identity_token_uses_oauth2_refresh_grant(token_registry: RegistryServer, repo: str) -> None:
+    creds = {token_registry.address: Credentials("docker config identitytoken", identity_token=REFRESH_TOKEN)}
     config = RegistryConfig(plain_http=True)
     with RegistryClient(config, CredentialResolver(creds, use_config_files=False)) as client:
         _roundtrip(client, token_registry, repo)
@@ -157,9 +137,7 @@ def test_tls_skip_verify_is_an_explicit_opt_out(tls_registry: RegistryServer, re
         _roundtrip(client, tls_registry, repo)
 
 
-def test_https_client_falls_back_to_http_only_for_loopback(
-    plain_registry: RegistryServer, repo: str
-) -> None:
+def test_https_client_falls_back_to_http_only_for_loopback(plain_registry: RegistryServer, repo: str) -> None:
     # No --plain-http: HTTPS is tried first; a loopback registry speaking HTTP is accepted.
     with bare_client() as client:
         _roundtrip(client, plain_registry, repo)
@@ -171,9 +149,7 @@ def test_https_client_falls_back_to_http_only_for_loopback(
     assert "--plain-http" in str(info.value)
 
 
-def test_plain_http_flag_against_tls_registry_fails_cleanly(
-    tls_registry: RegistryServer, repo: str
-) -> None:
+def test_plain_http_flag_against_tls_registry_fails_cleanly(tls_registry: RegistryServer, repo: str) -> None:
     with (
         bare_client(plain_http=True, max_attempts=1) as client,
         pytest.raises(RegistryError) as info,

@@ -69,9 +69,7 @@ def test_manifest_by_digest_is_verified_and_platform_children_resolve(
         assert manifest.parsed.config is not None
 
 
-def test_head_manifest_reports_descriptor_or_none(
-    client: RegistryClient, seeded: list[images.SampleImage]
-) -> None:
+def test_head_manifest_reports_descriptor_or_none(client: RegistryClient, seeded: list[images.SampleImage]) -> None:
     image = seeded[1]
     desc = client.head_manifest(image.ref)
     assert desc is not None
@@ -95,17 +93,12 @@ def test_missing_manifest_error_names_the_reference(
 def test_put_manifest_keeps_bytes_and_content_type(
     client: RegistryClient, plain_registry: RegistryServer, repo: str, skopeo: str
 ) -> None:
-    built = images.build_image(
-        Platform("linux", "amd64"), [images.make_layer("put", 2048)], docker=True
-    )
+    built = images.build_image(Platform("linux", "amd64"), [images.make_layer("put", 2048)], docker=True)
     # Unusual but valid formatting: the registry must store exactly these bytes.
     data = json.dumps(json.loads(built.data), indent=7, sort_keys=True).encode() + b"\n"
     ref = ref_in(plain_registry, repo, "odd-format")
     for blob in built.blobs:
-        assert (
-            client.upload_blob(ref, blob.descriptor, lambda b=blob: io.BytesIO(b.data))
-            == "uploaded"
-        )
+        assert client.upload_blob(ref, blob.descriptor, lambda b=blob: io.BytesIO(b.data)) == "uploaded"
     result = client.put_manifest(ref, data, oci.DOCKER_MANIFEST)
     assert result.digest == sha256_digest(data)
     fetched = client.get_manifest(ref)
@@ -158,10 +151,7 @@ def test_upload_skips_existing_and_mounts_across_repositories(
     src, dst = ref_in(plain_registry, repo + "/src"), ref_in(plain_registry, repo + "/dst")
     assert client.upload_blob(src, desc, lambda: io.BytesIO(data)) == "uploaded"
     assert client.upload_blob(src, desc, lambda: io.BytesIO(data)) == "exists"
-    assert (
-        client.upload_blob(dst, desc, lambda: io.BytesIO(data), mount_from=src.repository)
-        == "mounted"
-    )
+    assert client.upload_blob(dst, desc, lambda: io.BytesIO(data), mount_from=src.repository) == "mounted"
     assert client.get_blob_bytes(dst, desc) == data
 
 
@@ -175,9 +165,7 @@ def test_mount_from_repository_without_blob_falls_back_to_upload(
     assert outcome == "uploaded" and client.get_blob_bytes(dst, desc) == data
 
 
-def test_chunked_upload_of_large_blob(
-    plain_registry: RegistryServer, repo: str, tmp_path: Path
-) -> None:
+def test_chunked_upload_of_large_blob(plain_registry: RegistryServer, repo: str, tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     path = tmp_path / "big"
     path.write_bytes(data)
@@ -187,10 +175,7 @@ def test_chunked_upload_of_large_blob(
     with make_client(
         plain_registry, user=None, monolithic_upload_max=1024 * 1024, upload_chunk_bytes=1024 * 1024
     ) as client:
-        assert (
-            client.upload_blob(ref, desc, lambda: path.open("rb"), progress=progress.append)
-            == "uploaded"
-        )
+        assert client.upload_blob(ref, desc, lambda: path.open("rb"), progress=progress.append) == "uploaded"
         assert sum(progress) == len(data) and len(progress) == 4
         out = io.BytesIO()
         client.download_blob(ref, desc, out)
@@ -201,18 +186,14 @@ def test_upload_of_content_not_matching_digest_is_refused(
     client: RegistryClient, plain_registry: RegistryServer, repo: str
 ) -> None:
     data = os.urandom(100)
-    desc = Descriptor(
-        "application/octet-stream", sha256_digest(b"something else" + data[14:]), len(data)
-    )
+    desc = Descriptor("application/octet-stream", sha256_digest(b"something else" + data[14:]), len(data))
     with pytest.raises(RegistryError) as info:
         client.upload_blob(ref_in(plain_registry, repo), desc, lambda: io.BytesIO(data))
     assert "DIGEST_INVALID" in str(info.value)
     assert client.blob_size(ref_in(plain_registry, repo), desc.digest) is None
 
 
-def test_tags_list_follows_link_pagination(
-    client: RegistryClient, plain_registry: RegistryServer, repo: str
-) -> None:
+def test_tags_list_follows_link_pagination(client: RegistryClient, plain_registry: RegistryServer, repo: str) -> None:
     built = images.build_image(Platform("linux", "amd64"), [images.make_layer("tags", 512)])
     names = [f"v{i:02d}" for i in range(7)]
     for name in names:
@@ -220,9 +201,7 @@ def test_tags_list_follows_link_pagination(
     assert sorted(client.list_tags(ref_in(plain_registry, repo), page_size=2)) == names
 
 
-def test_cosign_signature_tags_are_found(
-    client: RegistryClient, seeded: list[images.SampleImage]
-) -> None:
+def test_cosign_signature_tags_are_found(client: RegistryClient, seeded: list[images.SampleImage]) -> None:
     image = seeded[0]
     tags = client.list_tags(image.ref)
     for digest in [image.digest, *(c.digest for c in image.manifest.children)]:
@@ -238,9 +217,7 @@ def test_referrers_fall_back_to_tag_schema_on_a_registry_without_the_api(
     assert client.list_referrers(ref, subject.digest).source == "none"
     # An OCI 1.1 artifact with a subject, and the fallback index cosign v3 writes.
     empty = images.Blob(oci.OCI_EMPTY, b"{}")
-    bundle = images.Blob(
-        oci.SIGSTORE_BUNDLE_V03, b'{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}'
-    )
+    bundle = images.Blob(oci.SIGSTORE_BUNDLE_V03, b'{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}')
     artifact = images.BuiltManifest(
         oci.OCI_MANIFEST,
         json.dumps(
@@ -256,19 +233,12 @@ def test_referrers_fall_back_to_tag_schema_on_a_registry_without_the_api(
         [empty, bundle],
     )
     images.push(client, ref.with_tag(None), artifact)
-    art_desc = Descriptor(
-        oci.OCI_MANIFEST, artifact.digest, len(artifact.data), artifact_type=oci.SIGSTORE_BUNDLE_V03
-    )
-    fallback = json.dumps(
-        {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [art_desc.to_json()]}
-    ).encode()
+    art_desc = Descriptor(oci.OCI_MANIFEST, artifact.digest, len(artifact.data), artifact_type=oci.SIGSTORE_BUNDLE_V03)
+    fallback = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [art_desc.to_json()]}).encode()
     client.put_manifest(ref.with_tag(oci.referrers_tag(subject.digest)), fallback, oci.OCI_INDEX)
     found = client.list_referrers(ref, subject.digest)
     assert found.source == "tag-schema" and found.descriptors == (art_desc,)
-    assert (
-        client.list_referrers(ref, subject.digest, artifact_type="application/x-other").descriptors
-        == ()
-    )
+    assert client.list_referrers(ref, subject.digest, artifact_type="application/x-other").descriptors == ()
 
 
 def test_content_type_decides_when_the_body_has_no_media_type(

@@ -32,9 +32,7 @@ REF = Reference(REG, "team/app", "1.0")
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def client_for(
-    handler: Handler, *, creds: bool = False, **config: object
-) -> tuple[RegistryClient, list[float]]:
+def client_for(handler: Handler, *, creds: bool = False, **config: object) -> tuple[RegistryClient, list[float]]:
     sleeps: list[float] = []
     explicit = {REG: Credentials("test", "u", "p")} if creds else {}
     settings: dict[str, object] = {"backoff_initial": 0.01}
@@ -48,9 +46,7 @@ def client_for(
     return client, sleeps
 
 
-def manifest_response(
-    data: bytes, media_type: str = oci.OCI_MANIFEST, digest: str | None = None
-) -> httpx.Response:
+def manifest_response(data: bytes, media_type: str = oci.OCI_MANIFEST, digest: str | None = None) -> httpx.Response:
     headers = {"Content-Type": media_type, "Docker-Content-Digest": digest or sha256_digest(data)}
     return httpx.Response(200, content=data, headers=headers)
 
@@ -68,12 +64,8 @@ MANIFEST = json.dumps(
 # -- referrers API --------------------------------------------------------------------------
 def test_referrers_api_with_pagination_and_client_side_filter() -> None:
     subject = "sha256:" + "1" * 64
-    sig = Descriptor(
-        oci.OCI_MANIFEST, "sha256:" + "2" * 64, 500, artifact_type=oci.SIGSTORE_BUNDLE_V03
-    )
-    sbom = Descriptor(
-        oci.OCI_MANIFEST, "sha256:" + "3" * 64, 600, artifact_type="application/spdx+json"
-    )
+    sig = Descriptor(oci.OCI_MANIFEST, "sha256:" + "2" * 64, 500, artifact_type=oci.SIGSTORE_BUNDLE_V03)
+    sbom = Descriptor(oci.OCI_MANIFEST, "sha256:" + "3" * 64, 600, artifact_type="application/spdx+json")
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url.path == f"/v2/team/app/referrers/{subject}"
@@ -92,9 +84,7 @@ def test_referrers_api_with_pagination_and_client_side_filter() -> None:
     everything = client.list_referrers(REF, subject)
     assert everything.source == "api" and everything.descriptors == (sig, sbom)
     # The registry did not say OCI-Filters-Applied, so we filter ourselves.
-    assert client.list_referrers(
-        REF, subject, artifact_type=oci.SIGSTORE_BUNDLE_V03
-    ).descriptors == (sig,)
+    assert client.list_referrers(REF, subject, artifact_type=oci.SIGSTORE_BUNDLE_V03).descriptors == (sig,)
 
 
 # -- retries ----------------------------------------------------------------------------------
@@ -143,9 +133,7 @@ def test_other_4xx_are_never_retried() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
-        return httpx.Response(
-            400, json={"errors": [{"code": "NAME_INVALID", "message": "bad name"}]}
-        )
+        return httpx.Response(400, json={"errors": [{"code": "NAME_INVALID", "message": "bad name"}]})
 
     client, sleeps = client_for(handler)
     with pytest.raises(RegistryError) as info:
@@ -193,9 +181,7 @@ def test_oversized_manifest_is_refused() -> None:
 
 
 def test_schema1_is_reported_as_unsupported() -> None:
-    body = json.dumps(
-        {"schemaVersion": 1, "name": "team/app", "tag": "1.0", "fsLayers": []}
-    ).encode()
+    body = json.dumps({"schemaVersion": 1, "name": "team/app", "tag": "1.0", "fsLayers": []}).encode()
     client, _ = client_for(lambda r: manifest_response(body, oci.DOCKER_SCHEMA1_SIGNED))
     with pytest.raises(UnsupportedManifestError) as info:
         client.get_manifest(REF)
@@ -267,9 +253,7 @@ def test_server_ignoring_range_restarts_cleanly() -> None:
 
 
 def test_endless_drops_give_up_after_the_resume_limit() -> None:
-    client, _ = client_for(
-        lambda r: httpx.Response(200, content=_dropping(BLOB, 10, r)), max_resumes=3
-    )
+    client, _ = client_for(lambda r: httpx.Response(200, content=_dropping(BLOB, 10, r)), max_resumes=3)
     with pytest.raises(RegistryConnectionError) as info:
         client.download_blob(REF, BLOB_DESC, io.BytesIO())
     assert "4 times" in str(info.value)
@@ -301,9 +285,7 @@ def test_redirect_to_cdn_drops_authorization() -> None:
 
 
 def test_redirect_loops_are_bounded() -> None:
-    client, _ = client_for(
-        lambda r: httpx.Response(302, headers={"Location": "/v2/team/app/blobs/again"})
-    )
+    client, _ = client_for(lambda r: httpx.Response(302, headers={"Location": "/v2/team/app/blobs/again"}))
     with pytest.raises(RegistryError) as info:
         client.download_blob(REF, BLOB_DESC, io.BytesIO())
     assert "redirect" in str(info.value)
@@ -348,9 +330,7 @@ class FlakyUploadRegistry:
             self.final = bytes(self.held)
             return httpx.Response(
                 201,
-                headers={
-                    "Docker-Content-Digest": "sha256:" + hashlib.sha256(self.held).hexdigest()
-                },
+                headers={"Docker-Content-Digest": "sha256:" + hashlib.sha256(self.held).hexdigest()},
             )
         return httpx.Response(500)
 

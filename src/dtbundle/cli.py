@@ -12,16 +12,28 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from tqdm import tqdm
 
-from dtbundle import __version__
+from dtbundle import __version__, render
+from dtbundle.bundle import open_bundle, verify_bundle
 from dtbundle.errors import EXIT_OPERATIONAL, DtbundleError, UsageError
+from dtbundle.export import ExportSettings, created_time, run_export
+from dtbundle.plan import load_images_file, requests_from
 from dtbundle.reference import parse_reference
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
-from dtbundle.resolve import ResolvedImage, resolve_all
+from dtbundle.resolve import resolve_all
+from dtbundle.signing import (
+    ALGORITHMS,
+    PASSPHRASE_ENV,
+    generate_keys,
+    load_private_key,
+    load_public_key,
+)
 
 app = typer.Typer(
     name="dtbundle",
@@ -45,9 +57,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
@@ -57,9 +67,7 @@ def _root(
 
 
 # -- shared registry options ------------------------------------------------------------
-PlainHttp = Annotated[
-    bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries of this command.")
-]
+PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries of this command.")]
 CaCert = Annotated[
     Path | None,
     typer.Option(
@@ -71,15 +79,11 @@ CaCert = Annotated[
 ]
 SkipTls = Annotated[
     bool,
-    typer.Option(
-        "--insecure-skip-tls-verify", help="Do not verify registry TLS certificates (unsafe)."
-    ),
+    typer.Option("--insecure-skip-tls-verify", help="Do not verify registry TLS certificates (unsafe)."),
 ]
 Username = Annotated[
     str | None,
-    typer.Option(
-        "--username", envvar="DTBUNDLE_USERNAME", help="Registry user (env DTBUNDLE_USERNAME)."
-    ),
+    typer.Option("--username", envvar="DTBUNDLE_USERNAME", help="Registry user (env DTBUNDLE_USERNAME)."),
 ]
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the registry password from standard input.")
@@ -101,18 +105,14 @@ def _explicit_credentials(
     password = os.environ.get("DTBUNDLE_PASSWORD")
     if password_stdin:
         if sys.stdin.isatty():
-            raise UsageError(
-                "--password-stdin given, but standard input is a terminal; pipe the password in"
-            )
+            raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
         password = sys.stdin.readline().rstrip("\r\n")
     if username is None:
         if password_stdin:
             raise UsageError("--password-stdin needs --username (or DTBUNDLE_USERNAME)")
         return {}
     if not password:
-        raise UsageError(
-            "--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD"
-        )
+        raise UsageError("--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD")
     host = auth_registry or (next(iter(registries)) if len(registries) == 1 else None)
     if host is None:
         raise UsageError(
@@ -123,12 +123,8 @@ def _explicit_credentials(
     return {host: Credentials(source=source, username=username, password=password)}
 
 
-def _client(
-    plain_http: bool, ca_cert: Path | None, skip_tls: bool, explicit: dict[str, Credentials]
-) -> RegistryClient:
-    config = RegistryConfig(
-        plain_http=plain_http, ca_cert=ca_cert, insecure_skip_tls_verify=skip_tls
-    )
+def _client(plain_http: bool, ca_cert: Path | None, skip_tls: bool, explicit: dict[str, Credentials]) -> RegistryClient:
+    config = RegistryConfig(plain_http=plain_http, ca_cert=ca_cert, insecure_skip_tls_verify=skip_tls)
     return RegistryClient(config, CredentialResolver(explicit))
 
 
@@ -137,9 +133,7 @@ def _client(
 def resolve(
     references: Annotated[
         list[str],
-        typer.Argument(
-            help="Image references, e.g. public.ecr.aws/dynatrace/dynatrace-operator:v1.4.0"
-        ),
+        typer.Argument(help="Image references, e.g. public.ecr.aws/dynatrace/dynatrace-operator:v1.4.0"),
     ],
     no_referrers: Annotated[
         bool, typer.Option("--no-referrers", help="Do not look for signatures and referrers.")
@@ -154,32 +148,197 @@ def resolve(
 ) -> None:
     """Resolve references to digests; list platforms, cosign signatures and OCI referrers."""
     refs = [parse_reference(r) for r in references]
-    explicit = _explicit_credentials(
-        username, password_stdin, {r.registry for r in refs}, auth_registry
-    )
+    explicit = _explicit_credentials(username, password_stdin, {r.registry for r in refs}, auth_registry)
     with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
         images = resolve_all(client, refs, attachments=not no_referrers)
     if as_json:
         typer.echo(json.dumps({"images": [i.to_json() for i in images]}, indent=2))
     else:
         for image in images:
-            typer.echo(_describe(image))
+            typer.echo(render.resolved(image))
 
 
-def _describe(image: ResolvedImage) -> str:
-    lines = [f"{image.pinned}", f"  {image.media_type} ({image.size} bytes)"]
-    for p in image.platforms:
-        lines.append(f"  {p.platform or 'unknown'!s:<16} {p.digest}")
-    for a in image.attachments:
-        kind = (
-            a.kind
-            if a.kind != "referrer"
-            else f"referrer {a.descriptor.artifact_type or a.descriptor.media_type}"
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of text.")]
+PublicKeys = Annotated[
+    list[Path] | None,
+    typer.Option("--public-key", exists=True, dir_okay=False, help="Trusted bundle public key (repeatable)."),
+]
+
+
+def _progress(quiet: bool, description: str) -> Callable[[int], Callable[[int], None]] | None:
+    """A tqdm byte counter on stderr, only on a terminal and without --quiet."""
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def factory(total: int) -> Callable[[int], None]:
+        bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=description,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
         )
-        lines.append(f"  {kind:<16} {a.descriptor.digest} -> {a.subject[:19]}… (via {a.found_via})")
-    if not image.attachments:
-        lines.append("  no signatures or referrers found")
-    return "\n".join(lines)
+        _bars.append(bar)
+        return lambda n: bar.update(n) and None
+
+    return factory
+
+
+_bars: list[tqdm] = []
+
+
+def _close_bars() -> None:
+    while _bars:
+        _bars.pop().close()
+
+
+@app.command()
+def keygen(
+    output_dir: Annotated[
+        Path,
+        typer.Option("--output-dir", file_okay=False, help="Where to write dtbundle.key and dtbundle.pub."),
+    ],
+    algorithm: Annotated[str, typer.Option("--algorithm", help="ed25519 (default) or ecdsa-p256.")] = "ed25519",
+    force: Annotated[bool, typer.Option("--force", help="Replace existing key files.")] = False,
+) -> None:
+    """Create a bundle signing key pair (private key encrypted when DTBUNDLE_KEY_PASSPHRASE is set)."""
+    if algorithm not in ALGORITHMS:
+        raise UsageError(f"unknown --algorithm {algorithm!r}; choose ed25519 or ecdsa-p256")
+    passphrase = os.environ.get(PASSPHRASE_ENV) or None
+    keys = generate_keys(output_dir, algorithm, force=force, passphrase=passphrase)
+    state = "encrypted with $" + PASSPHRASE_ENV if keys.encrypted else "unencrypted"
+    typer.echo(f"private key: {keys.private_path} (mode 0600, {state})")
+    typer.echo(f"public key:  {keys.public_path}")
+    typer.echo(f"key id:      {keys.key_id} ({keys.algorithm})")
+
+
+@app.command()
+def export(
+    references: Annotated[list[str] | None, typer.Argument(help="Image references to carry.")] = None,
+    images_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--images-file",
+            exists=True,
+            dir_okay=False,
+            help="TOML file listing images (see README).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Bundle file to write (default: bundle-<UTC time>.tar.zst)."),
+    ] = None,
+    signing_key: Annotated[
+        Path,
+        typer.Option("--signing-key", exists=True, dir_okay=False, help="Private key from 'dtbundle keygen'."),
+    ] = Path("dtbundle.key"),
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--platform",
+            help="Carry only os/arch[/variant] (repeatable); trims indexes, changing their digest.",
+        ),
+    ] = None,
+    no_referrers: Annotated[
+        bool,
+        typer.Option("--no-referrers", help="Leave out signatures, attestations, SBOMs and referrers."),
+    ] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel downloads.")] = 8,
+    compression_level: Annotated[int, typer.Option("--compression-level", min=1, max=19, help="zstd level.")] = 3,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+    plain_http: PlainHttp = False,
+    ca_cert: CaCert = None,
+    insecure_skip_tls_verify: SkipTls = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    auth_registry: AuthRegistry = None,
+) -> None:
+    """Write every platform of the images, with everything that refers to them, into one signed bundle."""
+    requests = requests_from(references or [], platform or [])
+    if images_file:
+        requests += load_images_file(images_file, platform or [])
+    if not requests:
+        raise UsageError("no images to export: give references or --images-file")
+    key = load_private_key(signing_key)
+    path = output or Path(f"bundle-{created_time().strftime('%Y%m%d-%H%M%S')}.tar.zst")
+    explicit = _explicit_credentials(username, password_stdin, {r.ref.registry for r in requests}, auth_registry)
+    settings = ExportSettings(
+        tuple(requests),
+        path,
+        key,
+        referrers=not no_referrers,
+        concurrency=concurrency,
+        compression_level=compression_level,
+        force=force,
+    )
+    with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
+        try:
+            summary = run_export(client, settings, _progress(quiet, "export"))
+        finally:
+            _close_bars()
+    typer.echo(json.dumps(summary.to_json(), indent=2) if as_json else render.export_summary(summary))
+
+
+@app.command()
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    public_key: PublicKeys = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Verify the bundle's signature, then every entry against the catalog (exit 3 on any problem)."""
+    if not public_key:
+        raise UsageError("verify needs --public-key PUB (the dtbundle.pub of the exporting side)")
+    keys = [load_public_key(p) for p in public_key]
+    try:
+        result = verify_bundle(bundle, keys, progress_factory=_progress(quiet, "verify"))
+    finally:
+        _close_bars()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "bundle": str(bundle),
+                    "ok": True,
+                    "keyId": result.key_id,
+                    "files": result.files,
+                    "bytes": result.bytes,
+                    "images": len(result.catalog.images),
+                },
+                indent=2,
+            )
+        )
+    else:
+        typer.echo(render.verify_result(str(bundle), result))
+
+
+@app.command()
+def inspect(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    public_key: PublicKeys = None,
+    as_json: AsJson = False,
+) -> None:
+    """List images, platforms, signatures and sizes from the catalog alone (fast for any size)."""
+    keys = [load_public_key(p) for p in public_key] if public_key else None
+    with open_bundle(bundle, keys) as reader:
+        catalog = reader.catalog
+        key = reader.key_id
+    note = f"catalog signature verified (key {key})" if key else "signature NOT checked (run 'dtbundle verify')"
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"bundle": str(bundle), "signatureVerifiedBy": key, "catalog": catalog.to_json()},
+                indent=2,
+            )
+        )
+    else:
+        typer.echo(render.catalog(catalog, signature_note=note))
 
 
 def main() -> None:
@@ -200,8 +359,7 @@ def main() -> None:
         if debug:
             traceback.print_exc()
         typer.echo(
-            f"dtbundle: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
-            "and report it)",
+            f"dtbundle: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
             err=True,
         )
         sys.exit(EXIT_OPERATIONAL)

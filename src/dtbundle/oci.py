@@ -213,9 +213,7 @@ def detect_media_type(data: bytes, declared: str | None) -> str:
         elif "config" in obj:
             media_type = OCI_MANIFEST
     if media_type not in MANIFEST_TYPES:
-        raise UnsupportedManifestError(
-            f"unsupported manifest media type {media_type or declared!r}"
-        )
+        raise UnsupportedManifestError(f"unsupported manifest media type {media_type or declared!r}")
     return media_type
 
 

@@ -79,9 +79,7 @@ class Reference:
 def split_registry(name: str) -> tuple[str, str]:
     """Split a name into (registry, remainder) the way the Docker CLI does."""
     first, sep, rest = name.partition("/")
-    if not sep or (
-        not any(c in first for c in ".:") and first != "localhost" and first.lower() == first
-    ):
+    if not sep or (not any(c in first for c in ".:") and first != "localhost" and first.lower() == first):
         return DOCKER_HUB, name
     return first, rest
 
@@ -99,9 +97,7 @@ def parse_reference(text: str, *, default_tag: str | None = "latest") -> Referen
     original = text
     text = text.strip()
     if not text:
-        raise InvalidReferenceError(
-            "empty image reference; give one like registry.example.com/team/app:1.0"
-        )
+        raise InvalidReferenceError("empty image reference; give one like registry.example.com/team/app:1.0")
 
     def fail(why: str) -> InvalidReferenceError:
         return InvalidReferenceError(

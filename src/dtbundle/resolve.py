@@ -86,21 +86,15 @@ def find_attachments(client: RegistryClient, ref: Reference, digest: str) -> lis
     return found
 
 
-def resolve_image(
-    client: RegistryClient, ref: Reference, *, attachments: bool = True
-) -> ResolvedImage:
+def resolve_image(client: RegistryClient, ref: Reference, *, attachments: bool = True) -> ResolvedImage:
     manifest = client.get_manifest(ref)
     platforms = manifest.parsed.manifests if manifest.is_index else ()
     found: list[Attachment] = []
     if attachments:
         for digest in [manifest.digest, *(p.digest for p in platforms)]:
             found.extend(find_attachments(client, ref, digest))
-    return ResolvedImage(
-        ref, manifest.digest, manifest.media_type, manifest.size, tuple(platforms), tuple(found)
-    )
+    return ResolvedImage(ref, manifest.digest, manifest.media_type, manifest.size, tuple(platforms), tuple(found))
 
 
-def resolve_all(
-    client: RegistryClient, refs: Iterable[Reference], *, attachments: bool = True
-) -> list[ResolvedImage]:
+def resolve_all(client: RegistryClient, refs: Iterable[Reference], *, attachments: bool = True) -> list[ResolvedImage]:
     return [resolve_image(client, ref, attachments=attachments) for ref in refs]

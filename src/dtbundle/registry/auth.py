@@ -68,9 +68,7 @@ def parse_challenges(header: str) -> list[Challenge]:
         while True:
             pm = _PARAM_RE.match(rest)
             # A bare token followed by whitespace starts the next challenge.
-            if not pm or (
-                pm.group(2) is None and pm.group(3) == "" and "=" not in rest[: pm.end()]
-            ):
+            if not pm or (pm.group(2) is None and pm.group(3) == "" and "=" not in rest[: pm.end()]):
                 break
             value = pm.group(2) if pm.group(2) is not None else pm.group(3)
             params[pm.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
@@ -109,9 +107,7 @@ class Authenticator:
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, frozenset[str]], _Token] = {}
 
-    def authorization(
-        self, host: str, registry: str, repository: str, scopes: Iterable[str]
-    ) -> str | None:
+    def authorization(self, host: str, registry: str, repository: str, scopes: Iterable[str]) -> str | None:
         """A header value to send pre-emptively, if this host has challenged us before."""
         wanted = frozenset(scopes)
         with self._lock:
@@ -127,9 +123,7 @@ class Authenticator:
                     return f"Bearer {token.value}"
         return None
 
-    def respond(
-        self, host: str, registry: str, repository: str, scopes: Iterable[str], header: str
-    ) -> str:
+    def respond(self, host: str, registry: str, repository: str, scopes: Iterable[str], header: str) -> str:
         """Answer a 401's challenge; return the Authorization value to retry with."""
         challenges = parse_challenges(header)
         chosen = next((c for c in challenges if c.scheme == "bearer"), None) or next(
@@ -137,8 +131,7 @@ class Authenticator:
         )
         if chosen is None:
             raise RegistryProtocolError(
-                f"registry {registry} asked for authentication with an unsupported scheme: "
-                f"{header[:80]!r}"
+                f"registry {registry} asked for authentication with an unsupported scheme: {header[:80]!r}"
             )
         creds = self.credentials.lookup(registry, repository)
         with self._lock:
@@ -163,14 +156,10 @@ class Authenticator:
             for key in [k for k in self._tokens if k[0] == host]:
                 del self._tokens[key]
 
-    def _fetch_token(
-        self, challenge: Challenge, registry: str, scopes: list[str], creds: Credentials | None
-    ) -> _Token:
+    def _fetch_token(self, challenge: Challenge, registry: str, scopes: list[str], creds: Credentials | None) -> _Token:
         realm = challenge.realm
         if not realm.startswith(("https://", "http://")):
-            raise RegistryProtocolError(
-                f"registry {registry} named an invalid token realm {realm!r}"
-            )
+            raise RegistryProtocolError(f"registry {registry} named an invalid token realm {realm!r}")
         params: list[tuple[str, str]] = []
         if challenge.service:
             params.append(("service", challenge.service))
@@ -204,13 +193,10 @@ class Authenticator:
             if response.status_code in (401, 403):
                 who = creds.describe() if creds else "anonymous access (no credentials found)"
                 raise AuthenticationError(
-                    f"token service of registry {registry} refused {who} "
-                    f"for {' '.join(scopes) or 'access'}"
+                    f"token service of registry {registry} refused {who} for {' '.join(scopes) or 'access'}"
                 )
             if response.status_code != 200:
-                raise AuthenticationError(
-                    f"token service of registry {registry} answered HTTP {response.status_code}"
-                )
+                raise AuthenticationError(f"token service of registry {registry} answered HTTP {response.status_code}")
             body = _bounded_json(response, self._max_json, f"token response of registry {registry}")
         finally:
             response.close()

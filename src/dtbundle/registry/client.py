@@ -85,6 +85,8 @@ class Referrers:
 
     descriptors: tuple[Descriptor, ...]
     source: Literal["api", "tag-schema", "none"]
+    # The referrers tag schema index itself (source "tag-schema"), byte for byte.
+    index: Manifest | None = None
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,7 @@ class RegistryClient:
         self.close()
 
     @staticmethod
-    def _target(
-        ref: Reference, actions: tuple[str, ...] = ("pull",), extra: tuple[str, ...] = ()
-    ) -> Target:
+    def _target(ref: Reference, actions: tuple[str, ...] = ("pull",), extra: tuple[str, ...] = ()) -> Target:
         return Target(ref.registry, ref.api_host, ref.repository, actions, extra)
 
     # -- manifests -----------------------------------------------------------------------
@@ -149,12 +149,9 @@ class RegistryClient:
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed:
             algorithm = claimed.split(":", 1)[0]
-            if algorithm in ("sha256", "sha512") and not hmac.compare_digest(
-                compute_digest(data, algorithm), claimed
-            ):
+            if algorithm in ("sha256", "sha512") and not hmac.compare_digest(compute_digest(data, algorithm), claimed):
                 raise DigestMismatchError(
-                    f"{what}: registry claims digest {claimed} but the bytes hash to "
-                    f"{compute_digest(data, algorithm)}"
+                    f"{what}: registry claims digest {claimed} but the bytes hash to {compute_digest(data, algorithm)}"
                 )
         return Manifest(data, media_type, digest)
 
@@ -180,9 +177,7 @@ class RegistryClient:
     def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> PutResult:
         """Store ``data`` under ``ref``'s tag (or digest) with Content-Type ``media_type``."""
         if len(data) > self.config.max_manifest_bytes:
-            raise LimitExceededError(
-                f"manifest for {ref} is larger than {self.config.max_manifest_bytes} bytes"
-            )
+            raise LimitExceededError(f"manifest for {ref} is larger than {self.config.max_manifest_bytes} bytes")
         digest = compute_digest(data)
         identifier = ref.tag or ref.digest or digest
         if ref.digest and not ref.tag:
@@ -199,9 +194,7 @@ class RegistryClient:
         response.close()
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed.startswith("sha256:") and claimed != digest:
-            raise DigestMismatchError(
-                f"registry stored manifest {ref} as {claimed}, expected {digest}"
-            )
+            raise DigestMismatchError(f"registry stored manifest {ref} as {claimed}, expected {digest}")
         return PutResult(digest, subject_accepted="OCI-Subject" in response.headers)
 
     # -- blobs ---------------------------------------------------------------------------
@@ -220,9 +213,7 @@ class RegistryClient:
         length = response.headers.get("Content-Length", "")
         return int(length) if length.isdigit() else -1
 
-    def download_blob(
-        self, ref: Reference, desc: Descriptor, out: BinaryIO, progress: Progress | None = None
-    ) -> None:
+    def download_blob(self, ref: Reference, desc: Descriptor, out: BinaryIO, progress: Progress | None = None) -> None:
         """Stream blob ``desc`` into ``out``, verifying size and digest; resume on drops.
 
         ``out`` must be seekable. What was written is unverified until this returns:
@@ -259,9 +250,7 @@ class RegistryClient:
                 for chunk in response.iter_bytes():
                     received += len(chunk)
                     if received > desc.size:
-                        raise DigestMismatchError(
-                            f"{what} is larger than its descriptor's {desc.size} bytes"
-                        )
+                        raise DigestMismatchError(f"{what} is larger than its descriptor's {desc.size} bytes")
                     hasher.update(chunk)
                     _write(out, chunk)
                     if progress:
@@ -275,17 +264,13 @@ class RegistryClient:
                 response.close()
             resumes += 1
             if resumes > self.config.max_resumes:
-                raise RegistryConnectionError(
-                    f"download of {what} failed {resumes} times: {failure}"
-                )
+                raise RegistryConnectionError(f"download of {what} failed {resumes} times: {failure}")
             self._sleep(min(self.config.backoff_max, self.config.backoff_initial * resumes))
         actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
         if not hmac.compare_digest(actual, desc.digest):
             raise DigestMismatchError(f"{what}: content has digest {actual}")
 
-    def fetch_blob(
-        self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None
-    ) -> None:
+    def fetch_blob(self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None) -> None:
         """Download into a temp file beside ``dest`` and move it into place once verified."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=dest.parent)
@@ -331,15 +316,9 @@ class RegistryClient:
         """
         if self.blob_size(ref, desc.digest) is not None:
             return "exists"
-        extra = (
-            (f"repository:{mount_from}:pull",)
-            if mount_from and mount_from != ref.repository
-            else ()
-        )
+        extra = (f"repository:{mount_from}:pull",) if mount_from and mount_from != ref.repository else ()
         target = self._target(ref, ("pull", "push"), extra)
-        return _upload.upload(
-            self._session, target, desc, open_content, extra != (), mount_from, progress
-        )
+        return _upload.upload(self._session, target, desc, open_content, extra != (), mount_from, progress)
 
     # -- tags and referrers ----------------------------------------------------------------
     def list_tags(self, ref: Reference, page_size: int = 1000) -> list[str]:
@@ -354,18 +333,15 @@ class RegistryClient:
             tags.extend(str(t) for t in page)
         return tags
 
-    def list_referrers(
-        self, ref: Reference, digest: str, artifact_type: str | None = None
-    ) -> Referrers:
+    def list_referrers(self, ref: Reference, digest: str, artifact_type: str | None = None) -> Referrers:
         """Manifests that refer to ``digest``: referrers API, else the referrers tag schema."""
         check_digest(digest)
         params = {"artifactType": artifact_type} if artifact_type else None
         what = f"referrers of {ref.name}@{digest}"
         found: list[Descriptor] = []
+        index: Manifest | None = None
         try:
-            for body in self._paginate(
-                ref, f"/v2/{ref.repository}/referrers/{digest}", params, what
-            ):
+            for body in self._paginate(ref, f"/v2/{ref.repository}/referrers/{digest}", params, what):
                 manifests = body.get("manifests") or []
                 if not isinstance(manifests, list):
                     raise RegistryProtocolError(f"{what}: 'manifests' is not a list")
@@ -385,16 +361,14 @@ class RegistryClient:
             source = "tag-schema"
         if artifact_type:
             found = [d for d in found if d.artifact_type == artifact_type]
-        return Referrers(tuple(found), source)
+        return Referrers(tuple(found), source, index)
 
     def _paginate(
         self, ref: Reference, path: str, params: dict[str, str] | None, what: str
     ) -> Iterator[dict[str, object]]:
         url: str = path
         for _ in range(self.config.max_tag_pages):
-            response = self._session.request(
-                "GET", self._target(ref), url, what=what, params=params, stream=True
-            )
+            response = self._session.request("GET", self._target(ref), url, what=what, params=params, stream=True)
             try:
                 data = self._read_bounded(response, self.config.max_json_bytes, what)
             finally:
@@ -419,9 +393,7 @@ class RegistryClient:
                 if len(data) > limit:
                     raise LimitExceededError(f"{what} is larger than the limit of {limit} bytes")
         except (httpx.TransportError, httpx.StreamError) as exc:
-            raise RegistryConnectionError(
-                f"connection lost while reading {what}: {type(exc).__name__}"
-            ) from None
+            raise RegistryConnectionError(f"connection lost while reading {what}: {type(exc).__name__}") from None
         return bytes(data)
 
 

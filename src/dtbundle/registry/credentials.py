@@ -189,9 +189,7 @@ class CredentialResolver:
         username, password, token = _decode_auth_entry(auths[best[1]], f"{path} auths[{best[1]!r}]")
         if not (password or token):
             return None  # placeholder entry written by 'docker login' next to a credsStore
-        return Credentials(
-            source=str(path), username=username, password=password, identity_token=token
-        )
+        return Credentials(source=str(path), username=username, password=password, identity_token=token)
 
     def _from_helper(self, helper: str, registry: str, source: str) -> Credentials | None:
         program = shutil.which(f"docker-credential-{helper}")
@@ -210,9 +208,7 @@ class CredentialResolver:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise CredentialsConfigError(
-                f"credential helper {helper!r} failed to run ({type(exc).__name__})"
-            ) from None
+            raise CredentialsConfigError(f"credential helper {helper!r} failed to run ({type(exc).__name__})") from None
         if proc.returncode != 0:
             # Helpers answer 'credentials not found' with a non-zero exit: not an error.
             if b"not found" in proc.stdout.lower() + proc.stderr.lower():
@@ -240,9 +236,7 @@ def _read_json_file(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise CredentialsConfigError(
-            f"cannot read credentials file {path}: {exc.strerror}"
-        ) from None
+        raise CredentialsConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
     try:
         data = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:

@@ -158,18 +158,12 @@ class Session:
         attempts = self.config.max_attempts if retry else 1
         accepted = frozenset(ok)
         extra = dict(headers or {})
-        authorization = self.auth.authorization(
-            target.host, target.registry, target.repository, target.scopes
-        )
+        authorization = self.auth.authorization(target.host, target.registry, target.repository, target.scopes)
         for auth_round in range(2):
             send_headers = dict(extra)
             if authorization:
                 send_headers["Authorization"] = authorization
-            url = (
-                path
-                if path.startswith(("http://", "https://"))
-                else self.base_url(target.host) + path
-            )
+            url = path if path.startswith(("http://", "https://")) else self.base_url(target.host) + path
             response = self._send_with_retries(
                 method, url, target.host, what, params, send_headers, body, stream, attempts
             )
@@ -177,9 +171,7 @@ class Session:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
                 if not challenge:
-                    raise AuthenticationError(
-                        f"registry {target.registry} refused {what} (HTTP 401, no challenge)"
-                    )
+                    raise AuthenticationError(f"registry {target.registry} refused {what} (HTTP 401, no challenge)")
                 self.auth.forget(target.host)
                 authorization = self.auth.respond(
                     target.host, target.registry, target.repository, target.scopes, challenge
@@ -193,9 +185,7 @@ class Session:
                 location = response.headers.get("Location")
                 response.close()
                 if not location or hops > self.config.max_redirects:
-                    raise RegistryError(
-                        f"registry {target.registry}: too many or empty redirects for {what}"
-                    )
+                    raise RegistryError(f"registry {target.registry}: too many or empty redirects for {what}")
                 new_url = urljoin(str(response.request.url), location)
                 hop_headers = dict(extra)
                 if _same_origin(str(response.request.url), new_url) and authorization:
@@ -251,9 +241,7 @@ class Session:
             attempt += 1
             content: Any = body() if callable(body) else body
             try:
-                request = self._client.build_request(
-                    method, url, params=params, headers=headers, content=content
-                )
+                request = self._client.build_request(method, url, params=params, headers=headers, content=content)
                 response = self._client.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if self._maybe_fall_back_to_http(host, exc):
@@ -261,9 +249,7 @@ class Session:
                     attempt -= 1
                     continue
                 # A certificate the client does not trust will not be trusted next time either.
-                permanent = isinstance(
-                    exc, httpx.UnsupportedProtocol
-                ) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+                permanent = isinstance(exc, httpx.UnsupportedProtocol) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
                 if attempt >= max_attempts or permanent:
                     raise RegistryConnectionError(
                         f"cannot reach registry {host} for {what} after {attempt} attempt(s): "
@@ -306,9 +292,7 @@ class Session:
                 f"registry {target.registry} kept failing for {what}: HTTP {status} after "
                 f"{self.config.max_attempts} attempts{suffix}"
             )
-        return RegistryError(
-            f"registry {target.registry} answered HTTP {status} for {what}{suffix}"
-        )
+        return RegistryError(f"registry {target.registry} answered HTTP {status} for {what}{suffix}")
 
 
 def registry_error_detail(response: httpx.Response) -> str:

@@ -150,9 +150,7 @@ def _upload_chunks(
             location = _location(status, what)
             held = _range_end(status.headers.get("Range", ""))
             if (held < offset and held != 0) or held > desc.size:
-                raise RegistryProtocolError(
-                    f"{what}: registry reports an impossible upload offset {held}"
-                ) from None
+                raise RegistryProtocolError(f"{what}: registry reports an impossible upload offset {held}") from None
             if progress and held > offset:
                 progress(held - offset)
             offset = held

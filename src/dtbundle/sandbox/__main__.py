@@ -46,19 +46,13 @@ def start(workdir: Path) -> tuple[RegistryServer, RegistryServer, list[images.Sa
         users={ADMIN: ADMIN_PASSWORD},
         public_prefixes=("samples",),
     )
-    target = start_registry(
-        workdir / "target", auth="basic", tls=True, ca=ca, users={ADMIN: ADMIN_PASSWORD}
-    )
+    target = start_registry(workdir / "target", auth="basic", tls=True, ca=ca, users={ADMIN: ADMIN_PASSWORD})
     key = ec.generate_private_key(ec.SECP256R1())
     cosign_pub = workdir / "cosign.pub"
     cosign_pub.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    creds = CredentialResolver(
-        {source.address: Credentials("sandbox", ADMIN, ADMIN_PASSWORD)}, use_config_files=False
-    )
+    creds = CredentialResolver({source.address: Credentials("sandbox", ADMIN, ADMIN_PASSWORD)}, use_config_files=False)
     with RegistryClient(RegistryConfig(plain_http=True), creds) as client:
         samples = images.seed(client, source.address, key)
     return source, target, samples, cosign_pub
@@ -71,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=["demo", "serve"])
-    parser.add_argument(
-        "--keep", action="store_true", help="demo: keep the registries running afterwards"
-    )
+    parser.add_argument("--keep", action="store_true", help="demo: keep the registries running afterwards")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dtbundle-sandbox-") as tmp:
         workdir = Path(tmp)

@@ -67,9 +67,7 @@ class BuiltManifest:
         return Descriptor(self.media_type, self.digest, len(self.data), platform=self.platform)
 
 
-def build_image(
-    platform: Platform, layers: Sequence[bytes], *, docker: bool = False, label: str = ""
-) -> BuiltManifest:
+def build_image(platform: Platform, layers: Sequence[bytes], *, docker: bool = False, label: str = "") -> BuiltManifest:
     layer_type = oci.DOCKER_LAYER_GZIP if docker else oci.OCI_LAYER_GZIP
     config = {
         "architecture": platform.architecture,
@@ -108,9 +106,7 @@ def build_index(children: Sequence[BuiltManifest], *, docker: bool = False) -> B
     return BuiltManifest(media_type, _canonical(index), children=list(children))
 
 
-def cosign_signature(
-    image_name: str, digest: str, key: ec.EllipticCurvePrivateKey
-) -> BuiltManifest:
+def cosign_signature(image_name: str, digest: str, key: ec.EllipticCurvePrivateKey) -> BuiltManifest:
     """A cosign 'simple signing' signature manifest for ``digest``, signed with ``key``."""
     payload = json.dumps(
         {
@@ -180,15 +176,11 @@ def sample_catalog(scale: int = 1) -> dict[str, BuiltManifest]:
     )
 
     def img(name: str, plat: Platform, size: int, docker: bool = False) -> BuiltManifest:
-        return build_image(
-            plat, [base, make_layer(f"{name}-{plat}", size)], docker=docker, label=name
-        )
+        return build_image(plat, [base, make_layer(f"{name}-{plat}", size)], docker=docker, label=name)
 
     return {
         # OCI index, three platforms
-        "samples/operator:1.0.0": build_index(
-            [img("operator", p, 48 * k) for p in (amd, arm64, armv7)]
-        ),
+        "samples/operator:1.0.0": build_index([img("operator", p, 48 * k) for p in (amd, arm64, armv7)]),
         # Docker manifest list, four platforms
         "samples/agent:2.1.0": build_index(
             [img("agent", p, 64 * k, docker=True) for p in (amd, arm64, armv7, s390x)], docker=True

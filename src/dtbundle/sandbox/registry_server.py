@@ -87,8 +87,7 @@ def registry_binary() -> str:
     )
     if not found:
         raise RegistryStartError(
-            "docker-registry is not installed; run ./scripts/setup.sh "
-            "(apt-get install docker-registry)"
+            "docker-registry is not installed; run ./scripts/setup.sh (apt-get install docker-registry)"
         )
     return found
 
@@ -97,8 +96,7 @@ def _htpasswd(users: dict[str, str]) -> str:
     import bcrypt  # test extra: only the basic-auth variant needs it
 
     return "".join(
-        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
-        for user, pw in users.items()
+        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=5)).decode()}\n" for user, pw in users.items()
     )
 
 
@@ -213,9 +211,7 @@ def start_registry(
 def _wait_ready(server: RegistryServer) -> bool:
     deadline = time.monotonic() + _START_TIMEOUT
     verify: ssl.SSLContext | bool = (
-        ssl.create_default_context(cafile=str(server.ca_cert))
-        if server.tls and server.ca_cert
-        else True
+        ssl.create_default_context(cafile=str(server.ca_cert)) if server.tls and server.ca_cert else True
     )
     with httpx.Client(verify=verify, timeout=2.0, trust_env=False) as client:
         while time.monotonic() < deadline:

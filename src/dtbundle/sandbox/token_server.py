@@ -119,10 +119,7 @@ class TokenServer:
 
     def _allowed(self, user: str | None, name: str, actions: Iterable[str]) -> list[str]:
         if user is None:
-            public = any(
-                name == p or name.startswith(p.rstrip("/") + "/")
-                for p in self.policy.public_prefixes
-            )
+            public = any(name == p or name.startswith(p.rstrip("/") + "/") for p in self.policy.public_prefixes)
             return ["pull"] if public and "pull" in actions else []
         if user in self.policy.read_only_users:
             return [a for a in actions if a == "pull"]
@@ -152,9 +149,7 @@ class TokenServer:
         }
         cert_der = self.signer.cert.public_bytes(serialization.Encoding.DER)
         header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(cert_der).decode()]}
-        signing_input = (
-            f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        )
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         der = self.signer.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"

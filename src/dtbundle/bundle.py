@@ -1,0 +1,333 @@
+"""Bundle files: writing (tar + zstd, atomically) and reading (streaming, verified).
+
+Writing goes to a temporary file beside the destination and is renamed into
+place only when complete, then the ``.sha256`` sidecar is written; an
+interrupted export leaves nothing that looks like a bundle.
+
+Reading is one streaming pass with bounded memory: the catalog and its
+signature come first and are verified before anything else is parsed; then
+every entry must be the next file the catalog lists, with its size and sha256.
+See ``specs/bundle-format.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+import zstandard
+
+from dtbundle import _tar
+from dtbundle.catalog import (
+    CATALOG_NAME,
+    SIGNATURE_NAME,
+    BundleLimits,
+    Catalog,
+    CatalogFile,
+    parse_catalog,
+)
+from dtbundle.errors import IntegrityError, LocalIOError, UsageError
+from dtbundle.signing import MAX_SIGNATURE_FILE_BYTES, PublicKey, verify_catalog
+
+_COPY_CHUNK = 1 << 20
+
+
+class _HashingFile:
+    """Counts and hashes what is written through it (the compressed bundle bytes)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.size, self.hash = raw, 0, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+@dataclass(frozen=True)
+class WrittenBundle:
+    path: Path
+    sidecar: Path
+    compressed_size: int
+    sha256: str
+
+
+class BundleWriter:
+    """Writes ``path`` (a .tar.zst) atomically. Use as a context manager: an exception aborts."""
+
+    def __init__(self, path: Path, *, mtime: int, level: int = 3, threads: int = -1) -> None:
+        self.path = path
+        self._mtime = mtime
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        except OSError as exc:
+            raise LocalIOError(f"cannot create {path}: {exc.strerror or exc}") from None
+        self._tmp = Path(tmp)
+        self._raw = os.fdopen(fd, "wb")
+        self._hashing = _HashingFile(self._raw)
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, write_checksum=True)
+        self._zstd = zstandard.ZstdCompressor(compression_params=params).stream_writer(
+            self._hashing,  # type: ignore[arg-type]
+            closefd=False,
+        )
+        self._written = 0  # uncompressed tar bytes
+        self.uncompressed_content = 0
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is not None:
+            self.abort()
+
+    def _emit(self, data: bytes) -> None:
+        try:
+            self._zstd.write(data)
+        except OSError as exc:
+            raise LocalIOError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._written += len(data)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self._emit(_tar.header(name, len(data), self._mtime))
+        self._emit(data)
+        self._emit(_tar.padding(len(data)))
+        self.uncompressed_content += len(data)
+
+    def add_stream(
+        self,
+        name: str,
+        size: int,
+        chunks: Iterator[bytes],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Add ``size`` bytes from ``chunks``; fewer or more is an error (the bundle is aborted)."""
+        self._emit(_tar.header(name, size, self._mtime))
+        written = 0
+        for chunk in chunks:
+            written += len(chunk)
+            if written > size:
+                raise IntegrityError(f"{name} is longer than its catalog size {size}")
+            self._emit(chunk)
+            if progress:
+                progress(len(chunk))
+        if written != size:
+            raise IntegrityError(f"{name} is {written} bytes, its catalog size is {size}")
+        self._emit(_tar.padding(size))
+        self.uncompressed_content += size
+
+    def commit(self) -> WrittenBundle:
+        """Finish the archive, fsync, rename into place, write the sidecar."""
+        self._emit(_tar.end_of_archive(self._written))
+        try:
+            self._zstd.flush(zstandard.FLUSH_FRAME)
+            self._zstd.close()  # type: ignore[no-untyped-call]
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+            os.replace(self._tmp, self.path)
+            digest = self._hashing.hash.hexdigest()
+            sidecar = self.path.with_name(self.path.name + ".sha256")
+            tmp_sidecar = sidecar.with_name(f".{sidecar.name}.partial")
+            tmp_sidecar.write_text(f"{digest}  {self.path.name}\n")
+            os.replace(tmp_sidecar, sidecar)
+        except OSError as exc:
+            self.abort()
+            raise LocalIOError(f"cannot finish {self.path}: {exc.strerror or exc}") from None
+        return WrittenBundle(self.path, sidecar, self._hashing.size, digest)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._zstd.close()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            self._raw.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+
+# -- reading ----------------------------------------------------------------------------------------
+class _ExactReader:
+    """``read(n)`` returning exactly n bytes (fewer only at the end) from a zstd stream."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, n: int) -> bytes:
+        if n <= 0:
+            return b""
+        parts, left = [], n
+        while left:
+            try:
+                piece = self._stream.read(left)
+            except zstandard.ZstdError as exc:
+                raise IntegrityError(f"bundle is not valid zstd data ({exc}): corrupt or truncated") from None
+            if not piece:
+                break
+            parts.append(piece)
+            left -= len(piece)
+        return b"".join(parts)
+
+
+class BundleReader:
+    """Streams a bundle; see :func:`open_bundle`."""
+
+    def __init__(self, path: Path, limits: BundleLimits) -> None:
+        self.path = path
+        self.limits = limits
+        try:
+            self._file = path.open("rb")
+        except FileNotFoundError:
+            raise UsageError(f"bundle {path} does not exist") from None
+        except OSError as exc:
+            raise LocalIOError(f"cannot read bundle {path}: {exc.strerror or exc}") from None
+        decompressor = zstandard.ZstdDecompressor(max_window_size=limits.max_zstd_window_bytes)
+        self._zstd = decompressor.stream_reader(self._file, read_across_frames=True, closefd=False)
+        self._read = _ExactReader(self._zstd).read
+        self._tar = _tar.TarReader(self._read, limits.max_pax_header_bytes)
+        self.catalog_bytes = b""
+        self.signature_bytes = b""
+        self.key_id: str | None = None
+        self._catalog: Catalog | None = None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._zstd.close()  # type: ignore[no-untyped-call]
+        self._file.close()
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _small_entry(self, expected: str, limit: int) -> bytes:
+        member = self._tar.next()
+        if member is None or member.name != expected:
+            found = "the end of the archive" if member is None else repr(member.name[:80])
+            raise IntegrityError(f"bundle must start with {expected}, found {found}: not a dtbundle bundle or corrupt")
+        if member.size > limit:
+            raise IntegrityError(f"{expected} is {member.size} bytes, above the limit of {limit}")
+        return b"".join(self._tar.data(member))
+
+    def read_head(self) -> None:
+        """Read the catalog and its signature (the first two entries); verify nothing yet."""
+        if not self._file.read(4) == b"\x28\xb5\x2f\xfd":
+            raise IntegrityError(f"{self.path} is not a zstd-compressed dtbundle bundle")
+        self._file.seek(0)
+        self.catalog_bytes = self._small_entry(CATALOG_NAME, self.limits.max_catalog_bytes)
+        self.signature_bytes = self._small_entry(SIGNATURE_NAME, MAX_SIGNATURE_FILE_BYTES)
+
+    def verify_signature(self, keys: list[PublicKey]) -> str:
+        self.key_id = verify_catalog(keys, self.catalog_bytes, self.signature_bytes)
+        return self.key_id
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = parse_catalog(self.catalog_bytes, self.limits)
+        return self._catalog
+
+    def files(self) -> Iterator[tuple[CatalogFile, Iterator[bytes]]]:
+        """Yield each file with its data stream, in catalog order.
+
+        A file's sha256 is checked when the next file is requested (whatever the
+        consumer read of it), and after the last one the archive must end: no
+        missing, extra or reordered entries. Data handed out before that check is
+        unverified: consumers must not commit to it until the iteration moves on.
+        """
+        for expected in self.catalog.files:
+            member = self._tar.next()
+            if member is None:
+                raise IntegrityError(f"bundle is missing {expected.path}, which its catalog lists")
+            if member.name != expected.path:
+                raise IntegrityError(
+                    f"bundle holds {member.name[:80]!r} where its catalog lists {expected.path}: "
+                    "an entry was added, removed or reordered"
+                )
+            if member.size != expected.size:
+                raise IntegrityError(f"{expected.path} is {member.size} bytes, its catalog says {expected.size}")
+            hasher = hashlib.sha256()
+
+            def stream(m: _tar.Member = member, h: hashlib._Hash = hasher) -> Iterator[bytes]:
+                for chunk in self._tar.data(m):
+                    h.update(chunk)
+                    yield chunk
+
+            data = stream()
+            yield expected, data
+            for _ in data:  # drain whatever the consumer left unread
+                pass
+            if not hmac.compare_digest(hasher.hexdigest(), expected.sha256):
+                raise IntegrityError(
+                    f"{expected.path} does not match its catalog sha256: the bundle was modified or is corrupt"
+                )
+        self._finish()
+
+    def _finish(self) -> None:
+        extra = self._tar.next()
+        if extra is not None:
+            raise IntegrityError(f"bundle holds {extra.name[:80]!r}, which its catalog does not list")
+        while True:  # after the end-of-archive marker only zero padding may follow
+            rest = self._read(1 << 16)
+            if not rest:
+                return
+            if rest.count(0) != len(rest):
+                raise IntegrityError("bundle has data after the end of its archive")
+
+
+def open_bundle(path: Path, keys: list[PublicKey] | None, limits: BundleLimits | None = None) -> BundleReader:
+    """Open ``path``, read its head and verify the catalog signature with ``keys``.
+
+    ``keys=None`` skips the signature check (only for ``--insecure-skip-verify`` and
+    ``inspect``). The catalog is parsed (and validated) only after that.
+    """
+    reader = BundleReader(path, limits or BundleLimits())
+    try:
+        reader.read_head()
+        if keys is not None:
+            reader.verify_signature(keys)
+        _ = reader.catalog
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    catalog: Catalog
+    key_id: str
+    files: int
+    bytes: int
+
+
+def verify_bundle(
+    path: Path,
+    keys: list[PublicKey],
+    limits: BundleLimits | None = None,
+    progress_factory: Callable[[int], Callable[[int], None]] | None = None,
+) -> VerifyResult:
+    """Verify the signature, then every entry; raise IntegrityError at the first problem."""
+    with open_bundle(path, keys, limits) as reader:
+        progress = progress_factory(reader.catalog.total_size) if progress_factory else None
+        count = total = 0
+        for entry, data in reader.files():
+            for chunk in data:
+                total += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            count += 1
+            del entry
+        assert reader.key_id is not None
+        return VerifyResult(reader.catalog, reader.key_id, count, total)

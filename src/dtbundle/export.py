@@ -1,0 +1,296 @@
+"""``dtbundle export``: plan, write the signed catalog, then stream every blob into the bundle.
+
+The orchestrator does the IO; the plan (:mod:`dtbundle.plan`), the catalog
+(:mod:`dtbundle.catalog`) and the signature (:mod:`dtbundle.signing`) are built
+from values. Blobs are downloaded concurrently into a spool directory beside the
+output (each verified and renamed into place), and appended to the tar in
+catalog order; at most ``2 * concurrency`` downloads run ahead of the writer, so
+disk and memory stay bounded whatever the image size.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dtbundle import __version__
+from dtbundle.bundle import BundleWriter
+from dtbundle.catalog import (
+    CATALOG_NAME,
+    INDEX_NAME,
+    LAYOUT_NAME,
+    SIGNATURE_NAME,
+    Catalog,
+    CatalogArtifact,
+    CatalogFile,
+    CatalogImage,
+    CatalogPlatform,
+    blob_path,
+)
+from dtbundle.errors import UsageError
+from dtbundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
+from dtbundle.oci import Descriptor
+from dtbundle.plan import ExportPlan, ImageRequest, Planner, StoredBlob
+from dtbundle.registry import RegistryClient
+from dtbundle.signing import PrivateKey, key_id, sign_catalog
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    requests: tuple[ImageRequest, ...]
+    output: Path
+    signing_key: PrivateKey
+    referrers: bool = True
+    concurrency: int = 8
+    compression_level: int = 3
+    force: bool = False
+
+
+@dataclass
+class ExportSummary:
+    path: Path
+    sidecar: Path
+    sha256: str
+    key_id: str
+    images: int
+    platforms: int
+    artifacts: dict[str, int]
+    manifests: int
+    blobs: int
+    uncompressed_bytes: int
+    compressed_bytes: int
+    seconds: float
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.path),
+            "sha256": self.sha256,
+            "sidecar": str(self.sidecar),
+            "signingKey": self.key_id,
+            "images": self.images,
+            "platforms": self.platforms,
+            "artifacts": self.artifacts,
+            "manifests": self.manifests,
+            "blobs": self.blobs,
+            "uncompressedBytes": self.uncompressed_bytes,
+            "compressedBytes": self.compressed_bytes,
+            "seconds": round(self.seconds, 3),
+            "perImage": self.per_image,
+            "warnings": self.warnings,
+        }
+
+
+def created_time() -> datetime.datetime:
+    """Now, or $SOURCE_DATE_EPOCH for reproducible bundles."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        return datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def build_catalog(plan: ExportPlan, created: datetime.datetime) -> tuple[Catalog, bytes]:
+    """The catalog and the ``index.json`` bytes for ``plan`` (pure)."""
+    roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, "image") for image in plan.images]
+    roots += [
+        LayoutRoot(
+            Descriptor(
+                a.descriptor.media_type,
+                a.descriptor.digest,
+                a.descriptor.size,
+                artifact_type=a.descriptor.artifact_type,
+            ),
+            a.ref_name,
+            a.kind,
+            a.subject,
+        )
+        for a in plan.artifacts
+    ]
+    index = index_json(roots)
+    files = [
+        CatalogFile(LAYOUT_NAME, len(OCI_LAYOUT_BYTES), _sha256_hex(OCI_LAYOUT_BYTES)),
+        CatalogFile(INDEX_NAME, len(index), _sha256_hex(index)),
+    ]
+    files += [CatalogFile(blob_path(d), m.manifest.size, d.split(":", 1)[1]) for d, m in plan.manifests.items()]
+    files += [
+        CatalogFile(blob_path(d), b.descriptor.size, d.split(":", 1)[1])
+        for d, b in plan.blobs.items()
+        if d not in plan.manifests
+    ]
+    images = tuple(
+        CatalogImage(
+            source=i.request.source,
+            registry=i.request.ref.registry,
+            repository=i.request.ref.repository,
+            tag=i.request.ref.tag,
+            digest=i.manifest.digest,
+            media_type=i.manifest.media_type,
+            size=i.manifest.size,
+            ref_name=i.ref_name,
+            platforms=tuple(
+                CatalogPlatform(str(p.platform) if p.platform else None, p.digest, p.media_type, p.size)
+                for p in i.platforms
+            ),
+            original_digest=i.original_digest,
+            annotations=dict(i.request.annotations),
+        )
+        for i in plan.images
+    )
+    artifacts = tuple(
+        CatalogArtifact(
+            kind=a.kind,
+            registry=a.source.registry,
+            repository=a.source.repository,
+            subject=a.subject,
+            digest=a.descriptor.digest,
+            media_type=a.descriptor.media_type,
+            size=a.descriptor.size,
+            tag=a.source.tag,
+            artifact_type=a.descriptor.artifact_type,
+            ref_name=a.ref_name,
+        )
+        for a in plan.artifacts
+    )
+    created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Catalog(created_text, __version__, images, artifacts, tuple(files)), index
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def run_export(
+    client: RegistryClient,
+    settings: ExportSettings,
+    progress_factory: Callable[[int], Progress] | None = None,
+) -> ExportSummary:
+    """Export ``settings.requests`` into one signed bundle at ``settings.output``."""
+    started = time.monotonic()
+    output = settings.output
+    if output.exists() and not settings.force:
+        raise UsageError(f"{output} already exists; pass --force to replace it")
+    if not output.parent.is_dir():
+        raise UsageError(f"output directory {output.parent} does not exist")
+    if not settings.requests:
+        raise UsageError("no images to export: give references or --images-file")
+    plan = Planner(client, referrers=settings.referrers, concurrency=settings.concurrency).build(settings.requests)
+    created = created_time()
+    catalog, index = build_catalog(plan, created)
+    catalog_bytes = catalog.to_bytes()
+    signature = sign_catalog(settings.signing_key, catalog_bytes)
+    progress = progress_factory(catalog.total_size) if progress_factory else None
+
+    spool = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".spool", dir=output.parent))
+    try:
+        with BundleWriter(output, mtime=int(created.timestamp()), level=settings.compression_level) as writer:
+            writer.add_bytes(CATALOG_NAME, catalog_bytes)
+            writer.add_bytes(SIGNATURE_NAME, signature)
+            for name, data in ((LAYOUT_NAME, OCI_LAYOUT_BYTES), (INDEX_NAME, index)):
+                writer.add_bytes(name, data)
+                if progress:
+                    progress(len(data))
+            for digest, stored in plan.manifests.items():
+                writer.add_bytes(blob_path(digest), stored.manifest.data)
+                if progress:
+                    progress(stored.manifest.size)
+            blobs = [b for d, b in plan.blobs.items() if d not in plan.manifests]
+            _write_blobs(client, writer, blobs, spool, settings.concurrency, progress)
+            written = writer.commit()
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+    kinds = Counter(a.kind for a in plan.artifacts)
+    per_image = []
+    for n, image in enumerate(plan.images):
+        mine = Counter(a.kind for a in plan.artifacts if a.image == n)
+        per_image.append(
+            {
+                "reference": image.request.source,
+                "digest": image.manifest.digest,
+                "platforms": [str(p.platform) if p.platform else None for p in image.platforms],
+                "originalDigest": image.original_digest,
+                "found": dict(mine),
+                "droppedWithTrim": image.dropped_attachments,
+            }
+        )
+    return ExportSummary(
+        path=written.path,
+        sidecar=written.sidecar,
+        sha256=written.sha256,
+        key_id=key_id(settings.signing_key.public_key()),
+        images=len(plan.images),
+        platforms=sum(len(i.platforms) or 1 for i in plan.images),
+        artifacts=dict(kinds),
+        manifests=len(plan.manifests),
+        blobs=len(catalog.files) - 2 - len(plan.manifests),
+        uncompressed_bytes=catalog.total_size,
+        compressed_bytes=written.compressed_size,
+        seconds=time.monotonic() - started,
+        per_image=per_image,
+        warnings=list(plan.warnings),
+    )
+
+
+def _write_blobs(
+    client: RegistryClient,
+    writer: BundleWriter,
+    blobs: list[StoredBlob],
+    spool: Path,
+    concurrency: int,
+    progress: Progress | None,
+) -> None:
+    """Download ahead concurrently (bounded window), append to the tar in order."""
+
+    def fetch(blob: StoredBlob) -> Path:
+        dest = spool / blob.descriptor.digest.replace(":", "-")
+        client.fetch_blob(blob.source, blob.descriptor, dest)
+        return dest
+
+    window = max(1, 2 * concurrency)
+    pending: deque[tuple[StoredBlob, Future[Path]]] = deque()
+    queue = iter(blobs)
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="dtbundle-fetch") as pool:
+        try:
+
+            def top_up() -> None:
+                while len(pending) < window:
+                    blob = next(queue, None)
+                    if blob is None:
+                        return
+                    pending.append((blob, pool.submit(fetch, blob)))
+
+            top_up()
+            while pending:
+                blob, future = pending.popleft()
+                path = future.result()
+                top_up()
+                with path.open("rb") as handle:
+                    writer.add_stream(
+                        blob_path(blob.descriptor.digest),
+                        blob.descriptor.size,
+                        _chunks(handle),
+                        progress,
+                    )
+                path.unlink()
+        except BaseException:
+            for _, future in pending:
+                future.cancel()
+            raise
+
+
+def _chunks(handle: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := handle.read(size):
+        yield chunk

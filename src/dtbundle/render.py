@@ -1,0 +1,85 @@
+"""Human-readable text for results (the CLI prints these; ``--json`` prints the data)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from dtbundle.bundle import VerifyResult
+from dtbundle.catalog import Catalog
+from dtbundle.export import ExportSummary
+from dtbundle.resolve import ResolvedImage
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def resolved(image: ResolvedImage) -> str:
+    lines = [f"{image.pinned}", f"  {image.media_type} ({image.size} bytes)"]
+    for p in image.platforms:
+        lines.append(f"  {p.platform or 'unknown'!s:<16} {p.digest}")
+    for a in image.attachments:
+        kind = a.kind if a.kind != "referrer" else f"referrer {a.descriptor.artifact_type or a.descriptor.media_type}"
+        lines.append(f"  {kind:<16} {a.descriptor.digest} -> {a.subject[:19]}… (via {a.found_via})")
+    if not image.attachments:
+        lines.append("  no signatures or referrers found")
+    return "\n".join(lines)
+
+
+def export_summary(s: ExportSummary) -> str:
+    ratio = s.uncompressed_bytes / s.compressed_bytes if s.compressed_bytes else 0.0
+    mbps = s.uncompressed_bytes / 1e6 / s.seconds if s.seconds else 0.0
+    lines = []
+    for image in s.per_image:
+        found = ", ".join(f"{n} {k}" for k, n in sorted(image["found"].items())) or "no signatures or referrers"
+        plats = ", ".join(p for p in image["platforms"] if p) or "single platform"
+        lines.append(f"  {image['reference']}@{image['digest']}")
+        lines.append(f"    platforms: {plats}")
+        lines.append(f"    found: {found}")
+        if image["originalDigest"]:
+            lines.append(
+                f"    trimmed by --platform from {image['originalDigest']}; "
+                f"{image['droppedWithTrim']} signature(s)/referrer(s) of the original index not carried"
+            )
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(s.artifacts.items())) or "none"
+    lines += [
+        f"wrote {s.path} ({human_bytes(s.compressed_bytes)}), sha256 {s.sha256}",
+        f"  checksum file {s.sidecar}; catalog signed with key {s.key_id}",
+        f"  {s.images} image(s), {s.platforms} platform manifest(s), signatures and referrers: {kinds}",
+        f"  {s.manifests} manifests, {s.blobs} blobs, {human_bytes(s.uncompressed_bytes)} -> "
+        f"{human_bytes(s.compressed_bytes)} (x{ratio:.2f}) in {s.seconds:.1f} s ({mbps:.1f} MB/s)",
+    ]
+    lines += [f"  warning: {w}" for w in s.warnings]
+    return "\n".join(lines)
+
+
+def verify_result(path: str, r: VerifyResult) -> str:
+    return (
+        f"{path}: OK — signature by key {r.key_id}; {r.files} files, {human_bytes(r.bytes)} "
+        f"match the catalog ({len(r.catalog.images)} images)"
+    )
+
+
+def catalog(c: Catalog, *, signature_note: str) -> str:
+    lines = [
+        f"created {c.created} by dtbundle {c.tool_version}; {len(c.files)} files, "
+        f"{human_bytes(c.total_size)} uncompressed; {signature_note}"
+    ]
+    for image in c.images:
+        lines.append(f"{image.ref_name}@{image.digest}")
+        lines.append(f"  {image.media_type} (from {image.source})")
+        if image.original_digest:
+            lines.append(f"  trimmed by --platform from {image.original_digest}")
+        for p in image.platforms:
+            lines.append(f"  {p.platform or 'unknown':<16} {p.digest}")
+        subjects = {image.digest, *(p.digest for p in image.platforms)}
+        mine = Counter(a.kind for a in c.artifacts if a.subject in subjects)
+        if mine:
+            lines.append("  " + ", ".join(f"{n} {k}" for k, n in sorted(mine.items())))
+        else:
+            lines.append("  no signatures or referrers")
+    return "\n".join(lines)
