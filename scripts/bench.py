@@ -1,11 +1,16 @@
 """Benchmarks on loopback registries (speed and memory are measured here, never in tests).
 
     .venv/bin/python scripts/bench.py download --size-mib 1024
+    .venv/bin/python scripts/bench.py export --size-mib 1100
 
 ``download``: pushes one image with a single random layer of SIZE MiB to a local
 docker-registry, then measures, in the same run and against the same registry:
 dtbundle's blob download (stream, verify, atomic move), dtbundle's upload to a
 second repository, and ``skopeo copy docker://... dir:...`` as the reference peer.
+``export``: seeds three cosign-signed multi-arch images (3 platforms each, shared base
+layer, random incompressible layers) and measures ``dtbundle export`` and ``dtbundle
+verify`` against the manual chain: ``skopeo copy --all`` into an OCI directory, then
+``tar | zstd -T0``.
 Each measured step runs in its own child process, so peak RSS is that step's own.
 Results are printed and written to bench-results/download.json.
 """
@@ -24,7 +29,7 @@ import time
 from pathlib import Path
 
 from dtbundle import oci
-from dtbundle.oci import Descriptor
+from dtbundle.oci import Descriptor, Platform
 from dtbundle.reference import Reference, parse_reference
 from dtbundle.registry import RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
@@ -151,12 +156,176 @@ def cmd_download(args: argparse.Namespace) -> None:
     (out / "download.json").write_text(json.dumps({"size_mib": args.size_mib, "results": result}, indent=2))
 
 
+def _seed_large(client: RegistryClient, registry: str, work: Path, total_mib: int) -> list[Reference]:
+    """Three multi-arch images (3 platforms each) sharing a base layer, about ``total_mib`` MiB
+    of unique random (incompressible, like real gzip layers) content, all cosign-signed."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    platforms = [Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "arm", "v7")]
+    per_layer = max(1, (total_mib - 64) // 18) * MiB  # 9 platform images x 2 layers, plus the base
+
+    def layer(name: str, size: int) -> Descriptor:
+        path = work / name
+        digest = write_random(path, size)
+        desc = Descriptor(oci.OCI_LAYER_GZIP, digest, size)
+        client.upload_blob(Reference(registry, "bench/base"), desc, lambda: path.open("rb"))
+        return desc
+
+    base = layer("base", 64 * MiB)
+    refs = []
+    for app in ("operator", "agent", "collector"):
+        ref = Reference(registry, f"bench/{app}", "1.0")
+        children = []
+        for plat in platforms:
+            layers = [base] + [layer(f"{app}-{plat.architecture}{plat.variant or ''}-{n}", per_layer) for n in range(2)]
+            for desc in layers:
+                client.upload_blob(
+                    ref,
+                    desc,
+                    lambda d=desc: (work / "missing").open("rb"),  # type: ignore[misc]
+                    mount_from="bench/base",
+                )
+            config = images.Blob(
+                oci.OCI_CONFIG,
+                json.dumps(
+                    {
+                        "architecture": plat.architecture,
+                        "os": plat.os,
+                        **({"variant": plat.variant} if plat.variant else {}),
+                        "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layers]},
+                    }
+                ).encode(),
+            )
+            manifest = images.BuiltManifest(
+                oci.OCI_MANIFEST,
+                json.dumps(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": oci.OCI_MANIFEST,
+                        "config": config.descriptor.to_json(),
+                        "layers": [d.to_json() for d in layers],
+                    }
+                ).encode(),
+                [config],
+                platform=plat,
+            )
+            children.append(manifest)
+        index = images.build_index(children)
+        images.push(client, ref, index)
+        for target in [index, *children]:
+            sig = images.cosign_signature(ref.name, target.digest, key)
+            images.push(client, ref.with_tag(oci.referrers_tag(target.digest) + ".sig"), sig)
+        refs.append(ref)
+    for path in work.iterdir():
+        if path.is_file():
+            path.unlink()
+    return refs
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        server = start_registry(work / "registry")
+        try:
+            (work / "seed").mkdir()
+            with RegistryClient(RegistryConfig(plain_http=True)) as client:
+                refs = _seed_large(client, server.address, work / "seed", args.size_mib)
+            dtbundle = str(Path(sys.executable).with_name("dtbundle"))
+            subprocess.run(
+                [dtbundle, "keygen", "--output-dir", str(work / "keys")], check=True, stdout=subprocess.DEVNULL
+            )
+            bundle = work / "bundle.tar.zst"
+            ex_s, ex_rss = measured(
+                [
+                    dtbundle,
+                    "export",
+                    "--quiet",
+                    "--plain-http",
+                    "--signing-key",
+                    str(work / "keys/dtbundle.key"),
+                    "-o",
+                    str(bundle),
+                    *map(str, refs),
+                ]
+            )
+            content = sum(p.stat().st_size for p in [bundle])
+            vf_s, vf_rss = measured(
+                [dtbundle, "verify", "--quiet", "--public-key", str(work / "keys/dtbundle.pub"), str(bundle)]
+            )
+            # The manual chain: skopeo copy --all of each image into one OCI layout, then tar | zstd -T0.
+            layout = work / "layout"
+            sk_s, sk_rss = 0.0, 0
+            for ref in refs:
+                secs, rss = measured(
+                    [
+                        "skopeo",
+                        "copy",
+                        "--quiet",
+                        "--all",
+                        "--preserve-digests",
+                        "--src-tls-verify=false",
+                        f"docker://{ref}",
+                        f"oci:{layout}:{ref}",
+                    ]
+                )
+                sk_s, sk_rss = sk_s + secs, max(sk_rss, rss)
+            tz_s, tz_rss = measured(
+                ["sh", "-c", f"tar -C '{layout}' -cf - . | zstd -q -T0 -3 -o '{work}/manual.tar.zst'"]
+            )
+            layout_bytes = sum(p.stat().st_size for p in layout.rglob("*") if p.is_file())
+            manual_size = (work / "manual.tar.zst").stat().st_size
+            bundle_content = _bundle_content(bundle)
+        finally:
+            server.stop()
+    mb = bundle_content / 1e6
+    print(
+        f"\nexport of {len(refs)} multi-arch images (3 platforms each, cosign-signed), "
+        f"{bundle_content / MiB:.0f} MiB of content, loopback docker-registry, {os.cpu_count()} cores"
+    )
+    print(f"{'step':<58} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
+    rows = {
+        "dtbundle export (images + 12 signatures, signed bundle)": (ex_s, ex_rss, mb),
+        "dtbundle verify (signature + every sha256)": (vf_s, vf_rss, mb),
+        "skopeo copy --all x3 -> OCI dir (images only, no sigs)": (sk_s, sk_rss, layout_bytes / 1e6),
+        "tar | zstd -T0 -3 of that dir": (tz_s, tz_rss, layout_bytes / 1e6),
+        "skopeo + tar|zstd total": (sk_s + tz_s, max(sk_rss, tz_rss), layout_bytes / 1e6),
+    }
+    result = {}
+    for name, (secs, rss, size_mb) in rows.items():
+        print(f"{name:<58} {secs:>8.2f} {size_mb / secs:>8.1f} {rss / 1024:>13.1f}")
+        result[name] = {
+            "seconds": round(secs, 3),
+            "MBps": round(size_mb / secs, 1),
+            "peak_rss_mib": round(rss / 1024, 1),
+        }
+    print(f"bundle {content / MiB:.1f} MiB; manual tar.zst {manual_size / MiB:.1f} MiB")
+    out = Path("bench-results")
+    out.mkdir(exist_ok=True)
+    (out / "export.json").write_text(
+        json.dumps(
+            {"content_bytes": bundle_content, "bundle_bytes": content, "manual_bytes": manual_size, "results": result},
+            indent=2,
+        )
+    )
+
+
+def _bundle_content(bundle: Path) -> int:
+    from dtbundle.bundle import open_bundle
+
+    with open_bundle(bundle, None) as reader:
+        return reader.catalog.total_size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("download", help="blob download/upload throughput vs skopeo")
     d.add_argument("--size-mib", type=int, default=1024)
     d.add_argument("--workdir", default=None, help="where temporary data goes (default: system temp)")
+    e = sub.add_parser("export", help="dtbundle export vs skopeo copy --all + tar | zstd -T0")
+    e.add_argument("--size-mib", type=int, default=1100)
+    e.add_argument("--workdir", default=None)
     for name in ("fetch", "push"):
         p = sub.add_parser(name)
         p.add_argument("ref")
@@ -166,6 +335,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "download":
         cmd_download(args)
+    elif args.command == "export":
+        cmd_export(args)
     elif args.command == "fetch":
         args.dest = args.path
         cmd_fetch(args)

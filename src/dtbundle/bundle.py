@@ -38,6 +38,8 @@ from dtbundle.errors import IntegrityError, LocalIOError, UsageError
 from dtbundle.signing import MAX_SIGNATURE_FILE_BYTES, PublicKey, verify_catalog
 
 _COPY_CHUNK = 1 << 20
+# zstd multi-threaded job size: small jobs keep the compressor's buffers (and RSS) low.
+JOB_BYTES = 4 << 20
 
 
 class _HashingFile:
@@ -77,7 +79,9 @@ class BundleWriter:
         self._tmp = Path(tmp)
         self._raw = os.fdopen(fd, "wb")
         self._hashing = _HashingFile(self._raw)
-        params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, write_checksum=True)
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=threads, write_checksum=True, job_size=JOB_BYTES
+        )
         self._zstd = zstandard.ZstdCompressor(compression_params=params).stream_writer(
             self._hashing,  # type: ignore[arg-type]
             closefd=False,
