@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dtbundle.oci import Platform
+from dtbundle.reference import Reference
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
 from tests.bundle_tools import flip_byte, read_entries, write_entries
-from tests.conftest import Exported
+from tests.conftest import PASSWORD, USER, Exported, make_client
 from tests.test_cli import assert_clean_error, run
 
 
@@ -98,3 +100,32 @@ def test_key_passphrase_is_used_and_never_printed(
     proc = run(*args, env=env)
     assert proc.returncode == 0 and secret not in proc.stdout + proc.stderr
     assert secret.encode() not in (tmp_path / "b.tar.zst").read_bytes()
+
+
+def test_export_through_tls_and_token_auth(
+    tls_token_registry: RegistryServer, tmp_path: Path, exported: Exported
+) -> None:
+    built = images.build_index(
+        [images.build_image(Platform("linux", p), [images.make_layer(p, 3000)]) for p in ("amd64", "arm64")]
+    )
+    with make_client(tls_token_registry) as client:
+        images.push(client, Reference(tls_token_registry.address, "secure/app", "1"), built)
+    out = tmp_path / "b.tar.zst"
+    proc = run(
+        "export",
+        "--ca-cert",
+        str(tls_token_registry.ca_cert),
+        "--username",
+        USER,
+        "--password-stdin",
+        "--signing-key",
+        str(exported.key),
+        "-o",
+        str(out),
+        "--json",
+        f"{tls_token_registry.address}/secure/app:1",
+        stdin=PASSWORD + "\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["platforms"] == 2 and PASSWORD not in proc.stdout + proc.stderr
+    assert run("verify", "--public-key", str(exported.pub), str(out)).returncode == 0

@@ -259,6 +259,16 @@ def _parse(obj: dict[str, Any], limits: BundleLimits) -> Catalog:
         if media_type is not None and media_type not in MANIFEST_TYPES:
             raise _Invalid(f"{where}: unsupported manifest media type {media_type!r}")
 
+    def manifest_fields(entry: dict[str, Any], where: str) -> tuple[str, str, str | None, str, str, int]:
+        """Where a manifest came from (validated as a reference) and what it is (in the bundle)."""
+        registry, repository = _get(entry, "registry", str, where), _get(entry, "repository", str, where)
+        tag = _get(entry, "tag", str, where, optional=True)
+        _name(registry, repository, tag, where)
+        digest, media_type = _digest(entry, "digest", where), _get(entry, "mediaType", str, where)
+        size = _size(entry, where, limits.max_manifest_bytes)
+        manifest_in_bundle(digest, size, media_type, where)
+        return registry, repository, tag, digest, media_type, size
+
     images_json = _get(obj, "images", list, "catalog")
     if len(images_json) > limits.max_images:
         raise _Invalid(f"more than {limits.max_images} images")
@@ -267,15 +277,7 @@ def _parse(obj: dict[str, Any], limits: BundleLimits) -> Catalog:
         where = f"images[{n}]"
         if not isinstance(entry, dict):
             raise _Invalid(f"{where} is not an object")
-        registry, repository = (
-            _get(entry, "registry", str, where),
-            _get(entry, "repository", str, where),
-        )
-        tag = _get(entry, "tag", str, where, optional=True)
-        _name(registry, repository, tag, where)
-        digest, media_type = _digest(entry, "digest", where), _get(entry, "mediaType", str, where)
-        size = _size(entry, where, limits.max_manifest_bytes)
-        manifest_in_bundle(digest, size, media_type, where)
+        registry, repository, tag, digest, media_type, size = manifest_fields(entry, where)
         platforms = []
         for m, p in enumerate(_get(entry, "platforms", list, where)):
             pw = f"{where}.platforms[{m}]"
@@ -313,15 +315,7 @@ def _parse(obj: dict[str, Any], limits: BundleLimits) -> Catalog:
         kind = _get(entry, "kind", str, where)
         if kind not in ARTIFACT_KINDS:
             raise _Invalid(f"{where}.kind {kind[:40]!r} is unknown")
-        registry, repository = (
-            _get(entry, "registry", str, where),
-            _get(entry, "repository", str, where),
-        )
-        tag = _get(entry, "tag", str, where, optional=True)
-        _name(registry, repository, tag, where)
-        digest, media_type = _digest(entry, "digest", where), _get(entry, "mediaType", str, where)
-        size = _size(entry, where, limits.max_manifest_bytes)
-        manifest_in_bundle(digest, size, media_type, where)
+        registry, repository, tag, digest, media_type, size = manifest_fields(entry, where)
         subject = _digest(entry, "subject", where)
         if subject not in by_digest:
             raise _Invalid(f"{where}: its subject {subject} is not in the bundle")
