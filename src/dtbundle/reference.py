@@ -84,6 +84,21 @@ def split_registry(name: str) -> tuple[str, str]:
     return first, rest
 
 
+def is_valid_host(host: str) -> bool:
+    """``host[:port]`` as the reference grammar allows it."""
+    return _DOMAIN.fullmatch(host) is not None
+
+
+def is_valid_path(path: str) -> bool:
+    """Repository path components (``a/b-c/d_e``), lower case."""
+    return bool(path) and all(_PATH_COMPONENT.fullmatch(c) for c in path.split("/"))
+
+
+def looks_like_host(component: str) -> bool:
+    """Whether the first component of a name is a registry host (Docker's rule)."""
+    return any(c in component for c in ".:") or component == "localhost" or component.lower() != component
+
+
 def normalize_registry(host: str) -> str:
     """Docker Hub's several names become ``docker.io``; other hosts are kept."""
     return DOCKER_HUB if host.lower() in _HUB_ALIASES else host

@@ -316,9 +316,51 @@ class RegistryClient:
         """
         if self.blob_size(ref, desc.digest) is not None:
             return "exists"
-        extra = (f"repository:{mount_from}:pull",) if mount_from and mount_from != ref.repository else ()
+        target, location, min_chunk = self._begin_upload(ref, desc, mount_from)
+        if location is None:
+            return "mounted"
+        if desc.size <= self.config.monolithic_upload_max:
+            body = _upload.replayable(open_content, desc.size, progress)
+            _upload.put_whole(self._session, target, desc, location, body, None)
+        else:
+            pieces = _upload.file_pieces(open_content, desc.size)
+            chunk = max(self.config.upload_chunk_bytes, min_chunk)
+            _upload.put_chunks(self._session, target, desc, location, pieces, chunk, progress)
+        return "uploaded"
+
+    def upload_blob_stream(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        pieces: Iterator[bytes],
+        *,
+        mount_from: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadOutcome:
+        """Upload blob ``desc`` from a one-pass iterator, without a HEAD first.
+
+        At most one chunk (``upload_chunk_bytes``) is held in memory; each chunk can
+        be retried from it. On "mounted" the iterator is left unread.
+        """
+        target, location, min_chunk = self._begin_upload(ref, desc, mount_from)
+        if location is None:
+            return "mounted"
+        chunk = max(self.config.upload_chunk_bytes, min_chunk)
+        if desc.size <= chunk:
+            data = b"".join(pieces)
+            if len(data) != desc.size:
+                raise DigestMismatchError(f"blob {desc.digest} is {len(data)} bytes, expected {desc.size}")
+            _upload.put_whole(self._session, target, desc, location, data, progress)
+        else:
+            _upload.put_chunks(self._session, target, desc, location, pieces, chunk, progress)
+        return "uploaded"
+
+    def _begin_upload(self, ref: Reference, desc: Descriptor, mount_from: str | None) -> tuple[Target, str | None, int]:
+        mount = mount_from if mount_from and mount_from != ref.repository else None
+        extra = (f"repository:{mount}:pull",) if mount else ()
         target = self._target(ref, ("pull", "push"), extra)
-        return _upload.upload(self._session, target, desc, open_content, extra != (), mount_from, progress)
+        location, min_chunk = _upload.begin(self._session, target, desc, mount)
+        return target, location, min_chunk
 
     # -- tags and referrers ----------------------------------------------------------------
     def list_tags(self, ref: Reference, page_size: int = 1000) -> list[str]:

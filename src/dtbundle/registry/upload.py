@@ -1,21 +1,24 @@
 """Blob upload: cross-repository mount, monolithic POST+PUT, chunked PATCH with resume.
 
-Called by :meth:`RegistryClient.upload_blob` once it knows the blob is absent.
-A chunk whose PATCH fails is not blindly re-sent: we ask the registry how much
-of the upload it holds (``GET`` on the upload URL, ``Range: 0-N``) and go on
-from there, as the distribution spec describes.
+Used by :class:`RegistryClient` once it knows the blob is absent. Content comes
+from a file (re-readable) or from a one-pass stream (a bundle being verified);
+either way a chunk is buffered in memory before its PATCH, so a failed chunk is
+not blindly re-sent: we ask the registry how much of the upload it holds
+(``GET`` on the upload URL, ``Range: 0-N``) and send only the rest, as the
+distribution spec describes. Memory stays at one chunk per upload.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 from urllib.parse import urljoin
 
 import httpx
 
 from dtbundle.errors import (
     DigestMismatchError,
+    IntegrityError,
     LocalIOError,
     RegistryConnectionError,
     RegistryError,
@@ -55,76 +58,103 @@ def _read_range(
     return body
 
 
-def upload(
-    session: Session,
-    target: Target,
-    desc: Descriptor,
-    open_content: Callable[[], BinaryIO],
-    try_mount: bool,
-    mount_from: str | None,
-    progress: Callable[[int], None] | None,
-) -> Literal["mounted", "uploaded"]:
+def begin(session: Session, target: Target, desc: Descriptor, mount_from: str | None) -> tuple[str | None, int]:
+    """Open an upload session: (location, OCI-Chunk-Min-Length), or (None, 0) when mounted."""
     base = f"/v2/{target.repository}/blobs/uploads/"
-    what = f"upload of blob {desc.digest} to {target.registry}/{target.repository}"
-    params = {"mount": desc.digest, "from": mount_from} if try_mount and mount_from else None
+    what = _what(target, desc)
+    params = {"mount": desc.digest, "from": mount_from} if mount_from else None
     response = session.request("POST", target, base, what=what, ok=(201, 202), params=params)
     response.close()
     if response.status_code == 201 and params:
-        return "mounted"
-    location = _location(response, what)
-    min_chunk = int(response.headers.get("OCI-Chunk-Min-Length", "0") or 0)
-    cfg = session.config
-    if desc.size <= cfg.monolithic_upload_max:
-        final = _with_digest(location, desc.digest)
-        response = session.request(
-            "PUT",
-            target,
-            final,
-            what=what,
-            ok=(201,),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
-            body=_read_range(open_content, 0, desc.size, progress),
-        )
-    else:
-        location = _upload_chunks(
-            session,
-            target,
-            desc,
-            open_content,
-            location,
-            max(cfg.upload_chunk_bytes, min_chunk),
-            what,
-            progress,
-        )
-        response = session.request(
-            "PUT",
-            target,
-            _with_digest(location, desc.digest),
-            what=what,
-            ok=(201,),
-            headers={"Content-Length": "0"},
-            body=b"",
-        )
-    response.close()
-    stored = response.headers.get("Docker-Content-Digest")
-    if stored and stored != desc.digest:
-        raise DigestMismatchError(f"{what}: registry stored the blob as {stored}")
-    return "uploaded"
+        return None, 0
+    return _location(response, what), int(response.headers.get("OCI-Chunk-Min-Length", "0") or 0)
 
 
-def _upload_chunks(
+def put_whole(
     session: Session,
     target: Target,
     desc: Descriptor,
-    open_content: Callable[[], BinaryIO],
     location: str,
-    chunk_size: int,
-    what: str,
+    body: bytes | Callable[[], Iterator[bytes]],
     progress: Callable[[int], None] | None,
-) -> str:
-    offset, failures = 0, 0
-    while offset < desc.size:
-        length = min(chunk_size, desc.size - offset)
+) -> None:
+    """Monolithic upload: one PUT carrying the whole blob (replayable body, so retried)."""
+    response = session.request(
+        "PUT",
+        target,
+        _with_digest(location, desc.digest),
+        what=_what(target, desc),
+        ok=(201,),
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
+        body=body,
+    )
+    response.close()
+    if isinstance(body, bytes) and progress:
+        progress(len(body))
+    _check_stored(response, target, desc)
+
+
+def put_chunks(
+    session: Session,
+    target: Target,
+    desc: Descriptor,
+    location: str,
+    pieces: Iterator[bytes],
+    chunk_size: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Chunked upload from a one-pass iterator: each chunk is buffered (at most
+    ``chunk_size`` bytes) so that a failed PATCH can be resumed from memory."""
+    offset = 0
+    for piece in _rechunk(pieces, chunk_size):
+        location = _patch(session, target, desc, location, piece, offset)
+        offset += len(piece)
+        if progress:
+            progress(len(piece))
+    if offset != desc.size:
+        raise IntegrityError(f"{_what(target, desc)}: content is {offset} bytes, expected {desc.size}")
+    response = session.request(
+        "PUT",
+        target,
+        _with_digest(location, desc.digest),
+        what=_what(target, desc),
+        ok=(201,),
+        headers={"Content-Length": "0"},
+        body=b"",
+    )
+    response.close()
+    _check_stored(response, target, desc)
+
+
+def file_pieces(open_content: Callable[[], BinaryIO], size: int) -> Iterator[bytes]:
+    """A file's content, once through."""
+    return _read_range(open_content, 0, size, None)()
+
+
+def replayable(
+    open_content: Callable[[], BinaryIO], size: int, progress: Callable[[int], None] | None
+) -> Callable[[], Iterator[bytes]]:
+    """A body factory that re-opens the file on every (re)try."""
+    return _read_range(open_content, 0, size, progress)
+
+
+def _rechunk(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    buffer = bytearray()
+    for piece in pieces:
+        buffer += piece
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _patch(session: Session, target: Target, desc: Descriptor, location: str, piece: bytes, offset: int) -> str:
+    """Send ``piece`` (at ``offset``); after a failure, resend only what the registry lacks."""
+    what = _what(target, desc)
+    sent, failures = 0, 0
+    while sent < len(piece):
+        start = offset + sent
         try:
             response = session.request(
                 "PATCH",
@@ -135,37 +165,46 @@ def _upload_chunks(
                 retry=False,
                 headers={
                     "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{offset}-{offset + length - 1}",
-                    "Content-Length": str(length),
+                    "Content-Range": f"{start}-{offset + len(piece) - 1}",
+                    "Content-Length": str(len(piece) - sent),
                 },
-                body=_read_range(open_content, offset, length, None),
+                body=piece[sent:],
             )
         except (RegistryConnectionError, RegistryError) as exc:
             failures += 1
             if failures > _MAX_CHUNK_FAILURES or isinstance(exc, DigestMismatchError):
                 raise
-            # Ask the registry what it holds and continue from there.
+            # Ask the registry what it holds and go on from there.
             status = session.request("GET", target, location, what=what, ok=(204,))
             status.close()
             location = _location(status, what)
             held = _range_end(status.headers.get("Range", ""))
-            if (held < offset and held != 0) or held > desc.size:
-                raise RegistryProtocolError(f"{what}: registry reports an impossible upload offset {held}") from None
-            if progress and held > offset:
-                progress(held - offset)
-            offset = held
+            if not offset <= held <= offset + len(piece):
+                raise RegistryProtocolError(
+                    f"{what}: cannot resume, the registry holds {held} bytes and the buffered chunk "
+                    f"covers {offset}..{offset + len(piece)}"
+                ) from None
+            sent = held - offset
             continue
         response.close()
         location = _location(response, what)
         held = _range_end(response.headers.get("Range", ""))
-        if held != offset + length:
+        if held != offset + len(piece):
             raise RegistryProtocolError(
-                f"{what}: registry holds {held} bytes after a chunk ending at {offset + length}"
+                f"{what}: registry holds {held} bytes after a chunk ending at {offset + len(piece)}"
             )
-        if progress:
-            progress(length)
-        offset = held
+        sent = len(piece)
     return location
+
+
+def _what(target: Target, desc: Descriptor) -> str:
+    return f"upload of blob {desc.digest} to {target.registry}/{target.repository}"
+
+
+def _check_stored(response: httpx.Response, target: Target, desc: Descriptor) -> None:
+    stored = response.headers.get("Docker-Content-Digest")
+    if stored and stored != desc.digest:
+        raise DigestMismatchError(f"{_what(target, desc)}: registry stored the blob as {stored}")
 
 
 def _location(response: httpx.Response, what: str) -> str:

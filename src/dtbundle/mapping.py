@@ -1,0 +1,133 @@
+"""Where each source repository lands in the private registry (pure).
+
+Default: the source registry host is replaced by ``--registry HOST[:PORT][/PREFIX]``
+and the repository path is kept::
+
+    public.ecr.aws/dynatrace/operator  --registry reg.corp         -> reg.corp/dynatrace/operator
+    public.ecr.aws/dynatrace/operator  --registry reg.corp/mirror  -> reg.corp/mirror/dynatrace/operator
+
+``--map SRC_PREFIX=DST_PREFIX`` rewrites a source prefix (``registry/path``, whole
+path components) to a destination prefix; the longest matching SRC_PREFIX wins.
+A DST_PREFIX whose first component is not a host is relative to ``--registry``::
+
+    --map public.ecr.aws/dynatrace=reg.corp  -> reg.corp/dynatrace-operator
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dtbundle.errors import InvalidReferenceError, UsageError
+from dtbundle.reference import (
+    Reference,
+    is_valid_host,
+    is_valid_path,
+    looks_like_host,
+    normalize_registry,
+    parse_reference,
+    split_registry,
+)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    registry: str
+    path: str  # may be empty
+
+    def join(self, rest: str) -> tuple[str, str]:
+        path = "/".join(p for p in (self.path, rest) if p)
+        return self.registry, path
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.path}" if self.path else self.registry
+
+
+def parse_target(text: str, what: str = "--registry") -> Prefix:
+    """``HOST[:PORT][/PREFIX]``: the first component is always the host."""
+    text = text.strip().rstrip("/")
+    if "://" in text:
+        raise UsageError(f"{what} {text!r}: give HOST[:PORT][/PREFIX] without a URL scheme")
+    host, _, path = text.partition("/")
+    if not is_valid_host(host) or (path and not is_valid_path(path)):
+        raise UsageError(f"{what} {text!r} is not a valid HOST[:PORT][/PREFIX] (paths are lower case)")
+    return Prefix(normalize_registry(host), path)
+
+
+@dataclass(frozen=True)
+class Rule:
+    source: str  # registry/path prefix, normalised
+    target: Prefix
+
+
+class RepositoryMapper:
+    """Maps ``(registry, repository)`` of the source to the target registry."""
+
+    def __init__(self, registry: str | None, maps: Sequence[str] = ()) -> None:
+        self.default = parse_target(registry) if registry else None
+        self.rules: list[Rule] = []
+        for item in maps:
+            source, sep, target = item.partition("=")
+            if not sep or not source.strip() or not target.strip():
+                raise UsageError(f"--map {item!r}: use SRC_PREFIX=DST_PREFIX, e.g. public.ecr.aws/dynatrace=reg.corp")
+            source = source.strip().rstrip("/")
+            first = source.split("/", 1)[0]
+            src_registry, src_path = (
+                (first, source[len(first) + 1 :]) if looks_like_host(first) else split_registry(source)
+            )
+            src = "/".join(p for p in (normalize_registry(src_registry), src_path) if p)
+            target = target.strip().rstrip("/")
+            if looks_like_host(target.split("/", 1)[0]):
+                dst = parse_target(target, "--map")
+            else:
+                if self.default is None:
+                    raise UsageError(f"--map {item!r}: {target!r} has no registry host; add --registry HOST")
+                dst = Prefix(self.default.registry, "/".join(p for p in (self.default.path, target) if p))
+            self.rules.append(Rule(src, dst))
+        if self.default is None and not self.rules:
+            raise UsageError("give the target registry: --registry HOST[:PORT][/PREFIX] (or --to-oci DIR)")
+
+    def target(self, registry: str, repository: str) -> tuple[str, str]:
+        name = f"{registry}/{repository}"
+        best: Rule | None = None
+        for rule in self.rules:
+            if (name == rule.source or name.startswith(rule.source + "/")) and (
+                best is None or len(rule.source) > len(best.source)
+            ):
+                best = rule
+        if best is not None:
+            return best.target.join(name[len(best.source) + 1 :] if name != best.source else "")
+        if self.default is None:
+            raise UsageError(f"no --map rule matches {name}, and no --registry was given for the rest")
+        return self.default.join(repository)
+
+    def map_reference(self, ref: Reference) -> Reference:
+        registry, repository = self.target(ref.registry, ref.repository)
+        if not repository:
+            raise UsageError(f"mapping {ref.name} leaves no repository path; map to a prefix with a path")
+        mapped = Reference(registry, repository, ref.tag, ref.digest)
+        try:
+            parse_reference(f"{registry}/{repository}", default_tag=None)
+        except InvalidReferenceError:
+            raise UsageError(f"mapping {ref.name} gives an invalid repository {registry}/{repository}") from None
+        return mapped
+
+
+def check_collisions(pairs: Iterable[tuple[Reference, Reference, str]]) -> None:
+    """Refuse two different sources (or digests) landing on one target tag.
+
+    ``pairs`` are (source, target, digest) for every tag the import would write.
+    """
+    seen: dict[tuple[str, str, str], tuple[Reference, str]] = {}
+    for source, target, digest in pairs:
+        if not target.tag:
+            continue
+        key = (target.registry, target.repository, target.tag)
+        if key in seen:
+            other, other_digest = seen[key]
+            if (other.registry, other.repository) != (source.registry, source.repository) or other_digest != digest:
+                raise UsageError(
+                    f"the mapping puts both {other.name}:{other.tag} and {source.name}:{source.tag} on "
+                    f"{target.registry}/{target.repository}:{target.tag}; change --map so they land apart"
+                )
+        seen[key] = (source, digest)
