@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -245,10 +245,11 @@ class BundleReader:
     def files(self) -> Iterator[tuple[CatalogFile, Iterator[bytes]]]:
         """Yield each file with its data stream, in catalog order.
 
-        A file's sha256 is checked when the next file is requested (whatever the
-        consumer read of it), and after the last one the archive must end: no
-        missing, extra or reordered entries. Data handed out before that check is
-        unverified: consumers must not commit to it until the iteration moves on.
+        A file's sha256 is checked when its data stream ends (before the consumer
+        sees the end), or when the next file is requested if the consumer stopped
+        reading; after the last file the archive must end: no missing, extra or
+        reordered entries. Data handed out before those checks is unverified:
+        consumers must not make it reachable until the iteration is complete.
         """
         for expected in self.catalog.files:
             member = self._tar.next()
@@ -263,19 +264,20 @@ class BundleReader:
                 raise IntegrityError(f"{expected.path} is {member.size} bytes, its catalog says {expected.size}")
             hasher = hashlib.sha256()
 
-            def stream(m: _tar.Member = member, h: hashlib._Hash = hasher) -> Iterator[bytes]:
+            def stream(
+                m: _tar.Member = member, h: hashlib._Hash = hasher, f: CatalogFile = expected
+            ) -> Iterator[bytes]:
                 for chunk in self._tar.data(m):
                     h.update(chunk)
                     yield chunk
+                # Checked before the consumer sees the end of the data: an uploader that
+                # commits on exhaustion never commits content that failed.
+                _check_sha256(h, f)
 
             data = stream()
             yield expected, data
-            for _ in data:  # drain whatever the consumer left unread
+            for _ in data:  # drain (and so check) whatever the consumer left unread
                 pass
-            if not hmac.compare_digest(hasher.hexdigest(), expected.sha256):
-                raise IntegrityError(
-                    f"{expected.path} does not match its catalog sha256: the bundle was modified or is corrupt"
-                )
         self._finish()
 
     def _finish(self) -> None:
@@ -288,6 +290,11 @@ class BundleReader:
                 return
             if rest.count(0) != len(rest):
                 raise IntegrityError("bundle has data after the end of its archive")
+
+
+def _check_sha256(hasher: Any, entry: CatalogFile) -> None:
+    if not hmac.compare_digest(hasher.hexdigest(), entry.sha256):
+        raise IntegrityError(f"{entry.path} does not match its catalog sha256: the bundle was modified or is corrupt")
 
 
 def open_bundle(path: Path, keys: list[PublicKey] | None, limits: BundleLimits | None = None) -> BundleReader:

@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from dtbundle import __version__, render
 from dtbundle.bundle import open_bundle, verify_bundle
-from dtbundle.errors import EXIT_OPERATIONAL, DtbundleError, UsageError
+from dtbundle.errors import EXIT_OPERATIONAL, DtbundleError, IntegrityError, UsageError
 from dtbundle.export import ExportSettings, created_time, run_export
+from dtbundle.importer import ImportSettings, run_import
+from dtbundle.mapping import RepositoryMapper
 from dtbundle.plan import load_images_file, requests_from
 from dtbundle.reference import parse_reference
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
@@ -30,6 +32,7 @@ from dtbundle.resolve import resolve_all
 from dtbundle.signing import (
     ALGORITHMS,
     PASSPHRASE_ENV,
+    PublicKey,
     generate_keys,
     load_private_key,
     load_public_key,
@@ -339,6 +342,67 @@ def inspect(
         )
     else:
         typer.echo(render.catalog(catalog, signature_note=note))
+
+
+@app.command("import")
+def import_(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    public_key: PublicKeys = None,
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Target HOST[:PORT][/PREFIX]; source paths are kept below it.")
+    ] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="SRC_PREFIX=DST_PREFIX (repeatable, longest prefix wins).")
+    ] = None,
+    to_oci: Annotated[
+        Path | None, typer.Option("--to-oci", file_okay=False, help="Write an OCI layout directory instead of pushing.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace target tags that point at another digest.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Verify and show what would be pushed where; push nothing.")
+    ] = False,
+    insecure_skip_verify: Annotated[
+        bool, typer.Option("--insecure-skip-verify", help="Import without checking the bundle signature (unsafe).")
+    ] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+    plain_http: PlainHttp = False,
+    ca_cert: CaCert = None,
+    insecure_skip_tls_verify: SkipTls = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    auth_registry: AuthRegistry = None,
+) -> None:
+    """Verify a bundle, then push it byte for byte into a registry (or an OCI layout)."""
+    if public_key:
+        keys: list[PublicKey] | None = [load_public_key(p) for p in public_key]
+    elif insecure_skip_verify:
+        keys = None
+        typer.echo(
+            "dtbundle: WARNING: --insecure-skip-verify: the bundle's signature is NOT checked; "
+            "its content is trusted blindly",
+            err=True,
+        )
+    else:
+        raise IntegrityError("import needs --public-key PUB to verify the bundle (or --insecure-skip-verify)")
+    if to_oci is not None and (registry or map_):
+        raise UsageError("--to-oci writes a directory: do not combine it with --registry or --map")
+    mapper = None if to_oci is not None else RepositoryMapper(registry, map_ or [])
+    settings = ImportSettings(bundle, keys, mapper, to_oci, overwrite=overwrite, dry_run=dry_run)
+    factory = _progress(quiet, "import")
+    try:
+        if mapper is None:
+            report = run_import(None, settings, factory)
+        else:
+            hosts = {r.target.registry for r in mapper.rules} | ({mapper.default.registry} if mapper.default else set())
+            explicit = _explicit_credentials(username, password_stdin, hosts, auth_registry)
+            with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
+                report = run_import(client, settings, factory)
+    finally:
+        _close_bars()
+    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else render.import_report(report))
 
 
 def main() -> None:

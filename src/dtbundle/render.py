@@ -7,6 +7,7 @@ from collections import Counter
 from dtbundle.bundle import VerifyResult
 from dtbundle.catalog import Catalog
 from dtbundle.export import ExportSummary
+from dtbundle.importer import ImportReport
 from dtbundle.resolve import ResolvedImage
 
 
@@ -82,4 +83,19 @@ def catalog(c: Catalog, *, signature_note: str) -> str:
             lines.append("  " + ", ".join(f"{n} {k}" for k, n in sorted(mine.items())))
         else:
             lines.append("  no signatures or referrers")
+    return "\n".join(lines)
+
+
+def import_report(r: ImportReport) -> str:
+    head = "dry run: nothing was pushed" if r.dry_run else f"imported into {r.target}"
+    signed = f"signature by key {r.signed_by}" if r.signed_by else "signature NOT verified (--insecure-skip-verify)"
+    lines = [f"{r.bundle}: {head}; {signed}"]
+    lines += [f"  {name}: {count}" for name, count in sorted(r.counts.items())]
+    verb = "would upload" if r.dry_run else "uploaded"
+    lines.append(f"  {verb} {human_bytes(r.bytes_uploaded)} in {r.seconds:.1f} s")
+    if r.images:
+        lines.append("images:" if not r.dry_run else "images (would be):")
+        lines += [f"  {i['target']}" for i in r.images]
+    elif not r.counts:
+        lines.append("  nothing to do")
     return "\n".join(lines)

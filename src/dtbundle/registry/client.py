@@ -29,6 +29,7 @@ from dtbundle.errors import (
     LocalIOError,
     NotFoundError,
     RegistryConnectionError,
+    RegistryError,
     RegistryProtocolError,
 )
 from dtbundle.oci import (
@@ -354,6 +355,18 @@ class RegistryClient:
         else:
             _upload.put_chunks(self._session, target, desc, location, pieces, chunk, progress)
         return "uploaded"
+
+    def mount_blob(self, ref: Reference, desc: Descriptor, from_repository: str) -> bool:
+        """Cross-repository mount only: True when mounted; an upload session the
+        registry opened instead is cancelled."""
+        target, location, _ = self._begin_upload(ref, desc, from_repository)
+        if location is None:
+            return True
+        with contextlib.suppress(RegistryError):
+            self._session.request(
+                "DELETE", target, location, what=f"cancel upload to {ref.name}", ok=(202, 204, 404)
+            ).close()
+        return False
 
     def _begin_upload(self, ref: Reference, desc: Descriptor, mount_from: str | None) -> tuple[Target, str | None, int]:
         mount = mount_from if mount_from and mount_from != ref.repository else None
