@@ -3,6 +3,7 @@ idempotence, resumption after a kill, tamper resistance, tag immutability, dry r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -86,10 +87,8 @@ def assert_untouched(client: RegistryClient, target_prefix: str, cat: Catalog) -
         assert client.head_manifest(target.with_tag(None).with_digest(image.digest)) is None
         for platform in image.platforms:
             assert client.head_manifest(target.with_tag(None).with_digest(platform.digest)) is None
-        try:
+        with contextlib.suppress(NotFoundError):  # a repository that does not exist has no tags either
             assert client.list_tags(target) == []
-        except NotFoundError:
-            pass
 
 
 @pytest.mark.parametrize("variant", ["plain_registry", "basic_registry", "token_registry", "tls_registry"])
