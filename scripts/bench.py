@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench.py download --size-mib 1024
     .venv/bin/python scripts/bench.py export --size-mib 1100
+    .venv/bin/python scripts/bench.py import --size-mib 1100
 
 ``download``: pushes one image with a single random layer of SIZE MiB to a local
 docker-registry, then measures, in the same run and against the same registry:
@@ -11,6 +12,9 @@ second repository, and ``skopeo copy docker://... dir:...`` as the reference pee
 layer, random incompressible layers) and measures ``dtbundle export`` and ``dtbundle
 verify`` against the manual chain: ``skopeo copy --all`` into an OCI directory, then
 ``tar | zstd -T0``.
+``import``: the same images, exported once, then ``dtbundle import`` (and a second,
+idempotent run) into one registry against unpacking the bundle and ``skopeo copy
+--all oci:... docker://...`` into another.
 Each measured step runs in its own child process, so peak RSS is that step's own.
 Results are printed and written to bench-results/download.json.
 """
@@ -310,6 +314,105 @@ def cmd_export(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        source = start_registry(work / "source")
+        ours, theirs = start_registry(work / "target-dtbundle"), start_registry(work / "target-skopeo")
+        try:
+            (work / "seed").mkdir()
+            with RegistryClient(RegistryConfig(plain_http=True)) as client:
+                refs = _seed_large(client, source.address, work / "seed", args.size_mib)
+            dtbundle = str(Path(sys.executable).with_name("dtbundle"))
+            subprocess.run(
+                [dtbundle, "keygen", "--output-dir", str(work / "keys")], check=True, stdout=subprocess.DEVNULL
+            )
+            bundle = work / "bundle.tar.zst"
+            subprocess.run(
+                [
+                    dtbundle,
+                    "export",
+                    "--quiet",
+                    "--plain-http",
+                    "--signing-key",
+                    str(work / "keys/dtbundle.key"),
+                    "-o",
+                    str(bundle),
+                    *map(str, refs),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            content = _bundle_content(bundle)
+            im_s, im_rss = measured(
+                [
+                    dtbundle,
+                    "import",
+                    "--quiet",
+                    "--plain-http",
+                    "--public-key",
+                    str(work / "keys/dtbundle.pub"),
+                    "--registry",
+                    f"{ours.address}/mirror",
+                    str(bundle),
+                ]
+            )
+            re_s, re_rss = measured(
+                [
+                    dtbundle,
+                    "import",
+                    "--quiet",
+                    "--plain-http",
+                    "--public-key",
+                    str(work / "keys/dtbundle.pub"),
+                    "--registry",
+                    f"{ours.address}/mirror",
+                    str(bundle),
+                ]
+            )
+            layout = work / "layout"
+            layout.mkdir()
+            un_s, un_rss = measured(["sh", "-c", f"zstd -dc '{bundle}' | tar -x -C '{layout}'"])
+            sk_s, sk_rss = 0.0, 0
+            for ref in refs:
+                secs, rss = measured(
+                    [
+                        "skopeo",
+                        "copy",
+                        "--quiet",
+                        "--all",
+                        "--preserve-digests",
+                        "--dest-tls-verify=false",
+                        f"oci:{layout}:{ref}",
+                        f"docker://{theirs.address}/mirror/{ref.repository}:{ref.tag}",
+                    ]
+                )
+                sk_s, sk_rss = sk_s + secs, max(sk_rss, rss)
+        finally:
+            for server in (source, ours, theirs):
+                server.stop()
+    mb = content / 1e6
+    print(
+        f"\nimport of {len(refs)} multi-arch images (3 platforms each, 12 cosign signatures), "
+        f"{content / MiB:.0f} MiB of content, into a loopback docker-registry, {os.cpu_count()} cores"
+    )
+    print(f"{'step':<62} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
+    rows = {
+        "dtbundle import (verify + push images and signatures)": (im_s, im_rss),
+        "dtbundle import again (verifies, pushes nothing)": (re_s, re_rss),
+        "zstd -dc | tar -x (unpack for skopeo)": (un_s, un_rss),
+        "skopeo copy --all x3 oci: -> docker:// (images only)": (sk_s, sk_rss),
+        "unpack + skopeo total": (un_s + sk_s, max(un_rss, sk_rss)),
+    }
+    result = {}
+    for name, (secs, rss) in rows.items():
+        print(f"{name:<62} {secs:>8.2f} {mb / secs:>8.1f} {rss / 1024:>13.1f}")
+        result[name] = {"seconds": round(secs, 3), "MBps": round(mb / secs, 1), "peak_rss_mib": round(rss / 1024, 1)}
+    out = Path("bench-results")
+    out.mkdir(exist_ok=True)
+    (out / "import.json").write_text(json.dumps({"content_bytes": content, "results": result}, indent=2))
+
+
 def _bundle_content(bundle: Path) -> int:
     from dtbundle.bundle import open_bundle
 
@@ -326,6 +429,9 @@ def main() -> None:
     e = sub.add_parser("export", help="dtbundle export vs skopeo copy --all + tar | zstd -T0")
     e.add_argument("--size-mib", type=int, default=1100)
     e.add_argument("--workdir", default=None)
+    i = sub.add_parser("import", help="dtbundle import vs skopeo copy --all from the unpacked layout")
+    i.add_argument("--size-mib", type=int, default=1100)
+    i.add_argument("--workdir", default=None)
     for name in ("fetch", "push"):
         p = sub.add_parser(name)
         p.add_argument("ref")
@@ -337,6 +443,8 @@ def main() -> None:
         cmd_download(args)
     elif args.command == "export":
         cmd_export(args)
+    elif args.command == "import":
+        cmd_import(args)
     elif args.command == "fetch":
         args.dest = args.path
         cmd_fetch(args)

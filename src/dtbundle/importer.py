@@ -18,10 +18,12 @@ unreferenced blobs, never a tag or manifest pointing at unverified content.
 from __future__ import annotations
 
 import contextlib
+import queue
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -284,8 +286,11 @@ class _RegistrySink:
             needs_content.append(repo)
         if not needs_content:
             return
-        with tempfile.TemporaryFile(prefix="dtbundle-blob-") if len(needs_content) > 1 else _nothing() as spool:
-            self.client.upload_blob_stream(needs_content[0], desc, _tee(data, spool))
+        with (
+            tempfile.TemporaryFile(prefix="dtbundle-blob-") if len(needs_content) > 1 else _nothing() as spool,
+            contextlib.closing(_prefetch(_tee(data, spool))) as pieces,
+        ):
+            self.client.upload_blob_stream(needs_content[0], desc, pieces)
             self.report.counts["blobs uploaded"] += 1
             self.uploaded_bytes += entry.size
             for repo in needs_content[1:]:
@@ -305,6 +310,51 @@ class _RegistrySink:
             self.report.counts["blobs mounted"] += 1
             return True
         return False
+
+
+def _prefetch(source: Iterator[bytes], depth: int = 8) -> Generator[bytes, None, None]:
+    """Read ``source`` (decompress, hash) in a thread while the caller uploads.
+
+    zstd, hashlib and sockets release the GIL, so reading the bundle and sending to
+    the registry overlap. At most ``depth`` pieces wait in between; the thread is
+    stopped and joined before this generator ends, however it ends, so ``source``
+    is never iterated by two threads at once.
+    """
+    pending: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for piece in source:
+                if not put(piece):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="dtbundle-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = pending.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
 
 
 @contextlib.contextmanager

@@ -340,13 +340,13 @@ class RegistryClient:
     ) -> UploadOutcome:
         """Upload blob ``desc`` from a one-pass iterator, without a HEAD first.
 
-        At most one chunk (``upload_chunk_bytes``) is held in memory; each chunk can
+        At most one chunk (``stream_chunk_bytes``) is held in memory; each chunk can
         be retried from it. On "mounted" the iterator is left unread.
         """
         target, location, min_chunk = self._begin_upload(ref, desc, mount_from)
         if location is None:
             return "mounted"
-        chunk = max(self.config.upload_chunk_bytes, min_chunk)
+        chunk = max(self.config.stream_chunk_bytes, min_chunk)
         if desc.size <= chunk:
             data = b"".join(pieces)
             if len(data) != desc.size:

@@ -48,6 +48,8 @@ class RegistryConfig:
     # Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks.
     monolithic_upload_max: int = 64 * MiB
     upload_chunk_bytes: int = 32 * MiB
+    # Uploads from a one-pass stream (import) hold one chunk in memory to retry it.
+    stream_chunk_bytes: int = 8 * MiB
 
     max_connections: int = 32
     user_agent: str = f"dtbundle/{__version__}"

@@ -79,6 +79,7 @@ def put_whole(
     progress: Callable[[int], None] | None,
 ) -> None:
     """Monolithic upload: one PUT carrying the whole blob (replayable body, so retried)."""
+    data = body if isinstance(body, bytes) else None
     response = session.request(
         "PUT",
         target,
@@ -86,11 +87,11 @@ def put_whole(
         what=_what(target, desc),
         ok=(201,),
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
-        body=body,
+        body=(lambda: _once(data)()) if data is not None else body,
     )
     response.close()
-    if isinstance(body, bytes) and progress:
-        progress(len(body))
+    if data is not None and progress:
+        progress(len(data))
     _check_stored(response, target, desc)
 
 
@@ -139,14 +140,21 @@ def replayable(
 
 
 def _rechunk(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
-    buffer = bytearray()
+    """Pieces of any size regrouped into chunks of ``size`` bytes (the last may be shorter),
+    with one copy per chunk."""
+    held: list[bytes] = []
+    length = 0
     for piece in pieces:
-        buffer += piece
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+        while piece:
+            take = piece[: size - length]
+            piece = piece[len(take) :]
+            held.append(take)
+            length += len(take)
+            if length == size:
+                yield b"".join(held)
+                held, length = [], 0
+    if held:
+        yield b"".join(held)
 
 
 def _patch(session: Session, target: Target, desc: Descriptor, location: str, piece: bytes, offset: int) -> str:
@@ -168,7 +176,7 @@ def _patch(session: Session, target: Target, desc: Descriptor, location: str, pi
                     "Content-Range": f"{start}-{offset + len(piece) - 1}",
                     "Content-Length": str(len(piece) - sent),
                 },
-                body=piece[sent:],
+                body=_once(piece[sent:]),
             )
         except (RegistryConnectionError, RegistryError) as exc:
             failures += 1
@@ -195,6 +203,17 @@ def _patch(session: Session, target: Target, desc: Descriptor, location: str, pi
             )
         sent = len(piece)
     return location
+
+
+def _once(data: bytes) -> Callable[[], Iterator[bytes]]:
+    """A body httpx releases as soon as it is sent.
+
+    httpx's request and response objects form a reference cycle that only the cyclic
+    garbage collector frees; a request holding a multi-megabyte ``bytes`` body would
+    keep it alive until then, and RSS would grow with the bundle. An exhausted list
+    iterator drops its list, and so the data, at once.
+    """
+    return lambda: iter([data])
 
 
 def _what(target: Target, desc: Descriptor) -> str:
