@@ -91,8 +91,9 @@ def import_report(r: ImportReport) -> str:
     signed = f"signature by key {r.signed_by}" if r.signed_by else "signature NOT verified (--insecure-skip-verify)"
     lines = [f"{r.bundle}: {head}; {signed}"]
     lines += [f"  {name}: {count}" for name, count in sorted(r.counts.items())]
-    verb = "would upload" if r.dry_run else "uploaded"
-    lines.append(f"  {verb} {human_bytes(r.bytes_uploaded)} in {r.seconds:.1f} s")
+    if r.counts.get("blobs written") is None and r.counts.get("index entries added") is None:
+        verb = "would upload" if r.dry_run else "uploaded"
+        lines.append(f"  {verb} {human_bytes(r.bytes_uploaded)} in {r.seconds:.1f} s")
     if r.images:
         lines.append("images:" if not r.dry_run else "images (would be):")
         lines += [f"  {i['target']}" for i in r.images]

@@ -32,9 +32,12 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _run_dtbundle(*args: str) -> None:
-    _say(f"\n$ dtbundle {shlex.join(args)}")
-    subprocess.run([sys.executable, "-m", "dtbundle", *args], check=True)
+def _run_dtbundle(*args: str, stdin: str | None = None) -> None:
+    shown = shlex.join(args)
+    _say(f"\n$ {'echo *** | ' if stdin else ''}dtbundle {shown}")
+    subprocess.run(
+        [sys.executable, "-m", "dtbundle", *args], check=True, text=True, input=None if stdin is None else stdin + "\n"
+    )
 
 
 def start(workdir: Path) -> tuple[RegistryServer, RegistryServer, list[images.SampleImage], Path]:
@@ -98,9 +101,46 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(["sha256sum", "-c", f"{bundle.name}.sha256"], cwd=bundle.parent, check=True)
                 _run_dtbundle("verify", "--public-key", str(keys / "dtbundle.pub"), str(bundle))
                 _run_dtbundle("inspect", "--public-key", str(keys / "dtbundle.pub"), str(bundle))
+                _say("\n--- the air gap: only the bundle, its .sha256 and dtbundle.pub cross it ---")
+                target_args = ["--ca-cert", str(target.ca_cert), "--username", ADMIN, "--password-stdin"]
+                mapping = [
+                    "--registry",
+                    target.address,
+                    "--map",
+                    f"{source.address}/samples={target.address}/dynatrace",
+                ]
+                _run_dtbundle(
+                    "import",
+                    "--public-key",
+                    str(keys / "dtbundle.pub"),
+                    *mapping,
+                    *target_args,
+                    str(bundle),
+                    stdin=ADMIN_PASSWORD,
+                )
+                _run_dtbundle(
+                    "import",
+                    "--public-key",
+                    str(keys / "dtbundle.pub"),
+                    *mapping,
+                    *target_args,
+                    str(bundle),
+                    stdin=ADMIN_PASSWORD,
+                )
+                _run_dtbundle(
+                    "resolve",
+                    "--ca-cert",
+                    str(target.ca_cert),
+                    "--username",
+                    ADMIN,
+                    "--password-stdin",
+                    f"{target.address}/dynatrace/operator:1.0.0",
+                    stdin=ADMIN_PASSWORD,
+                )
                 _say(
                     "\nThe demo exported every sample image (all platforms, all cosign signatures), pulled"
-                    "\nanonymously through the token flow, into one signed bundle, and verified it."
+                    "\nanonymously through the token flow, into one signed bundle; verified it; and imported it"
+                    "\ninto a TLS + basic-auth registry with the same digests (the second import pushed nothing)."
                 )
             if args.command == "serve" or args.keep:
                 _say("\nRegistries are up; press Ctrl-C to stop them.")
