@@ -37,7 +37,7 @@ from dtbundle.oci import Descriptor, Platform
 from dtbundle.reference import Reference, parse_reference
 from dtbundle.registry import RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
-from dtbundle.sandbox.registry_server import start_registry
+from dtbundle.sandbox.registry_server import RegistryServer, start_registry
 
 MiB = 1024 * 1024
 
@@ -227,18 +227,22 @@ def _seed_large(client: RegistryClient, registry: str, work: Path, total_mib: in
     return refs
 
 
+def _prepare(work: Path, server: RegistryServer, size_mib: int) -> tuple[list[Reference], str]:
+    """Seed ``server`` with the large sample images and create bundle keys in ``work/keys``."""
+    (work / "seed").mkdir()
+    with RegistryClient(RegistryConfig(plain_http=True)) as client:
+        refs = _seed_large(client, server.address, work / "seed", size_mib)
+    dtbundle = str(Path(sys.executable).with_name("dtbundle"))
+    subprocess.run([dtbundle, "keygen", "--output-dir", str(work / "keys")], check=True, stdout=subprocess.DEVNULL)
+    return refs, dtbundle
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
         server = start_registry(work / "registry")
         try:
-            (work / "seed").mkdir()
-            with RegistryClient(RegistryConfig(plain_http=True)) as client:
-                refs = _seed_large(client, server.address, work / "seed", args.size_mib)
-            dtbundle = str(Path(sys.executable).with_name("dtbundle"))
-            subprocess.run(
-                [dtbundle, "keygen", "--output-dir", str(work / "keys")], check=True, stdout=subprocess.DEVNULL
-            )
+            refs, dtbundle = _prepare(work, server, args.size_mib)
             bundle = work / "bundle.tar.zst"
             ex_s, ex_rss = measured(
                 [
@@ -320,13 +324,7 @@ def cmd_import(args: argparse.Namespace) -> None:
         source = start_registry(work / "source")
         ours, theirs = start_registry(work / "target-dtbundle"), start_registry(work / "target-skopeo")
         try:
-            (work / "seed").mkdir()
-            with RegistryClient(RegistryConfig(plain_http=True)) as client:
-                refs = _seed_large(client, source.address, work / "seed", args.size_mib)
-            dtbundle = str(Path(sys.executable).with_name("dtbundle"))
-            subprocess.run(
-                [dtbundle, "keygen", "--output-dir", str(work / "keys")], check=True, stdout=subprocess.DEVNULL
-            )
+            refs, dtbundle = _prepare(work, source, args.size_mib)
             bundle = work / "bundle.tar.zst"
             subprocess.run(
                 [

@@ -109,24 +109,16 @@ def main(argv: list[str] | None = None) -> int:
                     "--map",
                     f"{source.address}/samples={target.address}/dynatrace",
                 ]
-                _run_dtbundle(
-                    "import",
-                    "--public-key",
-                    str(keys / "dtbundle.pub"),
-                    *mapping,
-                    *target_args,
-                    str(bundle),
-                    stdin=ADMIN_PASSWORD,
-                )
-                _run_dtbundle(
-                    "import",
-                    "--public-key",
-                    str(keys / "dtbundle.pub"),
-                    *mapping,
-                    *target_args,
-                    str(bundle),
-                    stdin=ADMIN_PASSWORD,
-                )
+                for _ in range(2):  # the second run finds everything in place and pushes nothing
+                    _run_dtbundle(
+                        "import",
+                        "--public-key",
+                        str(keys / "dtbundle.pub"),
+                        *mapping,
+                        *target_args,
+                        str(bundle),
+                        stdin=ADMIN_PASSWORD,
+                    )
                 _run_dtbundle(
                     "resolve",
                     "--ca-cert",
