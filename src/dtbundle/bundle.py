@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from dtbundle import _tar
+from dtbundle import _tar, cosign
 from dtbundle.catalog import (
     CATALOG_NAME,
     SIGNATURE_NAME,
@@ -35,6 +35,7 @@ from dtbundle.catalog import (
     parse_catalog,
 )
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
+from dtbundle.imagesig import ImageVerification, SignatureCollector
 from dtbundle.signing import MAX_SIGNATURE_FILE_BYTES, PublicKey, verify_catalog
 
 _COPY_CHUNK = 1 << 20
@@ -321,6 +322,7 @@ class VerifyResult:
     key_id: str
     files: int
     bytes: int
+    images: list[ImageVerification] | None = None  # with a signature policy
 
 
 def verify_bundle(
@@ -328,17 +330,29 @@ def verify_bundle(
     keys: list[PublicKey],
     limits: BundleLimits | None = None,
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
+    signature_policy: cosign.Policy | None = None,
 ) -> VerifyResult:
-    """Verify the signature, then every entry; raise IntegrityError at the first problem."""
+    """Verify the signature, then every entry; raise IntegrityError at the first problem.
+
+    With ``signature_policy``, the images' cosign/Sigstore signatures are verified too,
+    offline, from the bundle's own content (the result says which images verified).
+    """
     with open_bundle(path, keys, limits) as reader:
         progress = progress_factory(reader.catalog.total_size) if progress_factory else None
+        collector = SignatureCollector(reader.catalog) if signature_policy is not None else None
         count = total = 0
         for entry, data in reader.files():
-            for chunk in data:
+            if collector is not None and entry.digest in collector.signature_artifacts:
+                raw = b"".join(data)
+                collector.manifest(entry.digest, raw)
+                chunks: Iterator[bytes] = iter([raw])
+            else:
+                chunks = collector.tap(entry.digest, data) if collector is not None else data
+            for chunk in chunks:
                 total += len(chunk)
                 if progress:
                     progress(len(chunk))
             count += 1
-            del entry
         assert reader.key_id is not None
-        return VerifyResult(reader.catalog, reader.key_id, count, total)
+        images = collector.evaluate(signature_policy) if collector and signature_policy else None
+        return VerifyResult(reader.catalog, reader.key_id, count, total, images)

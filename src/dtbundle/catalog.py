@@ -79,6 +79,7 @@ class CatalogImage:
     platforms: tuple[CatalogPlatform, ...] = ()
     original_digest: str | None = None  # set when --platform trimmed the index
     annotations: dict[str, str] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None  # signature verification done at export
 
     @property
     def reference(self) -> Reference:
@@ -143,6 +144,7 @@ def _image_json(i: CatalogImage) -> dict[str, Any]:
         ],
         "originalDigest": i.original_digest,
         "annotations": dict(i.annotations),
+        **({"verification": i.verification} if i.verification is not None else {}),
     }
 
 
@@ -304,6 +306,7 @@ def _parse(obj: dict[str, Any], limits: BundleLimits) -> Catalog:
                 platforms=tuple(platforms),
                 original_digest=_digest(entry, "originalDigest", where, optional=True),
                 annotations={str(k): str(v) for k, v in annotations.items()},
+                verification=_get(entry, "verification", dict, where, optional=True),
             )
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,10 +20,10 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from dtbundle import __version__, render
+from dtbundle import __version__, cosign, render
 from dtbundle.bundle import open_bundle, verify_bundle
 from dtbundle.errors import EXIT_OPERATIONAL, DtbundleError, IntegrityError, UsageError
-from dtbundle.export import ExportSettings, created_time, run_export
+from dtbundle.export import ExportSettings, created_time, require_verified, run_export
 from dtbundle.importer import ImportSettings, run_import
 from dtbundle.mapping import RepositoryMapper
 from dtbundle.plan import load_images_file, requests_from
@@ -169,6 +170,68 @@ PublicKeys = Annotated[
 ]
 
 
+CosignKeys = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--cosign-key",
+        exists=True,
+        dir_okay=False,
+        help="Public key that image signatures must verify with (repeatable), e.g. Dynatrace's cosign.pub.",
+    ),
+]
+TrustedRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-root",
+        exists=True,
+        dir_okay=False,
+        help="Sigstore trusted_root.json for keyless signatures (Fulcio CAs, Rekor keys); used offline.",
+    ),
+]
+CertIdentity = Annotated[str | None, typer.Option("--certificate-identity", help="Keyless: exact signer identity.")]
+CertIdentityRe = Annotated[
+    str | None, typer.Option("--certificate-identity-regexp", help="Keyless: signer identity regular expression.")
+]
+CertIssuer = Annotated[str | None, typer.Option("--certificate-oidc-issuer", help="Keyless: exact OIDC issuer.")]
+CertIssuerRe = Annotated[
+    str | None, typer.Option("--certificate-oidc-issuer-regexp", help="Keyless: OIDC issuer regular expression.")
+]
+RequireSignatures = Annotated[
+    bool, typer.Option("--require-signatures", help="Fail (exit 3) when an image has no valid signature.")
+]
+
+
+def _signature_policy(
+    keys: list[Path] | None,
+    trusted_root: Path | None,
+    identity: str | None,
+    identity_re: str | None,
+    issuer: str | None,
+    issuer_re: str | None,
+    require: bool,
+) -> cosign.Policy | None:
+    """The image-signature policy of the options, or None when no signature check was asked for."""
+    keyless = any(x is not None for x in (identity, identity_re, issuer, issuer_re))
+    if keyless and trusted_root is None:
+        raise UsageError("keyless verification (--certificate-identity…) needs --trusted-root FILE")
+    if trusted_root is not None and not keyless and not keys:
+        raise UsageError("--trusted-root needs --certificate-identity[-regexp] (who may sign), or --cosign-key")
+    if not keys and not keyless:
+        if require:
+            raise UsageError("--require-signatures needs --cosign-key or keyless options to verify with")
+        return None
+    for pattern in (identity_re, issuer_re):
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise UsageError(f"invalid regular expression {pattern!r}: {exc}") from None
+    loaded = tuple(cosign.load_verify_key(p.read_bytes(), str(p)) for p in keys or [])
+    root = cosign.TrustedRoot.from_json(trusted_root.read_bytes(), str(trusted_root)) if trusted_root else None
+    identities = (cosign.Identity(identity, identity_re, issuer, issuer_re),) if keyless else ()
+    return cosign.Policy(loaded, root, identities)
+
+
 def _progress(quiet: bool, description: str) -> Callable[[int], Callable[[int], None]] | None:
     """A tqdm byte counter on stderr, only on a terminal and without --quiet."""
     if quiet or not sys.stderr.isatty():
@@ -253,6 +316,13 @@ def export(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel downloads.")] = 8,
     compression_level: Annotated[int, typer.Option("--compression-level", min=1, max=19, help="zstd level.")] = 3,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    cosign_key: CosignKeys = None,
+    trusted_root: TrustedRootOpt = None,
+    certificate_identity: CertIdentity = None,
+    certificate_identity_regexp: CertIdentityRe = None,
+    certificate_oidc_issuer: CertIssuer = None,
+    certificate_oidc_issuer_regexp: CertIssuerRe = None,
+    require_signatures: RequireSignatures = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
     plain_http: PlainHttp = False,
@@ -279,6 +349,16 @@ def export(
         concurrency=concurrency,
         compression_level=compression_level,
         force=force,
+        signature_policy=_signature_policy(
+            cosign_key,
+            trusted_root,
+            certificate_identity,
+            certificate_identity_regexp,
+            certificate_oidc_issuer,
+            certificate_oidc_issuer_regexp,
+            require_signatures,
+        ),
+        require_signatures=require_signatures,
     )
     with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
         try:
@@ -292,17 +372,41 @@ def export(
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
     public_key: PublicKeys = None,
+    cosign_key: CosignKeys = None,
+    trusted_root: TrustedRootOpt = None,
+    certificate_identity: CertIdentity = None,
+    certificate_identity_regexp: CertIdentityRe = None,
+    certificate_oidc_issuer: CertIssuer = None,
+    certificate_oidc_issuer_regexp: CertIssuerRe = None,
+    require_signatures: RequireSignatures = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Verify the bundle's signature, then every entry against the catalog (exit 3 on any problem)."""
+    """Verify the bundle's signature, then every entry against the catalog (exit 3 on any problem);
+    with --cosign-key or keyless options, the images' signatures too, offline."""
     if not public_key:
         raise UsageError("verify needs --public-key PUB (the dtbundle.pub of the exporting side)")
     keys = [load_public_key(p) for p in public_key]
+    policy = _signature_policy(
+        cosign_key,
+        trusted_root,
+        certificate_identity,
+        certificate_identity_regexp,
+        certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp,
+        require_signatures,
+    )
     try:
-        result = verify_bundle(bundle, keys, progress_factory=_progress(quiet, "verify"))
+        result = verify_bundle(bundle, keys, progress_factory=_progress(quiet, "verify"), signature_policy=policy)
     finally:
         _close_bars()
+    signatures = [i.to_json() for i in result.images or []]
+    if not as_json:
+        typer.echo(render.verify_result(str(bundle), result))
+        for line in render.signature_lines(signatures):
+            typer.echo(line)
+    if require_signatures and result.images is not None:
+        require_verified(result.images)
     if as_json:
         typer.echo(
             json.dumps(
@@ -313,12 +417,11 @@ def verify(
                     "files": result.files,
                     "bytes": result.bytes,
                     "images": len(result.catalog.images),
+                    "signatureVerification": signatures,
                 },
                 indent=2,
             )
         )
-    else:
-        typer.echo(render.verify_result(str(bundle), result))
 
 
 @app.command()
@@ -366,6 +469,13 @@ def import_(
     insecure_skip_verify: Annotated[
         bool, typer.Option("--insecure-skip-verify", help="Import without checking the bundle signature (unsafe).")
     ] = False,
+    cosign_key: CosignKeys = None,
+    trusted_root: TrustedRootOpt = None,
+    certificate_identity: CertIdentity = None,
+    certificate_identity_regexp: CertIdentityRe = None,
+    certificate_oidc_issuer: CertIssuer = None,
+    certificate_oidc_issuer_regexp: CertIssuerRe = None,
+    require_signatures: RequireSignatures = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
     plain_http: PlainHttp = False,
@@ -390,7 +500,25 @@ def import_(
     if to_oci is not None and (registry or map_):
         raise UsageError("--to-oci writes a directory: do not combine it with --registry or --map")
     mapper = None if to_oci is not None else RepositoryMapper(registry, map_ or [])
-    settings = ImportSettings(bundle, keys, mapper, to_oci, overwrite=overwrite, dry_run=dry_run)
+    policy = _signature_policy(
+        cosign_key,
+        trusted_root,
+        certificate_identity,
+        certificate_identity_regexp,
+        certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp,
+        require_signatures,
+    )
+    settings = ImportSettings(
+        bundle,
+        keys,
+        mapper,
+        to_oci,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        signature_policy=policy,
+        require_signatures=require_signatures,
+    )
     factory = _progress(quiet, "import")
     try:
         if mapper is None:

@@ -17,13 +17,13 @@ import shutil
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtbundle import __version__
+from dtbundle import __version__, cosign
 from dtbundle.bundle import BundleWriter
 from dtbundle.catalog import (
     CATALOG_NAME,
@@ -37,7 +37,14 @@ from dtbundle.catalog import (
     CatalogPlatform,
     blob_path,
 )
-from dtbundle.errors import UsageError
+from dtbundle.errors import IntegrityError, UsageError
+from dtbundle.imagesig import (
+    ImageVerification,
+    SignatureArtifact,
+    is_signature_artifact,
+    signature_layers,
+    verify_image,
+)
 from dtbundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
 from dtbundle.oci import Descriptor
 from dtbundle.plan import ExportPlan, ImageRequest, Planner, StoredBlob
@@ -56,6 +63,8 @@ class ExportSettings:
     concurrency: int = 8
     compression_level: int = 3
     force: bool = False
+    signature_policy: cosign.Policy | None = None  # verify image signatures before writing
+    require_signatures: bool = False
 
 
 @dataclass
@@ -74,6 +83,7 @@ class ExportSummary:
     seconds: float
     per_image: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    signatures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +101,7 @@ class ExportSummary:
             "seconds": round(self.seconds, 3),
             "perImage": self.per_image,
             "warnings": self.warnings,
+            "signatureVerification": self.signatures,
         }
 
 
@@ -102,7 +113,9 @@ def created_time() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-def build_catalog(plan: ExportPlan, created: datetime.datetime) -> tuple[Catalog, bytes]:
+def build_catalog(
+    plan: ExportPlan, created: datetime.datetime, verifications: Sequence[ImageVerification] | None = None
+) -> tuple[Catalog, bytes]:
     """The catalog and the ``index.json`` bytes for ``plan`` (pure)."""
     roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, "image") for image in plan.images]
     roots += [
@@ -146,8 +159,9 @@ def build_catalog(plan: ExportPlan, created: datetime.datetime) -> tuple[Catalog
             ),
             original_digest=i.original_digest,
             annotations=dict(i.request.annotations),
+            verification=verifications[n].to_json() if verifications else None,
         )
-        for i in plan.images
+        for n, i in enumerate(plan.images)
     )
     artifacts = tuple(
         CatalogArtifact(
@@ -187,8 +201,13 @@ def run_export(
     if not settings.requests:
         raise UsageError("no images to export: give references or --images-file")
     plan = Planner(client, referrers=settings.referrers, concurrency=settings.concurrency).build(settings.requests)
+    verifications = None
+    if settings.signature_policy is not None:
+        verifications = verify_plan(client, plan, settings.signature_policy)
+        if settings.require_signatures:
+            require_verified(verifications)
     created = created_time()
-    catalog, index = build_catalog(plan, created)
+    catalog, index = build_catalog(plan, created, verifications)
     catalog_bytes = catalog.to_bytes()
     signature = sign_catalog(settings.signing_key, catalog_bytes)
     progress = progress_factory(catalog.total_size) if progress_factory else None
@@ -241,7 +260,44 @@ def run_export(
         seconds=time.monotonic() - started,
         per_image=per_image,
         warnings=list(plan.warnings),
+        signatures=[v.to_json() for v in verifications or []],
     )
+
+
+def verify_plan(client: RegistryClient, plan: ExportPlan, policy: cosign.Policy) -> list[ImageVerification]:
+    """Verify each planned image's signatures from what the registry served (small layers only)."""
+    artifacts = [
+        SignatureArtifact(
+            a.kind,
+            a.subject,
+            a.descriptor.digest,
+            a.descriptor.media_type,
+            plan.manifests[a.descriptor.digest].manifest.data,
+        )
+        for a in plan.artifacts
+        if is_signature_artifact(a.kind, a.descriptor.artifact_type) and a.descriptor.digest in plan.manifests
+    ]
+    layers: dict[str, bytes] = {}
+    for artifact in artifacts:
+        for digest, media_type, size, _ in signature_layers(artifact):
+            if digest not in layers:
+                source = plan.manifests[artifact.digest].source
+                layers[digest] = client.get_blob_bytes(source, Descriptor(media_type, digest, size))
+    return [
+        verify_image(
+            i.request.source, i.manifest.digest, [p.digest for p in i.platforms], artifacts, layers.get, policy
+        )
+        for i in plan.images
+    ]
+
+
+def require_verified(verifications: Sequence[ImageVerification]) -> None:
+    """--require-signatures: every image needs a valid signature (its index, or every platform)."""
+    for v in verifications:
+        if not v.verified:
+            reasons = sorted({c.verdict.detail for c in v.checks if not c.verdict.valid})
+            why = "; ".join(reasons) if reasons else "no signature found"
+            raise IntegrityError(f"{v.image} ({v.digest}) has no valid signature: {why}")
 
 
 def _write_blobs(

@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dtbundle import cosign
 from dtbundle.bundle import open_bundle
 from dtbundle.catalog import INDEX_NAME, LAYOUT_NAME, BundleLimits, Catalog, CatalogFile
 from dtbundle.errors import DtbundleError, IntegrityError
+from dtbundle.export import require_verified
+from dtbundle.imagesig import SignatureCollector
 from dtbundle.layout import LayoutWriter
 from dtbundle.mapping import RepositoryMapper, check_collisions
 from dtbundle.oci import Descriptor, parse_manifest
@@ -51,6 +54,8 @@ class ImportSettings:
     overwrite: bool = False
     dry_run: bool = False
     limits: BundleLimits = field(default_factory=BundleLimits)
+    signature_policy: cosign.Policy | None = None  # verify image signatures before publishing
+    require_signatures: bool = False
 
 
 @dataclass
@@ -63,6 +68,7 @@ class ImportReport:
     bytes_uploaded: int = 0
     seconds: float = 0.0
     images: list[dict[str, str]] = field(default_factory=list)
+    signatures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +80,7 @@ class ImportReport:
             "bytesUploaded": self.bytes_uploaded,
             "seconds": round(self.seconds, 3),
             "images": self.images,
+            "signatureVerification": self.signatures,
         }
 
 
@@ -172,6 +179,7 @@ def run_import(
         else:
             assert client is not None
             sink = _RegistrySink(client, settings.dry_run, report)
+        collector = SignatureCollector(catalog) if settings.signature_policy is not None else None
         index_bytes = b""
         try:
             for entry, data in reader.files():
@@ -183,8 +191,13 @@ def run_import(
                 elif entry.digest in graph.manifest_types:
                     stream.manifest(entry, counted)
                     sink.manifest_file(entry, graph.data[entry.digest])
+                    if collector is not None:
+                        collector.manifest(entry.digest, graph.data[entry.digest])
                 elif entry.digest in graph.blob_repos:
-                    sink.blob(entry, counted, graph.blob_repos[entry.digest])
+                    tapped = collector.tap(entry.digest, counted) if collector is not None else counted
+                    sink.blob(entry, tapped, graph.blob_repos[entry.digest])
+                    for _ in tapped:  # what the sink did not need to read is still checked (and kept)
+                        pass
                 else:
                     raise IntegrityError(
                         f"bundle entry {entry.path} is referenced by no manifest before it "
@@ -194,6 +207,11 @@ def run_import(
             missing = [d for d in graph.manifest_types if d not in graph.data]
             if missing:
                 raise IntegrityError(f"bundle lacks manifest {missing[0]}, which another manifest references")
+            if collector is not None and settings.signature_policy is not None:
+                verifications = collector.evaluate(settings.signature_policy)
+                report.signatures = [v.to_json() for v in verifications]
+                if settings.require_signatures:
+                    require_verified(verifications)
         except BaseException:
             sink.abort()
             raise

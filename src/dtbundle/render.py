@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from dtbundle.bundle import VerifyResult
 from dtbundle.catalog import Catalog
@@ -31,6 +32,25 @@ def resolved(image: ResolvedImage) -> str:
     return "\n".join(lines)
 
 
+def signature_lines(verifications: list[dict[str, Any]]) -> list[str]:
+    """One block per image: verdict, signers, and what covers each platform manifest."""
+    lines = []
+    for v in verifications:
+        mark = "signature OK" if v["verified"] else "NOT VERIFIED"
+        signers = ", ".join(v["signers"]) or "no valid signature"
+        lines.append(f"  {mark}: {v['image']} — {signers}")
+        platforms = v["platforms"]
+        if len(platforms) > 1 or (platforms and v["digest"] not in platforms):
+            index = sum(1 for c in platforms.values() if "index" in c)
+            own = sum(1 for c in platforms.values() if "own" in c)
+            none = sum(1 for c in platforms.values() if c == "none")
+            lines.append(f"    platforms: {index} covered by the index signature, {own} by their own, {none} unsigned")
+        for check in v["signatures"]:
+            if not check["valid"]:
+                lines.append(f"    rejected {check['kind']} {check['signatureManifest'][:19]}…: {check['detail']}")
+    return lines
+
+
 def export_summary(s: ExportSummary) -> str:
     ratio = s.uncompressed_bytes / s.compressed_bytes if s.compressed_bytes else 0.0
     mbps = s.uncompressed_bytes / 1e6 / s.seconds if s.seconds else 0.0
@@ -55,6 +75,7 @@ def export_summary(s: ExportSummary) -> str:
         f"{human_bytes(s.compressed_bytes)} (x{ratio:.2f}) in {s.seconds:.1f} s ({mbps:.1f} MB/s)",
     ]
     lines += [f"  warning: {w}" for w in s.warnings]
+    lines += signature_lines(s.signatures)
     return "\n".join(lines)
 
 
@@ -99,4 +120,5 @@ def import_report(r: ImportReport) -> str:
         lines += [f"  {i['target']}" for i in r.images]
     elif not r.counts:
         lines.append("  nothing to do")
+    lines += signature_lines(r.signatures)
     return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""Per-image signature evaluation: which signatures verify, and what they cover.
+
+Given an image (its top digest and platform manifests), the signature artifacts that
+refer to them (cosign ``.sig`` manifests, Sigstore bundle referrers) and a way to
+read small blobs, this says, with :mod:`dtbundle.cosign`, which signatures verify
+and whether each platform manifest is covered by the index signature or its own.
+Pure: the caller supplies the bytes (from a registry at export, from the bundle at
+verify and import time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dtbundle import cosign
+from dtbundle.catalog import Catalog, CatalogImage
+from dtbundle.oci import COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03, parse_manifest
+
+MAX_SIGNATURE_LAYER_BYTES = 1024 * 1024
+
+BlobReader = Callable[[str], bytes | None]
+
+
+@dataclass(frozen=True)
+class SignatureArtifact:
+    kind: str  # catalog artifact kind
+    subject: str
+    digest: str
+    media_type: str
+    data: bytes  # the manifest
+
+
+@dataclass(frozen=True)
+class Check:
+    subject: str
+    signature: str  # the signature manifest digest
+    verdict: cosign.Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subject": self.subject, "signatureManifest": self.signature, **self.verdict.to_json()}
+
+
+@dataclass
+class ImageVerification:
+    image: str  # reference as given
+    digest: str
+    checks: list[Check] = field(default_factory=list)
+    # platform digest -> "index", "own", "index+own" or "none"
+    coverage: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def index_signed(self) -> bool:
+        return any(c.verdict.valid and c.subject == self.digest for c in self.checks)
+
+    @property
+    def verified(self) -> bool:
+        """The top manifest verifies, or (no top signature) every platform manifest does."""
+        if self.index_signed:
+            return True
+        return bool(self.coverage) and all("own" in v for v in self.coverage.values())
+
+    @property
+    def signers(self) -> list[str]:
+        return sorted({c.verdict.signer for c in self.checks if c.verdict.valid and c.verdict.signer})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "digest": self.digest,
+            "verified": self.verified,
+            "signers": self.signers,
+            "platforms": dict(self.coverage),
+            "signatures": [c.to_json() for c in self.checks],
+        }
+
+
+def signature_layers(artifact: SignatureArtifact) -> Iterator[tuple[str, str, int, Mapping[str, str]]]:
+    """(digest, media type, size, annotations) of the layers that may hold signatures."""
+    parsed = parse_manifest(artifact.data, artifact.media_type)
+    for layer in parsed.layers:
+        if layer.media_type in (COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03) and layer.size <= MAX_SIGNATURE_LAYER_BYTES:
+            yield layer.digest, layer.media_type, layer.size, layer.annotations
+
+
+def is_signature_artifact(kind: str, artifact_type: str | None) -> bool:
+    return kind == "cosign.sig" or (kind == "referrer" and artifact_type == SIGSTORE_BUNDLE_V03)
+
+
+def verify_image(
+    image: str,
+    digest: str,
+    platforms: Iterable[str],
+    artifacts: Iterable[SignatureArtifact],
+    blob: BlobReader,
+    policy: cosign.Policy,
+) -> ImageVerification:
+    platform_list = list(platforms)
+    subjects = {digest, *platform_list}
+    result = ImageVerification(image, digest)
+    for artifact in artifacts:
+        if artifact.subject not in subjects:
+            continue
+        for layer_digest, media_type, _, layer_annotations in signature_layers(artifact):
+            content = blob(layer_digest)
+            if content is None:
+                verdict = cosign.Verdict(False, "cosign", f"signature layer {layer_digest} is not available")
+            elif media_type == COSIGN_SIMPLESIGNING:
+                verdict = cosign.verify_simple_signing(
+                    content,
+                    layer_annotations,
+                    media_type=media_type,
+                    layer_digest=layer_digest,
+                    image_digest=artifact.subject,
+                    policy=policy,
+                )
+            else:
+                verdict = cosign.verify_sigstore_bundle(
+                    content, image_digest=artifact.subject, artifact=None, policy=policy
+                )
+            result.checks.append(Check(artifact.subject, artifact.digest, verdict))
+    own = {c.subject for c in result.checks if c.verdict.valid}
+    for platform in platform_list:
+        covered = [name for name, ok in (("index", digest in own), ("own", platform in own)) if ok]
+        result.coverage[platform] = "+".join(covered) or "none"
+    if not platform_list:
+        result.coverage[digest] = "own" if digest in own else "none"
+    return result
+
+
+def verify_catalog_images(
+    catalog: Catalog, manifests: Mapping[str, bytes], blob: BlobReader, policy: cosign.Policy
+) -> list[ImageVerification]:
+    """Evaluate every image of a bundle from its own content."""
+    artifacts = [
+        SignatureArtifact(a.kind, a.subject, a.digest, a.media_type, manifests[a.digest])
+        for a in catalog.artifacts
+        if is_signature_artifact(a.kind, a.artifact_type) and a.digest in manifests
+    ]
+    return [_verify_catalog_image(i, artifacts, blob, policy) for i in catalog.images]
+
+
+def _verify_catalog_image(
+    image: CatalogImage, artifacts: list[SignatureArtifact], blob: BlobReader, policy: cosign.Policy
+) -> ImageVerification:
+    return verify_image(image.source, image.digest, [p.digest for p in image.platforms], artifacts, blob, policy)
+
+
+class SignatureCollector:
+    """Keeps, while a bundle streams, the manifests and small layers that signatures live in."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.signature_artifacts = {
+            a.digest: a for a in catalog.artifacts if is_signature_artifact(a.kind, a.artifact_type)
+        }
+        self.manifests: dict[str, bytes] = {}
+        self.wanted: set[str] = set()
+        self.blobs: dict[str, bytes] = {}
+
+    def manifest(self, digest: str, data: bytes) -> None:
+        artifact = self.signature_artifacts.get(digest)
+        if artifact is None:
+            return
+        self.manifests[digest] = data
+        signature = SignatureArtifact(artifact.kind, artifact.subject, digest, artifact.media_type, data)
+        self.wanted |= {d for d, *_ in signature_layers(signature)}
+
+    def tap(self, digest: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        if digest not in self.wanted:
+            yield from chunks
+            return
+        kept = bytearray()
+        for chunk in chunks:
+            kept += chunk
+            yield chunk
+        self.blobs[digest] = bytes(kept)
+
+    def evaluate(self, policy: cosign.Policy) -> list[ImageVerification]:
+        return verify_catalog_images(self.catalog, self.manifests, self.blobs.get, policy)
