@@ -95,13 +95,17 @@ def main(argv: list[str] | None = None) -> int:
                     str(keys / "dtbundle.key"),
                     "--output",
                     str(bundle),
+                    "--cosign-key",
+                    str(cosign_pub),
                     *refs,
                 )
                 _say(f"\n$ (cd {bundle.parent} && sha256sum -c {bundle.name}.sha256)")
                 subprocess.run(["sha256sum", "-c", f"{bundle.name}.sha256"], cwd=bundle.parent, check=True)
-                _run_dtbundle("verify", "--public-key", str(keys / "dtbundle.pub"), str(bundle))
+                _run_dtbundle(
+                    "verify", "--public-key", str(keys / "dtbundle.pub"), "--cosign-key", str(cosign_pub), str(bundle)
+                )
                 _run_dtbundle("inspect", "--public-key", str(keys / "dtbundle.pub"), str(bundle))
-                _say("\n--- the air gap: only the bundle, its .sha256 and dtbundle.pub cross it ---")
+                _say("\n--- the air gap: only the bundle, its .sha256, dtbundle.pub and cosign.pub cross it ---")
                 target_args = ["--ca-cert", str(target.ca_cert), "--username", ADMIN, "--password-stdin"]
                 mapping = [
                     "--registry",
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         "import",
                         "--public-key",
                         str(keys / "dtbundle.pub"),
+                        "--cosign-key",
+                        str(cosign_pub),
                         *mapping,
                         *target_args,
                         str(bundle),
@@ -131,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 _say(
                     "\nThe demo exported every sample image (all platforms, all cosign signatures), pulled"
-                    "\nanonymously through the token flow, into one signed bundle; verified it; and imported it"
-                    "\ninto a TLS + basic-auth registry with the same digests (the second import pushed nothing)."
+                    "\nanonymously through the token flow, into one signed bundle, checking the image signatures;"
+                    "\nverified the bundle and the signatures again offline; and imported it into a TLS + basic-auth"
+                    "\nregistry with the same digests (the second import pushed nothing). samples/tool is unsigned"
+                    "\non purpose: it is reported, and --require-signatures would refuse it."
                 )
             if args.command == "serve" or args.keep:
                 _say("\nRegistries are up; press Ctrl-C to stop them.")
