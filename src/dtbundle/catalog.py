@@ -23,6 +23,9 @@ CATALOG_NAME = "dtbundle.json"
 SIGNATURE_NAME = "dtbundle.json.sig"
 LAYOUT_NAME = "oci-layout"
 INDEX_NAME = "index.json"
+# Image annotations dtbundle itself understands (written by export, read by import):
+TARGET_REPOSITORY_ANNOTATION = "dev.dtbundle.repository"  # private repository name at the target
+UNSIGNED_ANNOTATION = "dev.dtbundle.unsigned"  # why the image has no signature, by design
 ARTIFACT_KINDS = frozenset({"cosign.sig", "cosign.att", "cosign.sbom", "referrer", "referrers-index"})
 _FILE_PATH = re.compile(r"(oci-layout|index\.json|blobs/sha256/[0-9a-f]{64})")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")

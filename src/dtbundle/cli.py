@@ -20,11 +20,11 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from dtbundle import __version__, cosign, render
+from dtbundle import __version__, cosign, dynatrace, render
 from dtbundle.bundle import open_bundle, verify_bundle
 from dtbundle.errors import EXIT_OPERATIONAL, DtbundleError, IntegrityError, UsageError
 from dtbundle.export import ExportSettings, created_time, require_verified, run_export
-from dtbundle.importer import ImportSettings, run_import
+from dtbundle.importer import ImportSettings, placement, run_import
 from dtbundle.mapping import RepositoryMapper
 from dtbundle.plan import load_images_file, requests_from
 from dtbundle.reference import parse_reference
@@ -331,16 +331,92 @@ def export(
     username: Username = None,
     password_stdin: PasswordStdin = False,
     auth_registry: AuthRegistry = None,
+    dynatrace_mode: Annotated[
+        bool, typer.Option("--dynatrace", help="Dynatrace mode: images from --option and --version.")
+    ] = False,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", help="Dynatrace observability option (repeatable); see 'dtbundle dynatrace options'."),
+    ] = None,
+    version: Annotated[
+        list[str] | None,
+        typer.Option("--version", help="Dynatrace COMPONENT=VERSION (repeatable); immutable version tags only."),
+    ] = None,
+    dynatrace_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--dynatrace-file",
+            exists=True,
+            dir_okay=False,
+            help="Dynatrace selection as TOML (options, versions, registry, [environment]).",
+        ),
+    ] = None,
+    dynatrace_registry: Annotated[
+        str | None, typer.Option("--dynatrace-registry", help="ecr (default), dockerhub, or HOST/PATH of a mirror.")
+    ] = None,
+    with_optional: Annotated[
+        bool, typer.Option("--with-optional", help="Dynatrace: add the options' optional components.")
+    ] = False,
+    environment_url: Annotated[
+        str | None,
+        typer.Option("--environment-url", help="Dynatrace environment (Classic Full-Stack's built-in registry)."),
+    ] = None,
+    environment_registry: Annotated[
+        str | None,
+        typer.Option(
+            "--environment-registry", help="Built-in registry HOST[:PORT][/PATH] if not the environment's own."
+        ),
+    ] = None,
+    environment_id: Annotated[
+        str | None, typer.Option("--environment-id", help="Environment ID (the registry user), if not in the URL.")
+    ] = None,
+    paas_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--paas-token-file",
+            exists=True,
+            dir_okay=False,
+            help="PaaS token for the built-in registry (default: $DT_PAAS_TOKEN).",
+        ),
+    ] = None,
 ) -> None:
     """Write every platform of the images, with everything that refers to them, into one signed bundle."""
     requests = requests_from(references or [], platform or [])
     if images_file:
         requests += load_images_file(images_file, platform or [])
+    extensions: dict[str, object] = {}
+    classic: dict[str, Credentials] = {}
+    if dynatrace_mode or dynatrace_file:
+        selection = _dynatrace_selection(
+            option,
+            version,
+            dynatrace_file,
+            dynatrace_registry,
+            with_optional,
+            environment_url,
+            environment_registry,
+            environment_id,
+        )
+        requests += dynatrace.expand(selection)
+        extensions["dynatrace"] = {"options": list(selection.options), "registry": selection.registry}
+        if selection.environment is not None:
+            token = _read_secret(paas_token_file, "DT_PAAS_TOKEN", "Classic Full-Stack needs a PaaS token")
+            host = parse_reference(selection.environment.registry + "/x").registry
+            source = f"PaaS token ({paas_token_file or '$DT_PAAS_TOKEN'})"
+            classic[host] = Credentials(source, selection.environment.environment_id, token)
+        if trusted_root is not None and not any((certificate_identity, certificate_identity_regexp)):
+            certificate_identity_regexp = dynatrace.OPERATOR_IDENTITY_REGEXP
+            certificate_oidc_issuer = certificate_oidc_issuer or dynatrace.GITHUB_ISSUER
+    elif option or version or environment_url or with_optional or dynatrace_registry:
+        raise UsageError("--option, --version, --environment-url and --dynatrace-registry go with --dynatrace")
     if not requests:
         raise UsageError("no images to export: give references or --images-file")
     key = load_private_key(signing_key)
     path = output or Path(f"bundle-{created_time().strftime('%Y%m%d-%H%M%S')}.tar.zst")
-    explicit = _explicit_credentials(username, password_stdin, {r.ref.registry for r in requests}, auth_registry)
+    explicit = _explicit_credentials(
+        username, password_stdin, {r.ref.registry for r in requests} - set(classic), auth_registry
+    )
+    explicit.update(classic)
     settings = ExportSettings(
         tuple(requests),
         path,
@@ -359,6 +435,7 @@ def export(
             require_signatures,
         ),
         require_signatures=require_signatures,
+        extensions=extensions,
     )
     with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
         try:
@@ -366,6 +443,54 @@ def export(
         finally:
             _close_bars()
     typer.echo(json.dumps(summary.to_json(), indent=2) if as_json else render.export_summary(summary))
+
+
+def _dynatrace_selection(
+    option: list[str] | None,
+    version: list[str] | None,
+    file: Path | None,
+    registry: str | None,
+    with_optional: bool,
+    environment_url: str | None,
+    environment_registry: str | None,
+    environment_id: str | None,
+) -> dynatrace.Selection:
+    """Options, versions and environment from --dynatrace-file, overridden by the command line."""
+    base, env = dynatrace.load_selection_file(file) if file else (dynatrace.Selection((), {}), {})
+    options = tuple(dict.fromkeys([*base.options, *(option or [])]))
+    versions = {**base.versions, **dynatrace.parse_versions(version or [])}
+    url = environment_url or env.get("url")
+    table = dynatrace.load_catalog()
+    needs_environment = any(
+        table.components[c].builtin for o in options if o in table.options for c in table.options[o].components
+    )
+    environment = None
+    if needs_environment:
+        if not url:
+            raise UsageError(
+                "Classic Full-Stack pulls OneAgent from the environment's built-in registry: "
+                "add --environment-url https://<environment-id>.live.dynatrace.com"
+            )
+        environment = dynatrace.Environment.parse(
+            str(url), environment_registry or env.get("registry"), environment_id or env.get("id")
+        )
+    return dynatrace.Selection(
+        options, versions, registry or base.registry, with_optional or base.with_optional, environment
+    )
+
+
+def _read_secret(path: Path | None, variable: str, what: str) -> str:
+    """A token from a file or an environment variable; never from the command line."""
+    if path is not None:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    else:
+        value = os.environ.get(variable, "").strip()
+    if not value:
+        raise UsageError(f"{what}: set ${variable} or give a token file")
+    return value
 
 
 @app.command()
@@ -475,6 +600,10 @@ def import_(
     certificate_identity_regexp: CertIdentityRe = None,
     certificate_oidc_issuer: CertIssuer = None,
     certificate_oidc_issuer_regexp: CertIssuerRe = None,
+    emit_dynakube: Annotated[
+        Path | None,
+        typer.Option("--emit-dynakube", help="After import, write a DynaKube fragment here (Dynatrace mode)."),
+    ] = None,
     require_signatures: RequireSignatures = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -531,6 +660,90 @@ def import_(
     finally:
         _close_bars()
     typer.echo(json.dumps(report.to_json(), indent=2) if as_json else render.import_report(report))
+    if emit_dynakube is not None:
+        if mapper is None:
+            raise UsageError("--emit-dynakube needs a registry target (--registry/--map), not --to-oci")
+        _emit(_dynakube_text(bundle, mapper, public_key), emit_dynakube)
+        if not as_json:
+            typer.echo(f"DynaKube fragment written to {emit_dynakube}")
+
+
+dynatrace_app = typer.Typer(help="Dynatrace helpers: options and components, OneAgent versions.", no_args_is_help=True)
+app.add_typer(dynatrace_app, name="dynatrace")
+
+
+@dynatrace_app.command("options")
+def dynatrace_options() -> None:
+    """The observability options, the components each needs, and how each is signed."""
+    for line in dynatrace.component_lines():
+        typer.echo(line)
+
+
+@dynatrace_app.command("versions")
+def dynatrace_versions(
+    environment_url: Annotated[str, typer.Option("--environment-url", help="e.g. https://abc12345.live.dynatrace.com")],
+    api_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-token-file", exists=True, dir_okay=False, help="File holding the API token (default: $DT_API_TOKEN)."
+        ),
+    ] = None,
+    ca_cert: CaCert = None,
+    as_json: AsJson = False,
+) -> None:
+    """OneAgent versions the environment offers (Deployment API), newest marked."""
+    token = _read_secret(
+        api_token_file, "DT_API_TOKEN", "the Deployment API needs an API token (InstallerDownload scope)"
+    )
+    found = dynatrace.oneagent_versions(environment_url, token, verify=str(ca_cert) if ca_cert else True)
+    if as_json:
+        typer.echo(json.dumps({"versions": list(found.versions), "latest": found.latest}, indent=2))
+        return
+    for item in found.versions:
+        typer.echo(f"{item}{'  (latest)' if item == found.latest else ''}")
+    if found.latest:
+        typer.echo(
+            f"export with: --version oneagent={found.latest} (Classic Full-Stack tag "
+            f"{dynatrace.classic_tag(found.latest)})"
+        )
+
+
+@app.command()
+def dynakube(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file (only its catalog is read).")],
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Target HOST[:PORT][/PREFIX], as for import.")
+    ] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="SRC_PREFIX=DST_PREFIX, as for import.")] = None,
+    public_key: PublicKeys = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the fragment here instead of stdout.")
+    ] = None,
+) -> None:
+    """A DynaKube fragment (and pull-secret command) pointing at the imported images, pinned by digest."""
+    text = _dynakube_text(bundle, RepositoryMapper(registry, map_ or []), public_key)
+    _emit(text, output)
+
+
+def _dynakube_text(bundle: Path, mapper: RepositoryMapper, public_keys: list[Path] | None) -> str:
+    keys = [load_public_key(p) for p in public_keys] if public_keys else None
+    with open_bundle(bundle, keys) as reader:
+        catalog = reader.catalog
+    if "dynatrace" not in catalog.extensions:
+        raise UsageError(f"{bundle} was not exported in Dynatrace mode (export --dynatrace)")
+    _, writes, _ = placement(catalog, mapper)
+    targets = {w.digest: w.target for w in writes if w.kind == "image"}
+    return dynatrace.dynakube_yaml(dynatrace.pinned_images(catalog, targets))
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 def main() -> None:

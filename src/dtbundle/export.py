@@ -30,6 +30,7 @@ from dtbundle.catalog import (
     INDEX_NAME,
     LAYOUT_NAME,
     SIGNATURE_NAME,
+    UNSIGNED_ANNOTATION,
     Catalog,
     CatalogArtifact,
     CatalogFile,
@@ -63,6 +64,7 @@ class ExportSettings:
     concurrency: int = 8
     compression_level: int = 3
     force: bool = False
+    extensions: dict[str, Any] = field(default_factory=dict)  # catalog extensions (e.g. Dynatrace options)
     signature_policy: cosign.Policy | None = None  # verify image signatures before writing
     require_signatures: bool = False
 
@@ -114,7 +116,10 @@ def created_time() -> datetime.datetime:
 
 
 def build_catalog(
-    plan: ExportPlan, created: datetime.datetime, verifications: Sequence[ImageVerification] | None = None
+    plan: ExportPlan,
+    created: datetime.datetime,
+    verifications: Sequence[ImageVerification] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> tuple[Catalog, bytes]:
     """The catalog and the ``index.json`` bytes for ``plan`` (pure)."""
     roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, "image") for image in plan.images]
@@ -179,7 +184,7 @@ def build_catalog(
         for a in plan.artifacts
     )
     created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Catalog(created_text, __version__, images, artifacts, tuple(files)), index
+    return Catalog(created_text, __version__, images, artifacts, tuple(files), dict(extensions or {})), index
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -207,7 +212,7 @@ def run_export(
         if settings.require_signatures:
             require_verified(verifications)
     created = created_time()
-    catalog, index = build_catalog(plan, created, verifications)
+    catalog, index = build_catalog(plan, created, verifications, settings.extensions)
     catalog_bytes = catalog.to_bytes()
     signature = sign_catalog(settings.signing_key, catalog_bytes)
     progress = progress_factory(catalog.total_size) if progress_factory else None
@@ -285,16 +290,23 @@ def verify_plan(client: RegistryClient, plan: ExportPlan, policy: cosign.Policy)
                 layers[digest] = client.get_blob_bytes(source, Descriptor(media_type, digest, size))
     return [
         verify_image(
-            i.request.source, i.manifest.digest, [p.digest for p in i.platforms], artifacts, layers.get, policy
+            i.request.source,
+            i.manifest.digest,
+            [p.digest for p in i.platforms],
+            artifacts,
+            layers.get,
+            policy,
+            i.request.annotations.get(UNSIGNED_ANNOTATION),
         )
         for i in plan.images
     ]
 
 
 def require_verified(verifications: Sequence[ImageVerification]) -> None:
-    """--require-signatures: every image needs a valid signature (its index, or every platform)."""
+    """--require-signatures: every image needs a valid signature (its index, or every platform);
+    images unsigned by design (Classic Full-Stack) are reported, never required."""
     for v in verifications:
-        if not v.verified:
+        if not v.verified and not v.unsigned_by_design:
             reasons = sorted({c.verdict.detail for c in v.checks if not c.verdict.valid})
             why = "; ".join(reasons) if reasons else "no signature found"
             raise IntegrityError(f"{v.image} ({v.digest}) has no valid signature: {why}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtbundle import cosign
-from dtbundle.catalog import Catalog, CatalogImage
+from dtbundle.catalog import UNSIGNED_ANNOTATION, Catalog, CatalogImage
 from dtbundle.oci import COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03, parse_manifest
 
 MAX_SIGNATURE_LAYER_BYTES = 1024 * 1024
@@ -49,6 +49,7 @@ class ImageVerification:
     checks: list[Check] = field(default_factory=list)
     # platform digest -> "index", "own", "index+own" or "none"
     coverage: dict[str, str] = field(default_factory=dict)
+    unsigned_by_design: str | None = None  # e.g. Classic Full-Stack images: reported, never required
 
     @property
     def index_signed(self) -> bool:
@@ -73,6 +74,7 @@ class ImageVerification:
             "signers": self.signers,
             "platforms": dict(self.coverage),
             "signatures": [c.to_json() for c in self.checks],
+            "unsignedByDesign": self.unsigned_by_design,
         }
 
 
@@ -95,10 +97,11 @@ def verify_image(
     artifacts: Iterable[SignatureArtifact],
     blob: BlobReader,
     policy: cosign.Policy,
+    unsigned_by_design: str | None = None,
 ) -> ImageVerification:
     platform_list = list(platforms)
     subjects = {digest, *platform_list}
-    result = ImageVerification(image, digest)
+    result = ImageVerification(image, digest, unsigned_by_design=unsigned_by_design)
     for artifact in artifacts:
         if artifact.subject not in subjects:
             continue
@@ -144,7 +147,15 @@ def verify_catalog_images(
 def _verify_catalog_image(
     image: CatalogImage, artifacts: list[SignatureArtifact], blob: BlobReader, policy: cosign.Policy
 ) -> ImageVerification:
-    return verify_image(image.source, image.digest, [p.digest for p in image.platforms], artifacts, blob, policy)
+    return verify_image(
+        image.source,
+        image.digest,
+        [p.digest for p in image.platforms],
+        artifacts,
+        blob,
+        policy,
+        image.annotations.get(UNSIGNED_ANNOTATION),
+    )
 
 
 class SignatureCollector:

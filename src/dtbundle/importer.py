@@ -30,7 +30,14 @@ from typing import Any, BinaryIO
 
 from dtbundle import cosign
 from dtbundle.bundle import open_bundle
-from dtbundle.catalog import INDEX_NAME, LAYOUT_NAME, BundleLimits, Catalog, CatalogFile
+from dtbundle.catalog import (
+    INDEX_NAME,
+    LAYOUT_NAME,
+    TARGET_REPOSITORY_ANNOTATION,
+    BundleLimits,
+    Catalog,
+    CatalogFile,
+)
 from dtbundle.errors import DtbundleError, IntegrityError
 from dtbundle.export import require_verified
 from dtbundle.imagesig import SignatureCollector
@@ -97,6 +104,10 @@ def placement(
 
     for image in catalog.images:
         repo = repo_of(image.registry, image.repository)
+        private = image.annotations.get(TARGET_REPOSITORY_ANNOTATION)
+        if private and mapper.default is not None:
+            # Carried under a private name (e.g. dynatrace-oneagent-classic), below --registry.
+            repo = Reference(*mapper.default.join(private))
         graph.add_manifest(image.digest, image.media_type, [repo])
         for platform in image.platforms:
             graph.add_manifest(platform.digest, platform.media_type, [repo])

@@ -1,0 +1,105 @@
+"""Dynatrace-like sample content: the five public components (multi-arch, cosign-signed), a
+Classic Full-Stack built-in registry image, and a Deployment API stub, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dtbundle import oci
+from dtbundle.oci import Platform
+from dtbundle.reference import Reference
+from dtbundle.registry import RegistryClient
+from dtbundle.sandbox import images
+
+ENVIRONMENT_ID = "abc12345"
+SAMPLE_VERSIONS = {
+    "operator": "v1.4.0",
+    "oneagent": "1.305.57.20250115-123456",
+    "codemodules": "1.305.57.20250115-123456",
+    "activegate": "1.305.57.20250115-123456",
+    "k8s-node-config-collector": "1.3.0",
+}
+AVAILABLE_ONEAGENT = ["1.303.62.20250101-090000", "1.305.57.20250115-123456"]
+_PLATFORMS = [Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "s390x")]
+
+
+def seed_public(
+    client: RegistryClient, registry: str, key: ec.EllipticCurvePrivateKey, prefix: str = "dynatrace"
+) -> dict[str, Reference]:
+    """Push the five components (3 platforms each, index and platforms signed) below ``prefix``."""
+    base = images.make_layer("dt-base", 40 * 1024)
+    pushed = {}
+    for name, version in SAMPLE_VERSIONS.items():
+        repository = f"{prefix}/dynatrace-{name}"
+        index = images.build_index(
+            [images.build_image(p, [base, images.make_layer(f"{name}-{p}", 24 * 1024)], label=name) for p in _PLATFORMS]
+        )
+        ref = Reference(registry, repository, version)
+        images.push(client, ref, index)
+        for target in [index, *index.children]:
+            signature = images.cosign_signature(ref.name, target.digest, key)
+            images.push(client, ref.with_tag(oci.referrers_tag(target.digest) + ".sig"), signature)
+        pushed[name] = ref
+    return pushed
+
+
+def seed_builtin(client: RegistryClient, registry: str, version: str = SAMPLE_VERSIONS["oneagent"]) -> Reference:
+    """The built-in registry's single-arch ``linux/oneagent:<major>.<minor>.<revision>-raw`` (Docker media types)."""
+    major, minor, revision = version.split(".")[:3]
+    ref = Reference(registry, "linux/oneagent", f"{major}.{minor}.{revision}-raw")
+    built = images.build_image(
+        Platform("linux", "amd64"),
+        [images.make_layer("classic-oneagent", 48 * 1024)],
+        docker=True,
+        label="oneagent-classic",
+    )
+    images.push(client, ref, built)
+    return ref
+
+
+class DeploymentApi:
+    """``/api/v1/deployment/installer/agent/...`` answering only to ``Api-Token <token>``."""
+
+    def __init__(self, token: str, versions: list[str] | None = None) -> None:
+        self.token = token
+        self.versions = list(versions or AVAILABLE_ONEAGENT)
+        self.requests: list[str] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                api.requests.append(self.path)
+                expected = f"Api-Token {api.token}"
+                if not secrets.compare_digest(self.headers.get("Authorization", ""), expected):
+                    return self._reply(401, {"error": {"code": 401, "message": "Token Authentication failed"}})
+                if self.path == "/api/v1/deployment/installer/agent/versions/unix/default":
+                    return self._reply(200, {"availableVersions": api.versions})
+                if self.path == "/api/v1/deployment/installer/agent/unix/default/latest/metainfo":
+                    return self._reply(200, {"latestAgentVersion": api.versions[-1]})
+                self._reply(404, {"error": {"code": 404, "message": "not found"}})
+
+            def _reply(self, status: int, body: Mapping[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

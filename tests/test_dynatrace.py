@@ -1,0 +1,311 @@
+"""Dynatrace mode against real registries: option expansion, versions, the Deployment API,
+Classic Full-Stack from a basic-auth built-in registry, and DynaKube output that resolves."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dtbundle import dynatrace
+from dtbundle.bundle import open_bundle
+from dtbundle.errors import UsageError
+from dtbundle.reference import Reference, parse_reference
+from dtbundle.sandbox import dynatrace as dtsandbox
+from dtbundle.sandbox.registry_server import RegistryServer, start_registry
+from tests.conftest import Exported, make_client
+from tests.test_cli import assert_clean_error, run
+from tests.test_image_signatures import write_pub
+
+PAAS_TOKEN = "dt0c01.PAASTOKEN.do-not-print-me"
+API_TOKEN = "dt0c01.APITOKEN.do-not-print-me-either"
+V = dtsandbox.SAMPLE_VERSIONS
+
+
+@pytest.fixture(scope="module")
+def public(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> str:
+    """A public-like registry prefix holding the five components, signed."""
+    prefix = f"dt{uuid.uuid4().hex[:6]}"
+    with make_client(plain_registry, user=None) as client:
+        dtsandbox.seed_public(client, plain_registry.address, signing_key, prefix)
+    return f"{plain_registry.address}/{prefix}"
+
+
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A built-in-like registry: basic auth, user = environment ID, password = PaaS token."""
+    server = start_registry(
+        tmp_path_factory.mktemp("builtin"), auth="basic", users={dtsandbox.ENVIRONMENT_ID: PAAS_TOKEN}
+    )
+    with make_client(server, user=dtsandbox.ENVIRONMENT_ID, password=PAAS_TOKEN) as client:
+        dtsandbox.seed_builtin(client, server.address)
+    yield server
+    server.stop()
+
+
+OPTIONS = {
+    "cloud-native-fullstack": {"operator", "oneagent", "codemodules", "activegate"},
+    "application-observability": {"operator", "codemodules"},
+    "host-monitoring": {"operator", "oneagent", "activegate"},
+    "kubernetes-platform-monitoring": {"operator", "activegate"},
+    "classic-fullstack": {"operator", "oneagent-classic", "activegate"},
+    "kspm": {"operator", "activegate", "k8s-node-config-collector"},
+}
+
+
+@pytest.mark.parametrize(("option", "components"), OPTIONS.items())
+def test_every_option_expands_to_its_components(option: str, components: set[str]) -> None:
+    versions = {c: V.get(c, V["oneagent"]) for c in components}
+    env = dynatrace.Environment.parse("https://abc12345.live.dynatrace.com")
+    requests = dynatrace.expand(dynatrace.Selection((option,), versions, environment=env))
+    got = {r.annotations[dynatrace.COMPONENT_ANNOTATION]: r for r in requests}
+    assert set(got) == components
+    for name, request in got.items():
+        if name == "oneagent-classic":
+            assert str(request.ref) == "abc12345.live.dynatrace.com/linux/oneagent:1.305.57-raw"
+            assert [str(p) for p in request.platforms] == ["linux/amd64"]
+        else:
+            assert str(request.ref) == f"public.ecr.aws/dynatrace/dynatrace-{name}:{versions[name]}"
+
+
+def test_optional_components_and_docker_hub() -> None:
+    selection = dynatrace.Selection(
+        ("application-observability",),
+        {"operator": "v1.4.0", "codemodules": "1.2.3", "activegate": "1.2.3"},
+        "dockerhub",
+        True,
+    )
+    refs = {str(r.ref) for r in dynatrace.expand(selection)}
+    assert "docker.io/dynatrace/dynatrace-activegate:1.2.3" in refs
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"),
+    [
+        ("1.305.57.20250115-123456", "1.305.57-raw"),
+        ("1.305.57", "1.305.57-raw"),
+        ("1.99.123.20991231-235959", "1.99.123-raw"),
+    ],
+)
+def test_classic_version_mapping(version: str, tag: str) -> None:
+    assert dynatrace.classic_tag(version) == tag
+
+
+@pytest.mark.parametrize("bad", ["latest", "LATEST", "stable", "", "edge"])
+def test_mutable_tags_are_refused(bad: str) -> None:
+    with pytest.raises(UsageError) as info:
+        dynatrace.expand(
+            dynatrace.Selection(
+                ("kubernetes-platform-monitoring",), {"operator": bad, "activegate": "1.305.57.20250115-123456"}
+            )
+        )
+    assert "immutable" in str(info.value) and "--version operator=v1.4.0" in str(info.value)
+
+
+def test_missing_and_unused_versions_are_named() -> None:
+    with pytest.raises(UsageError) as info:
+        dynatrace.expand(dynatrace.Selection(("host-monitoring",), {"operator": "v1.4.0"}))
+    assert "--version oneagent=" in str(info.value) and "--version activegate=" in str(info.value)
+    with pytest.raises(UsageError) as info:
+        dynatrace.expand(
+            dynatrace.Selection(
+                ("kubernetes-platform-monitoring",), {"operator": "v1.4.0", "activegate": "1.2.3", "oneagent": "1.2.3"}
+            )
+        )
+    assert "oneagent" in str(info.value)
+    with pytest.raises(UsageError):
+        dynatrace.classic_tag("1.305")
+
+
+def test_environment_urls() -> None:
+    saas = dynatrace.Environment.parse("https://abc12345.live.dynatrace.com/")
+    assert (saas.environment_id, saas.registry) == ("abc12345", "abc12345.live.dynatrace.com")
+    managed = dynatrace.Environment.parse("https://dt.corp.example/e/0e1f2a3b-aaaa")
+    assert (managed.environment_id, managed.registry) == ("0e1f2a3b-aaaa", "dt.corp.example/e/0e1f2a3b-aaaa")
+
+
+def test_selection_file(tmp_path: Path) -> None:
+    spec = tmp_path / "dynatrace.toml"
+    spec.write_text(
+        'options = ["kspm"]\nregistry = "dockerhub"\n[versions]\noperator = "v1.4.0"\n'
+        'activegate = "1.305.57.20250115-123456"\nk8s-node-config-collector = "1.3.0"\n'
+    )
+    selection, _ = dynatrace.load_selection_file(spec)
+    refs = sorted(str(r.ref) for r in dynatrace.expand(selection))
+    assert refs == [
+        "docker.io/dynatrace/dynatrace-activegate:1.305.57.20250115-123456",
+        "docker.io/dynatrace/dynatrace-k8s-node-config-collector:1.3.0",
+        "docker.io/dynatrace/dynatrace-operator:v1.4.0",
+    ]
+
+
+def test_versions_from_the_deployment_api() -> None:
+    api = dtsandbox.DeploymentApi(API_TOKEN)
+    try:
+        proc = run("dynatrace", "versions", "--environment-url", api.url, env={"DT_API_TOKEN": API_TOKEN})
+        assert proc.returncode == 0, proc.stderr
+        assert "1.305.57.20250115-123456  (latest)" in proc.stdout and "1.303.62.20250101-090000" in proc.stdout
+        assert "--version oneagent=1.305.57.20250115-123456" in proc.stdout and "1.305.57-raw" in proc.stdout
+        wrong = run("dynatrace", "versions", "--environment-url", api.url, env={"DT_API_TOKEN": "wrong-token-123"})
+        assert "refused the API token" in assert_clean_error(wrong, 1)
+        assert "wrong-token-123" not in wrong.stdout + wrong.stderr
+        assert "DT_API_TOKEN" in assert_clean_error(run("dynatrace", "versions", "--environment-url", api.url), 2)
+        assert API_TOKEN not in proc.stdout + proc.stderr
+    finally:
+        api.stop()
+
+
+def _image_refs(fragment: str) -> list[str]:
+    found = re.findall(r"(?:image|codeModulesImage): (\S+)", fragment)
+    repo = re.search(r"repository: (\S+)\n\s+tag: (\S+)", fragment)
+    if repo:
+        found.append(f"{repo.group(1)}:{repo.group(2)}")
+    return found
+
+
+def test_cloud_native_fullstack_export_import_and_dynakube(
+    public: str,
+    exported: Exported,
+    signing_key: ec.EllipticCurvePrivateKey,
+    plain_registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    cosign_pub = write_pub(signing_key, tmp_path / "cosign.pub")
+    bundle = tmp_path / "dt.tar.zst"
+    args = [
+        "export",
+        "--plain-http",
+        "--json",
+        "--dynatrace",
+        "--option",
+        "cloud-native-fullstack",
+        "--option",
+        "kspm",
+        "--dynatrace-registry",
+        public,
+        "--signing-key",
+        str(exported.key),
+        "-o",
+        str(bundle),
+        "--cosign-key",
+        str(cosign_pub),
+        "--require-signatures",
+    ]
+    for name in ("operator", "oneagent", "codemodules", "activegate", "k8s-node-config-collector"):
+        args += ["--version", f"{name}={V[name]}"]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert all(v["verified"] for v in json.loads(proc.stdout)["signatureVerification"])
+    with open_bundle(bundle, None) as reader:
+        catalog = reader.catalog
+    assert catalog.extensions["dynatrace"]["options"] == ["cloud-native-fullstack", "kspm"]
+    assert {
+        i.annotations[dynatrace.COMPONENT_ANNOTATION]: i.annotations[dynatrace.VERSION_ANNOTATION]
+        for i in catalog.images
+    } == V
+    target = f"{plain_registry.address}/{uuid.uuid4().hex[:8]}"
+    fragment_file = tmp_path / "dynakube.yaml"
+    proc = run(
+        "import",
+        "--plain-http",
+        "--public-key",
+        str(exported.pub),
+        "--registry",
+        target,
+        "--emit-dynakube",
+        str(fragment_file),
+        str(bundle),
+    )
+    assert proc.returncode == 0, proc.stderr
+    fragment = fragment_file.read_text()
+    assert "cloudNativeFullStack:" in fragment and "kspmNodeConfigurationCollector:" in fragment
+    refs = _image_refs(fragment)
+    assert len(refs) == 4  # oneagent, codemodules, activegate, node config collector
+    with make_client(plain_registry, user=None) as client:
+        for text in refs:
+            ref = parse_reference(text)
+            assert ref.registry == plain_registry.address and ref.digest
+            assert client.get_manifest(ref).digest == ref.digest  # by digest, verified
+            # and the tag itself points at the pinned digest
+            assert client.get_manifest(Reference(ref.registry, ref.repository, ref.tag)).digest == ref.digest
+    operator = re.search(r"--set image=(\S+)", fragment)
+    assert operator and parse_reference(operator.group(1)).repository.endswith("dynatrace-operator")
+    # The standalone verb gives the same fragment from the bundle alone.
+    assert run("dynakube", "--registry", target, str(bundle)).stdout == fragment
+
+
+def test_classic_fullstack_from_the_builtin_registry(
+    public: str,
+    builtin: RegistryServer,
+    exported: Exported,
+    signing_key: ec.EllipticCurvePrivateKey,
+    plain_registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    cosign_pub = write_pub(signing_key, tmp_path / "cosign.pub")
+    bundle = tmp_path / "classic.tar.zst"
+    args = [
+        "export",
+        "--plain-http",
+        "--json",
+        "--dynatrace",
+        "--option",
+        "classic-fullstack",
+        "--dynatrace-registry",
+        public,
+        "--environment-url",
+        f"http://{builtin.address}",
+        "--environment-id",
+        dtsandbox.ENVIRONMENT_ID,
+        "--version",
+        f"operator={V['operator']}",
+        "--version",
+        f"oneagent-classic={V['oneagent']}",
+        "--version",
+        f"activegate={V['activegate']}",
+        "--signing-key",
+        str(exported.key),
+        "-o",
+        str(bundle),
+        "--cosign-key",
+        str(cosign_pub),
+        "--require-signatures",
+    ]
+    wrong = run(*args, env={"DT_PAAS_TOKEN": "not-the-paas-token"})
+    assert "refused" in assert_clean_error(wrong, 1) and "not-the-paas-token" not in wrong.stdout + wrong.stderr
+    assert "DT_PAAS_TOKEN" in assert_clean_error(run(*args), 2)
+    proc = run(*args, env={"DT_PAAS_TOKEN": PAAS_TOKEN})
+    assert proc.returncode == 0, proc.stderr
+    assert PAAS_TOKEN not in proc.stdout + proc.stderr and PAAS_TOKEN.encode() not in bundle.read_bytes()
+    report = {v["image"]: v for v in json.loads(proc.stdout)["signatureVerification"]}
+    classic = report[f"{builtin.address}/linux/oneagent:1.305.57-raw"]
+    assert not classic["verified"] and "not signed" in classic["unsignedByDesign"]
+    target = f"{plain_registry.address}/{uuid.uuid4().hex[:8]}"
+    fragment_file = tmp_path / "dynakube.yaml"
+    proc = run(
+        "import",
+        "--plain-http",
+        "--public-key",
+        str(exported.pub),
+        "--registry",
+        target,
+        "--emit-dynakube",
+        str(fragment_file),
+        str(bundle),
+    )
+    assert proc.returncode == 0, proc.stderr
+    with (
+        make_client(plain_registry, user=None) as client,
+        make_client(builtin, user=dtsandbox.ENVIRONMENT_ID, password=PAAS_TOKEN) as source,
+    ):
+        private = parse_reference(f"{target}/dynatrace-oneagent-classic:1.305.57-raw")
+        original = source.get_manifest(parse_reference(f"{builtin.address}/linux/oneagent:1.305.57-raw"))
+        assert client.get_manifest(private).digest == original.digest
+    fragment = fragment_file.read_text()
+    assert "classicFullStack:" in fragment
+    assert f"image: {private}@{original.digest}" in fragment
