@@ -36,6 +36,9 @@ def signature_lines(verifications: list[dict[str, Any]]) -> list[str]:
     """One block per image: verdict, signers, and what covers each platform manifest."""
     lines = []
     for v in verifications:
+        if not v["verified"] and v.get("unsignedByDesign"):
+            lines.append(f"  unsigned by design: {v['image']} — {v['unsignedByDesign']}")
+            continue
         mark = "signature OK" if v["verified"] else "NOT VERIFIED"
         signers = ", ".join(v["signers"]) or "no valid signature"
         lines.append(f"  {mark}: {v['image']} — {signers}")
