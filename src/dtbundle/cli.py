@@ -10,25 +10,47 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
-from dtbundle import __version__, cosign, dynatrace, render
+from dtbundle import __version__, _cli_dynatrace, dynatrace, render
+from dtbundle._cli_common import (
+    AsJson,
+    AuthRegistry,
+    CaCert,
+    CertIdentity,
+    CertIdentityRe,
+    CertIssuer,
+    CertIssuerRe,
+    CosignKeys,
+    PasswordStdin,
+    PlainHttp,
+    PublicKeys,
+    Quiet,
+    RequireSignatures,
+    SkipTls,
+    TrustedRootOpt,
+    Username,
+    close_bars,
+    dynatrace_selection,
+    explicit_credentials,
+    progress_bar,
+    read_secret,
+    registry_client,
+    signature_policy_of,
+)
 from dtbundle.bundle import open_bundle, verify_bundle
 from dtbundle.errors import EXIT_OPERATIONAL, DtbundleError, IntegrityError, UsageError
 from dtbundle.export import ExportSettings, created_time, require_verified, run_export
-from dtbundle.importer import ImportSettings, placement, run_import
+from dtbundle.importer import ImportSettings, run_import
 from dtbundle.mapping import RepositoryMapper
 from dtbundle.plan import load_images_file, requests_from
 from dtbundle.reference import parse_reference
-from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.registry import Credentials
 from dtbundle.resolve import resolve_all
 from dtbundle.signing import (
     ALGORITHMS,
@@ -70,69 +92,6 @@ def _root(
         _state["debug"] = True
 
 
-# -- shared registry options ------------------------------------------------------------
-PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries of this command.")]
-CaCert = Annotated[
-    Path | None,
-    typer.Option(
-        "--ca-cert",
-        exists=True,
-        dir_okay=False,
-        help="PEM file of CA certificates to trust for registry TLS.",
-    ),
-]
-SkipTls = Annotated[
-    bool,
-    typer.Option("--insecure-skip-tls-verify", help="Do not verify registry TLS certificates (unsafe)."),
-]
-Username = Annotated[
-    str | None,
-    typer.Option("--username", envvar="DTBUNDLE_USERNAME", help="Registry user (env DTBUNDLE_USERNAME)."),
-]
-PasswordStdin = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the registry password from standard input.")
-]
-AuthRegistry = Annotated[
-    str | None,
-    typer.Option(
-        "--auth-registry",
-        help="Registry host the explicit credentials are for "
-        "(default: the registry of the references, when there is one).",
-    ),
-]
-
-
-def _explicit_credentials(
-    username: str | None, password_stdin: bool, registries: set[str], auth_registry: str | None
-) -> dict[str, Credentials]:
-    """Bind --username/--password-stdin (or DTBUNDLE_PASSWORD) to exactly one registry."""
-    password = os.environ.get("DTBUNDLE_PASSWORD")
-    if password_stdin:
-        if sys.stdin.isatty():
-            raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
-        password = sys.stdin.readline().rstrip("\r\n")
-    if username is None:
-        if password_stdin:
-            raise UsageError("--password-stdin needs --username (or DTBUNDLE_USERNAME)")
-        return {}
-    if not password:
-        raise UsageError("--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD")
-    host = auth_registry or (next(iter(registries)) if len(registries) == 1 else None)
-    if host is None:
-        raise UsageError(
-            "explicit credentials apply to one registry, and these references name several; "
-            "add --auth-registry HOST, or log in with 'docker login' / 'skopeo login'"
-        )
-    source = "--username/--password-stdin" if password_stdin else "--username/DTBUNDLE_PASSWORD"
-    return {host: Credentials(source=source, username=username, password=password)}
-
-
-def _client(plain_http: bool, ca_cert: Path | None, skip_tls: bool, explicit: dict[str, Credentials]) -> RegistryClient:
-    config = RegistryConfig(plain_http=plain_http, ca_cert=ca_cert, insecure_skip_tls_verify=skip_tls)
-    return RegistryClient(config, CredentialResolver(explicit))
-
-
-# -- verbs ------------------------------------------------------------------------------------
 @app.command()
 def resolve(
     references: Annotated[
@@ -152,114 +111,14 @@ def resolve(
 ) -> None:
     """Resolve references to digests; list platforms, cosign signatures and OCI referrers."""
     refs = [parse_reference(r) for r in references]
-    explicit = _explicit_credentials(username, password_stdin, {r.registry for r in refs}, auth_registry)
-    with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
+    explicit = explicit_credentials(username, password_stdin, {r.registry for r in refs}, auth_registry)
+    with registry_client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
         images = resolve_all(client, refs, attachments=not no_referrers)
     if as_json:
         typer.echo(json.dumps({"images": [i.to_json() for i in images]}, indent=2))
     else:
         for image in images:
             typer.echo(render.resolved(image))
-
-
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of text.")]
-PublicKeys = Annotated[
-    list[Path] | None,
-    typer.Option("--public-key", exists=True, dir_okay=False, help="Trusted bundle public key (repeatable)."),
-]
-
-
-CosignKeys = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--cosign-key",
-        exists=True,
-        dir_okay=False,
-        help="Public key that image signatures must verify with (repeatable), e.g. Dynatrace's cosign.pub.",
-    ),
-]
-TrustedRootOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--trusted-root",
-        exists=True,
-        dir_okay=False,
-        help="Sigstore trusted_root.json for keyless signatures (Fulcio CAs, Rekor keys); used offline.",
-    ),
-]
-CertIdentity = Annotated[str | None, typer.Option("--certificate-identity", help="Keyless: exact signer identity.")]
-CertIdentityRe = Annotated[
-    str | None, typer.Option("--certificate-identity-regexp", help="Keyless: signer identity regular expression.")
-]
-CertIssuer = Annotated[str | None, typer.Option("--certificate-oidc-issuer", help="Keyless: exact OIDC issuer.")]
-CertIssuerRe = Annotated[
-    str | None, typer.Option("--certificate-oidc-issuer-regexp", help="Keyless: OIDC issuer regular expression.")
-]
-RequireSignatures = Annotated[
-    bool, typer.Option("--require-signatures", help="Fail (exit 3) when an image has no valid signature.")
-]
-
-
-def _signature_policy(
-    keys: list[Path] | None,
-    trusted_root: Path | None,
-    identity: str | None,
-    identity_re: str | None,
-    issuer: str | None,
-    issuer_re: str | None,
-    require: bool,
-) -> cosign.Policy | None:
-    """The image-signature policy of the options, or None when no signature check was asked for."""
-    keyless = any(x is not None for x in (identity, identity_re, issuer, issuer_re))
-    if keyless and trusted_root is None:
-        raise UsageError("keyless verification (--certificate-identity…) needs --trusted-root FILE")
-    if trusted_root is not None and not keyless and not keys:
-        raise UsageError("--trusted-root needs --certificate-identity[-regexp] (who may sign), or --cosign-key")
-    if not keys and not keyless:
-        if require:
-            raise UsageError("--require-signatures needs --cosign-key or keyless options to verify with")
-        return None
-    for pattern in (identity_re, issuer_re):
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise UsageError(f"invalid regular expression {pattern!r}: {exc}") from None
-    loaded = tuple(cosign.load_verify_key(p.read_bytes(), str(p)) for p in keys or [])
-    root = cosign.TrustedRoot.from_json(trusted_root.read_bytes(), str(trusted_root)) if trusted_root else None
-    identities = (cosign.Identity(identity, identity_re, issuer, issuer_re),) if keyless else ()
-    return cosign.Policy(loaded, root, identities)
-
-
-def _progress(quiet: bool, description: str) -> Callable[[int], Callable[[int], None]] | None:
-    """A tqdm byte counter on stderr, only on a terminal and without --quiet."""
-    if quiet or not sys.stderr.isatty():
-        return None
-
-    def factory(total: int) -> Callable[[int], None]:
-        bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=description,
-            file=sys.stderr,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        _bars.append(bar)
-        return lambda n: bar.update(n) and None
-
-    return factory
-
-
-_bars: list[tqdm] = []
-
-
-def _close_bars() -> None:
-    while _bars:
-        _bars.pop().close()
 
 
 @app.command()
@@ -387,7 +246,7 @@ def export(
     extensions: dict[str, object] = {}
     classic: dict[str, Credentials] = {}
     if dynatrace_mode or dynatrace_file:
-        selection = _dynatrace_selection(
+        selection = dynatrace_selection(
             option,
             version,
             dynatrace_file,
@@ -400,7 +259,7 @@ def export(
         requests += dynatrace.expand(selection)
         extensions["dynatrace"] = {"options": list(selection.options), "registry": selection.registry}
         if selection.environment is not None:
-            token = _read_secret(paas_token_file, "DT_PAAS_TOKEN", "Classic Full-Stack needs a PaaS token")
+            token = read_secret(paas_token_file, "DT_PAAS_TOKEN", "Classic Full-Stack needs a PaaS token")
             host = parse_reference(selection.environment.registry + "/x").registry
             source = f"PaaS token ({paas_token_file or '$DT_PAAS_TOKEN'})"
             classic[host] = Credentials(source, selection.environment.environment_id, token)
@@ -413,7 +272,7 @@ def export(
         raise UsageError("no images to export: give references or --images-file")
     key = load_private_key(signing_key)
     path = output or Path(f"bundle-{created_time().strftime('%Y%m%d-%H%M%S')}.tar.zst")
-    explicit = _explicit_credentials(
+    explicit = explicit_credentials(
         username, password_stdin, {r.ref.registry for r in requests} - set(classic), auth_registry
     )
     explicit.update(classic)
@@ -425,7 +284,7 @@ def export(
         concurrency=concurrency,
         compression_level=compression_level,
         force=force,
-        signature_policy=_signature_policy(
+        signature_policy=signature_policy_of(
             cosign_key,
             trusted_root,
             certificate_identity,
@@ -437,60 +296,12 @@ def export(
         require_signatures=require_signatures,
         extensions=extensions,
     )
-    with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
+    with registry_client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
         try:
-            summary = run_export(client, settings, _progress(quiet, "export"))
+            summary = run_export(client, settings, progress_bar(quiet, "export"))
         finally:
-            _close_bars()
+            close_bars()
     typer.echo(json.dumps(summary.to_json(), indent=2) if as_json else render.export_summary(summary))
-
-
-def _dynatrace_selection(
-    option: list[str] | None,
-    version: list[str] | None,
-    file: Path | None,
-    registry: str | None,
-    with_optional: bool,
-    environment_url: str | None,
-    environment_registry: str | None,
-    environment_id: str | None,
-) -> dynatrace.Selection:
-    """Options, versions and environment from --dynatrace-file, overridden by the command line."""
-    base, env = dynatrace.load_selection_file(file) if file else (dynatrace.Selection((), {}), {})
-    options = tuple(dict.fromkeys([*base.options, *(option or [])]))
-    versions = {**base.versions, **dynatrace.parse_versions(version or [])}
-    url = environment_url or env.get("url")
-    table = dynatrace.load_catalog()
-    needs_environment = any(
-        table.components[c].builtin for o in options if o in table.options for c in table.options[o].components
-    )
-    environment = None
-    if needs_environment:
-        if not url:
-            raise UsageError(
-                "Classic Full-Stack pulls OneAgent from the environment's built-in registry: "
-                "add --environment-url https://<environment-id>.live.dynatrace.com"
-            )
-        environment = dynatrace.Environment.parse(
-            str(url), environment_registry or env.get("registry"), environment_id or env.get("id")
-        )
-    return dynatrace.Selection(
-        options, versions, registry or base.registry, with_optional or base.with_optional, environment
-    )
-
-
-def _read_secret(path: Path | None, variable: str, what: str) -> str:
-    """A token from a file or an environment variable; never from the command line."""
-    if path is not None:
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    else:
-        value = os.environ.get(variable, "").strip()
-    if not value:
-        raise UsageError(f"{what}: set ${variable} or give a token file")
-    return value
 
 
 @app.command()
@@ -512,7 +323,7 @@ def verify(
     if not public_key:
         raise UsageError("verify needs --public-key PUB (the dtbundle.pub of the exporting side)")
     keys = [load_public_key(p) for p in public_key]
-    policy = _signature_policy(
+    policy = signature_policy_of(
         cosign_key,
         trusted_root,
         certificate_identity,
@@ -522,9 +333,9 @@ def verify(
         require_signatures,
     )
     try:
-        result = verify_bundle(bundle, keys, progress_factory=_progress(quiet, "verify"), signature_policy=policy)
+        result = verify_bundle(bundle, keys, progress_factory=progress_bar(quiet, "verify"), signature_policy=policy)
     finally:
-        _close_bars()
+        close_bars()
     signatures = [i.to_json() for i in result.images or []]
     if not as_json:
         typer.echo(render.verify_result(str(bundle), result))
@@ -629,7 +440,7 @@ def import_(
     if to_oci is not None and (registry or map_):
         raise UsageError("--to-oci writes a directory: do not combine it with --registry or --map")
     mapper = None if to_oci is not None else RepositoryMapper(registry, map_ or [])
-    policy = _signature_policy(
+    policy = signature_policy_of(
         cosign_key,
         trusted_root,
         certificate_identity,
@@ -648,102 +459,27 @@ def import_(
         signature_policy=policy,
         require_signatures=require_signatures,
     )
-    factory = _progress(quiet, "import")
+    factory = progress_bar(quiet, "import")
     try:
         if mapper is None:
             report = run_import(None, settings, factory)
         else:
             hosts = {r.target.registry for r in mapper.rules} | ({mapper.default.registry} if mapper.default else set())
-            explicit = _explicit_credentials(username, password_stdin, hosts, auth_registry)
-            with _client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
+            explicit = explicit_credentials(username, password_stdin, hosts, auth_registry)
+            with registry_client(plain_http, ca_cert, insecure_skip_tls_verify, explicit) as client:
                 report = run_import(client, settings, factory)
     finally:
-        _close_bars()
+        close_bars()
     typer.echo(json.dumps(report.to_json(), indent=2) if as_json else render.import_report(report))
     if emit_dynakube is not None:
         if mapper is None:
             raise UsageError("--emit-dynakube needs a registry target (--registry/--map), not --to-oci")
-        _emit(_dynakube_text(bundle, mapper, public_key), emit_dynakube)
+        _cli_dynatrace.emit(_cli_dynatrace.dynakube_text(bundle, mapper, public_key), emit_dynakube)
         if not as_json:
             typer.echo(f"DynaKube fragment written to {emit_dynakube}")
 
 
-dynatrace_app = typer.Typer(help="Dynatrace helpers: options and components, OneAgent versions.", no_args_is_help=True)
-app.add_typer(dynatrace_app, name="dynatrace")
-
-
-@dynatrace_app.command("options")
-def dynatrace_options() -> None:
-    """The observability options, the components each needs, and how each is signed."""
-    for line in dynatrace.component_lines():
-        typer.echo(line)
-
-
-@dynatrace_app.command("versions")
-def dynatrace_versions(
-    environment_url: Annotated[str, typer.Option("--environment-url", help="e.g. https://abc12345.live.dynatrace.com")],
-    api_token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--api-token-file", exists=True, dir_okay=False, help="File holding the API token (default: $DT_API_TOKEN)."
-        ),
-    ] = None,
-    ca_cert: CaCert = None,
-    as_json: AsJson = False,
-) -> None:
-    """OneAgent versions the environment offers (Deployment API), newest marked."""
-    token = _read_secret(
-        api_token_file, "DT_API_TOKEN", "the Deployment API needs an API token (InstallerDownload scope)"
-    )
-    found = dynatrace.oneagent_versions(environment_url, token, verify=str(ca_cert) if ca_cert else True)
-    if as_json:
-        typer.echo(json.dumps({"versions": list(found.versions), "latest": found.latest}, indent=2))
-        return
-    for item in found.versions:
-        typer.echo(f"{item}{'  (latest)' if item == found.latest else ''}")
-    if found.latest:
-        typer.echo(
-            f"export with: --version oneagent={found.latest} (Classic Full-Stack tag "
-            f"{dynatrace.classic_tag(found.latest)})"
-        )
-
-
-@app.command()
-def dynakube(
-    bundle: Annotated[Path, typer.Argument(help="The bundle file (only its catalog is read).")],
-    registry: Annotated[
-        str | None, typer.Option("--registry", help="Target HOST[:PORT][/PREFIX], as for import.")
-    ] = None,
-    map_: Annotated[list[str] | None, typer.Option("--map", help="SRC_PREFIX=DST_PREFIX, as for import.")] = None,
-    public_key: PublicKeys = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the fragment here instead of stdout.")
-    ] = None,
-) -> None:
-    """A DynaKube fragment (and pull-secret command) pointing at the imported images, pinned by digest."""
-    text = _dynakube_text(bundle, RepositoryMapper(registry, map_ or []), public_key)
-    _emit(text, output)
-
-
-def _dynakube_text(bundle: Path, mapper: RepositoryMapper, public_keys: list[Path] | None) -> str:
-    keys = [load_public_key(p) for p in public_keys] if public_keys else None
-    with open_bundle(bundle, keys) as reader:
-        catalog = reader.catalog
-    if "dynatrace" not in catalog.extensions:
-        raise UsageError(f"{bundle} was not exported in Dynatrace mode (export --dynatrace)")
-    _, writes, _ = placement(catalog, mapper)
-    targets = {w.digest: w.target for w in writes if w.kind == "image"}
-    return dynatrace.dynakube_yaml(dynatrace.pinned_images(catalog, targets))
-
-
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+_cli_dynatrace.register(app)
 
 
 def main() -> None:
