@@ -3,12 +3,7 @@ Classic Full-Stack built-in registry image, and a Deployment API stub, all on 12
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
-from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -17,6 +12,7 @@ from dtbundle.oci import Platform
 from dtbundle.reference import Reference
 from dtbundle.registry import RegistryClient
 from dtbundle.sandbox import images
+from dtbundle.sandbox._http import JsonHandler, LocalServer
 
 ENVIRONMENT_ID = "abc12345"
 SAMPLE_VERSIONS = {
@@ -73,33 +69,20 @@ class DeploymentApi:
         self.requests: list[str] = []
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 api.requests.append(self.path)
                 expected = f"Api-Token {api.token}"
                 if not secrets.compare_digest(self.headers.get("Authorization", ""), expected):
-                    return self._reply(401, {"error": {"code": 401, "message": "Token Authentication failed"}})
+                    return self.reply(401, {"error": {"code": 401, "message": "Token Authentication failed"}})
                 if self.path == "/api/v1/deployment/installer/agent/versions/unix/default":
-                    return self._reply(200, {"availableVersions": api.versions})
+                    return self.reply(200, {"availableVersions": api.versions})
                 if self.path == "/api/v1/deployment/installer/agent/unix/default/latest/metainfo":
-                    return self._reply(200, {"latestAgentVersion": api.versions[-1]})
-                self._reply(404, {"error": {"code": 404, "message": "not found"}})
+                    return self.reply(200, {"latestAgentVersion": api.versions[-1]})
+                self.reply(404, {"error": {"code": 404, "message": "not found"}})
 
-            def _reply(self, status: int, body: Mapping[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._server = LocalServer(Handler)
+        self.url = self._server.url
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.stop()

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from dtbundle.sandbox._http import JsonHandler, LocalServer
 from dtbundle.sandbox.pki import KeyPair
 
 
@@ -55,15 +55,12 @@ class TokenServer:
         self._lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 valid, user = server._basic_user(self.headers.get("Authorization"))
                 if not valid:
-                    return self._reply(401, {"details": "invalid credentials"})
+                    return self.reply(401, {"details": "invalid credentials"})
                 self._grant(user, query.get("scope", []), query.get("service", [""])[0])
 
             def do_POST(self) -> None:
@@ -72,35 +69,24 @@ class TokenServer:
                 token = form.get("refresh_token", [""])[0]
                 user = server.policy.refresh_tokens.get(token)
                 if form.get("grant_type") != ["refresh_token"] or user is None:
-                    return self._reply(401, {"details": "invalid refresh token"})
+                    return self.reply(401, {"details": "invalid refresh token"})
                 self._grant(user, form.get("scope", []), form.get("service", [""])[0])
 
             def _grant(self, user: str | None, scopes: list[str], service: str) -> None:
                 with server._lock:
                     server.requests.append({"user": user, "scopes": scopes, "service": service})
                 token = server.issue(user, scopes)
-                self._reply(
+                self.reply(
                     200,
                     {"token": token, "access_token": token, "expires_in": server.policy.lifetime},
                 )
 
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._httpd.server_address[1]
-        self.realm = f"http://127.0.0.1:{self.port}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LocalServer(Handler)
+        self.port = self._server.port
+        self.realm = f"{self._server.url}/token"
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.stop()
 
     def _basic_user(self, header: str | None) -> tuple[bool, str | None]:
         """(valid, user): user None is anonymous; valid False means bad credentials."""
