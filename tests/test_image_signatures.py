@@ -211,3 +211,36 @@ def test_policy_option_errors(exported: Exported, tmp_path: Path) -> None:
         ),
         2,
     )
+
+
+def test_signatures_still_verify_at_the_private_registry(
+    exported: Exported, cosign_pub: Path, plain_registry: RegistryServer, tmp_path: Path
+) -> None:
+    # Byte for byte means the cosign signatures verify against the private registry too: export
+    # (which verifies from a registry) run against the imported copies finds them all valid.
+    where = f"{plain_registry.address}/{uuid.uuid4().hex[:8]}"
+    assert (
+        run(
+            "import", "--plain-http", "--public-key", str(exported.pub), "--registry", where, str(exported.path)
+        ).returncode
+        == 0
+    )
+    signed = [i for i in exported.images if i.signed]
+    mirrored = [f"{where}/{i.ref.repository}:{i.ref.tag}" for i in signed]
+    proc = run(
+        "export",
+        "--plain-http",
+        "--json",
+        "--signing-key",
+        str(exported.key),
+        "-o",
+        str(tmp_path / "again.tar.zst"),
+        "--cosign-key",
+        str(cosign_pub),
+        "--require-signatures",
+        *mirrored,
+    )
+    assert proc.returncode == 0, proc.stderr
+    verdicts = json.loads(proc.stdout)["signatureVerification"]
+    assert [v["digest"] for v in verdicts] == [i.digest for i in signed]
+    assert all(v["verified"] for v in verdicts)
