@@ -38,7 +38,6 @@ from dtbundle.errors import IntegrityError, LocalIOError, UsageError
 from dtbundle.imagesig import ImageVerification, SignatureCollector
 from dtbundle.signing import MAX_SIGNATURE_FILE_BYTES, PublicKey, verify_catalog
 
-_COPY_CHUNK = 1 << 20
 # zstd multi-threaded job size: small jobs keep the compressor's buffers (and RSS) low.
 JOB_BYTES = 4 << 20
 
@@ -88,7 +87,6 @@ class BundleWriter:
             closefd=False,
         )
         self._written = 0  # uncompressed tar bytes
-        self.uncompressed_content = 0
 
     def __enter__(self) -> BundleWriter:
         return self
@@ -108,7 +106,6 @@ class BundleWriter:
         self._emit(_tar.header(name, len(data), self._mtime))
         self._emit(data)
         self._emit(_tar.padding(len(data)))
-        self.uncompressed_content += len(data)
 
     def add_stream(
         self,
@@ -130,7 +127,6 @@ class BundleWriter:
         if written != size:
             raise IntegrityError(f"{name} is {written} bytes, its catalog size is {size}")
         self._emit(_tar.padding(size))
-        self.uncompressed_content += size
 
     def commit(self) -> WrittenBundle:
         """Finish the archive, fsync, rename into place, write the sidecar."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import httpx
 
 from dtbundle import __version__
 from dtbundle.catalog import TARGET_REPOSITORY_ANNOTATION as REPOSITORY_ANNOTATION
-from dtbundle.catalog import UNSIGNED_ANNOTATION, Catalog, CatalogImage
+from dtbundle.catalog import UNSIGNED_ANNOTATION, Catalog
 from dtbundle.errors import AuthenticationError, OperationalError, RegistryConnectionError, UsageError
 from dtbundle.plan import ImageRequest, PlatformFilter
 from dtbundle.reference import Reference, parse_reference
@@ -381,8 +381,3 @@ def component_lines(catalog: DynatraceCatalog | None = None) -> list[str]:
         where = "built-in registry" if component.builtin else "public registries"
         lines.append(f"  {component.name:<26} {component.repository:<36} {component.signing:<10} {where}")
     return lines
-
-
-def signature_exempt(images: Sequence[CatalogImage] | Sequence[ImageRequest]) -> dict[str, str]:
-    """Images whose missing signature is by design (Classic Full-Stack), by source text."""
-    return {i.source: i.annotations[UNSIGNED_ANNOTATION] for i in images if UNSIGNED_ANNOTATION in i.annotations}

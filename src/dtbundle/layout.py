@@ -51,12 +51,6 @@ def index_json(roots: Iterable[LayoutRoot]) -> bytes:
     return (json.dumps(document, indent=1) + "\n").encode()
 
 
-def load_index_json(data: bytes) -> list[Descriptor]:
-    """The descriptors of an ``index.json`` (used to read a layout back)."""
-    document = json.loads(data)
-    return [Descriptor.from_json(m) for m in document.get("manifests", [])]
-
-
 class LayoutWriter:
     """Writes verified content into an OCI image layout directory (``import --to-oci``).
 

@@ -108,10 +108,6 @@ class ExportPlan:
     blobs: dict[str, StoredBlob] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def blob_bytes(self) -> int:
-        return sum(b.descriptor.size for b in self.blobs.values())
-
 
 def _require_sha256(digest: str, what: str) -> None:
     if not digest.startswith("sha256:"):

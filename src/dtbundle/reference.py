@@ -159,11 +159,3 @@ def parse_reference(text: str, *, default_tag: str | None = "latest") -> Referen
     if tag is None and digest is None:
         tag = default_tag
     return Reference(registry=registry, repository=path, tag=tag, digest=digest)
-
-
-def parse_repository(text: str) -> Reference:
-    """Parse a repository name with neither tag nor digest (e.g. a mount source)."""
-    ref = parse_reference(text, default_tag=None)
-    if ref.tag or ref.digest:
-        raise InvalidReferenceError(f"{text!r} names a tag or digest; give only the repository")
-    return ref
