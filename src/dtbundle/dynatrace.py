@@ -9,6 +9,7 @@ or returns a token.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import re
 import tomllib
@@ -64,6 +65,7 @@ class DynatraceCatalog:
     options: Mapping[str, Option]
 
 
+@functools.cache  # a data file shipped with the package: parse it once per process
 def load_catalog() -> DynatraceCatalog:
     data = tomllib.loads((importlib.resources.files("dtbundle") / "data" / "dynatrace.toml").read_text("utf-8"))
     components = {

@@ -170,11 +170,10 @@ def run_import(
     started = time.monotonic()
     with open_bundle(settings.bundle, settings.keys, settings.limits) as reader:
         catalog = reader.catalog
-        target = (
-            str(settings.to_oci)
-            if settings.to_oci
-            else ", ".join(sorted({str(r.default) for r in [settings.mapper] if r and r.default}) or ["--map targets"])
-        )
+        if settings.to_oci is not None:
+            target = str(settings.to_oci)
+        else:
+            target = str(settings.mapper.default) if settings.mapper and settings.mapper.default else "--map targets"
         report = ImportReport(str(settings.bundle), target, settings.dry_run, reader.key_id)
         if settings.to_oci is not None:
             graph, writes, referrer_list = _layout_placement(catalog)
@@ -234,15 +233,14 @@ def run_import(
         publisher = Publisher(client, graph, report.counts)
         publisher.manifests()
         publisher.tags(writes, current)
+        subject_of = {a.digest: a.subject for a in catalog.artifacts}
         referrers = [
             Referrer(subject, repo, referrer_descriptor(graph.data[digest], graph.manifest_types[digest], kind))
             for digest, repo, kind in referrer_list
-            for subject in [_subject_of(catalog, digest)]
+            for subject in [subject_of[digest]]
         ]
         bundle_indexes = {
-            (w.target.with_tag(None), _subject_of(catalog, w.digest)): w.digest
-            for w in writes
-            if w.kind == "referrers-index"
+            (w.target.with_tag(None), subject_of[w.digest]): w.digest for w in writes if w.kind == "referrers-index"
         }
         publisher.referrers_indexes(referrers, bundle_indexes)
     else:
@@ -254,10 +252,6 @@ def run_import(
             report.images.append({"source": str(write.source), "target": f"{write.target}@{write.digest}"})
     report.seconds = time.monotonic() - started
     return report
-
-
-def _subject_of(catalog: Catalog, digest: str) -> str:
-    return next(a.subject for a in catalog.artifacts if a.digest == digest)
 
 
 def _counted(data: Iterator[bytes], progress: Progress | None) -> Iterator[bytes]:

@@ -98,31 +98,27 @@ def demo(box: Sandbox, workdir: Path) -> None:
     keys, out = workdir / "keys", workdir / "out"
     out.mkdir()
     pub, cosign_pub = str(keys / "dtbundle.pub"), str(box.cosign_pub)
-    versions = [f"--version={n}={v}" for n, v in dtsandbox.SAMPLE_VERSIONS.items() if n != "oneagent"]
-    versions.append(f"--version=oneagent={dtsandbox.SAMPLE_VERSIONS['oneagent']}")
+    versions = [f"--version={n}={v}" for n, v in dtsandbox.SAMPLE_VERSIONS.items()]
+    # Both exports: Dynatrace mode from the sample registry, vendor signatures required, signed bundle.
+    dynatrace_export = [
+        "export",
+        "--plain-http",
+        "--dynatrace",
+        "--dynatrace-registry",
+        f"{box.source.address}/dynatrace",
+        "--cosign-key",
+        cosign_pub,
+        "--require-signatures",
+        "--signing-key",
+        str(keys / "dtbundle.key"),
+    ]
     _say("\n=== Internet side ===")
     _run_dtbundle("dynatrace", "options")
     _run_dtbundle("dynatrace", "versions", "--environment-url", box.api.url, env={"DT_API_TOKEN": API_TOKEN})
     _run_dtbundle("keygen", "--output-dir", str(keys))
     bundle = out / "dynatrace.tar.zst"
     _run_dtbundle(
-        "export",
-        "--plain-http",
-        "--dynatrace",
-        "--dynatrace-registry",
-        f"{box.source.address}/dynatrace",
-        "--option",
-        "cloud-native-fullstack",
-        "--option",
-        "kspm",
-        *versions,
-        "--cosign-key",
-        cosign_pub,
-        "--require-signatures",
-        "--signing-key",
-        str(keys / "dtbundle.key"),
-        "--output",
-        str(bundle),
+        *dynatrace_export, "--option", "cloud-native-fullstack", "--option", "kspm", *versions, "--output", str(bundle)
     )
     _say(f"\n$ (cd {out} && sha256sum -c {bundle.name}.sha256)")
     subprocess.run(["sha256sum", "-c", f"{bundle.name}.sha256"], cwd=out, check=True)
@@ -152,11 +148,7 @@ def demo(box: Sandbox, workdir: Path) -> None:
     _say("=== Classic Full-Stack: OneAgent from the environment's built-in registry (PaaS token) ===")
     classic = out / "classic.tar.zst"
     _run_dtbundle(
-        "export",
-        "--plain-http",
-        "--dynatrace",
-        "--dynatrace-registry",
-        f"{box.source.address}/dynatrace",
+        *dynatrace_export,
         "--option",
         "classic-fullstack",
         "--environment-url",
@@ -166,11 +158,6 @@ def demo(box: Sandbox, workdir: Path) -> None:
         f"--version=operator={dtsandbox.SAMPLE_VERSIONS['operator']}",
         f"--version=oneagent-classic={dtsandbox.SAMPLE_VERSIONS['oneagent']}",
         f"--version=activegate={dtsandbox.SAMPLE_VERSIONS['activegate']}",
-        "--cosign-key",
-        cosign_pub,
-        "--require-signatures",
-        "--signing-key",
-        str(keys / "dtbundle.key"),
         "--output",
         str(classic),
         env={"DT_PAAS_TOKEN": PAAS_TOKEN},
