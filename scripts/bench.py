@@ -34,7 +34,7 @@ from pathlib import Path
 
 from dtbundle import oci
 from dtbundle.oci import Descriptor, Platform
-from dtbundle.reference import Reference, parse_reference
+from dtbundle.oci.reference import Reference, parse_reference
 from dtbundle.registry import RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
@@ -417,7 +417,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def _bundle_content(bundle: Path) -> int:
-    from dtbundle.bundle import open_bundle
+    from dtbundle.bundle.reader import open_bundle
 
     with open_bundle(bundle, None) as reader:
         return reader.catalog.total_size

@@ -9,20 +9,21 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dtbundle.export import ExportSettings, run_export
-from dtbundle.plan import requests_from
-from dtbundle.reference import Reference
+from dtbundle.bundle.key import generate_keys, load_private_key
+from dtbundle.export.plan import requests_from
+from dtbundle.export.run import ExportSettings, run_export
+from dtbundle.limits import RegistryLimits
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
 from dtbundle.sandbox.pki import KeyPair, make_ca
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
-from dtbundle.signing import generate_keys, load_private_key
 
 USER, PASSWORD = "alice", "correct-horse-battery"
 READER, READER_PASSWORD = "reader", "only-reads-here"
@@ -107,9 +108,16 @@ def make_client(
     }
     settings.update(config)
     return RegistryClient(
-        RegistryConfig(**settings),  # type: ignore[arg-type]
+        registry_config(**settings),
         CredentialResolver(explicit, use_config_files=False),
     )
+
+
+def registry_config(**settings: object) -> RegistryConfig:
+    """A RegistryConfig from flat keyword arguments: bounds go to its RegistryLimits."""
+    bounds = {f.name for f in fields(RegistryLimits)}
+    limits = {k: settings.pop(k) for k in list(settings) if k in bounds}
+    return RegistryConfig(limits=RegistryLimits(**limits), **settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture

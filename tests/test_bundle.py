@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dtbundle.bundle import open_bundle, verify_bundle
-from dtbundle.catalog import BundleLimits, parse_catalog
-from dtbundle.errors import IntegrityError, UsageError
-from dtbundle.signing import (
+from dtbundle.bundle.format import parse_catalog
+from dtbundle.bundle.key import (
     PASSPHRASE_ENV,
     generate_keys,
     key_id,
@@ -24,6 +22,9 @@ from dtbundle.signing import (
     sign_catalog,
     verify_catalog,
 )
+from dtbundle.bundle.reader import open_bundle, verify_bundle
+from dtbundle.errors import IntegrityError, UsageError
+from dtbundle.limits import BundleLimits
 from tests.bundle_tools import flip_byte, read_entries, write_entries
 from tests.conftest import Exported
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from dtbundle.oci import Platform
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
 from tests.bundle_tools import flip_byte, read_entries, write_entries

@@ -15,9 +15,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from dtbundle import cosign
 from dtbundle.errors import UsageError
 from dtbundle.oci import sha256_digest
+from dtbundle.trust import cosign
 from tests.conftest import SHARED
 
 VECTORS = SHARED / "testvectors"

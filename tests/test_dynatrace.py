@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle import dynatrace
-from dtbundle.bundle import open_bundle
+from dtbundle.bundle.reader import open_bundle
 from dtbundle.errors import UsageError
-from dtbundle.reference import Reference, parse_reference
+from dtbundle.oci.reference import Reference, parse_reference
 from dtbundle.sandbox import dynatrace as dtsandbox
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
 from tests.conftest import Exported, make_client

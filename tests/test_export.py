@@ -13,17 +13,17 @@ import httpx
 import pytest
 
 from dtbundle import oci
-from dtbundle.bundle import open_bundle, verify_bundle
-from dtbundle.catalog import Catalog, blob_path
+from dtbundle.bundle.format import Catalog
+from dtbundle.bundle.key import load_private_key, load_public_key
+from dtbundle.bundle.reader import open_bundle, verify_bundle
 from dtbundle.errors import OperationalError, UsageError
-from dtbundle.export import ExportSettings, run_export
-from dtbundle.oci import Descriptor, Platform, sha256_digest
-from dtbundle.plan import load_images_file, requests_from
-from dtbundle.reference import Reference
+from dtbundle.export.plan import load_images_file, requests_from
+from dtbundle.export.run import ExportSettings, run_export
+from dtbundle.oci import Descriptor, Platform, blob_path, sha256_digest
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import CredentialResolver, RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from dtbundle.signing import load_private_key, load_public_key
 from tests.conftest import Exported, make_client, ref_in
 
 

@@ -12,12 +12,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dtbundle import cosign, oci
-from dtbundle.bundle import open_bundle
+from dtbundle import oci
+from dtbundle.bundle.reader import open_bundle
 from dtbundle.oci import Platform
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
+from dtbundle.trust import cosign
 from tests.conftest import Exported, make_client
 from tests.test_cli import assert_clean_error, run
 

@@ -17,25 +17,25 @@ from pathlib import Path
 import pytest
 
 from dtbundle import oci
-from dtbundle.catalog import Catalog
+from dtbundle.bundle.format import Catalog
+from dtbundle.bundle.key import load_private_key, load_public_key
 from dtbundle.errors import NotFoundError, UsageError
-from dtbundle.export import ExportSettings, run_export
-from dtbundle.importer import ImportSettings, run_import
-from dtbundle.mapping import RepositoryMapper
+from dtbundle.export.plan import requests_from
+from dtbundle.export.run import ExportSettings, run_export
+from dtbundle.importer.mapping import RepositoryMapper
+from dtbundle.importer.run import ImportSettings, run_import
 from dtbundle.oci import Platform
-from dtbundle.plan import requests_from
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from dtbundle.signing import load_private_key, load_public_key
 from tests.bundle_tools import flip_byte, read_entries, write_entries
 from tests.conftest import PASSWORD, USER, Exported, make_client
 from tests.test_cli import assert_clean_error, run
 
 
 def catalog(exported: Exported) -> Catalog:
-    from dtbundle.bundle import open_bundle
+    from dtbundle.bundle.reader import open_bundle
 
     with open_bundle(exported.path, None) as reader:
         return reader.catalog

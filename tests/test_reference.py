@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dtbundle.errors import InvalidReferenceError, UsageError
-from dtbundle.reference import Reference, parse_reference
+from dtbundle.oci.reference import Reference, parse_reference
 
 D = "sha256:" + "ab" * 32
 

@@ -22,12 +22,13 @@ from tests.conftest import (
     USER,
     make_client,
     ref_in,
+    registry_config,
 )
 
 
 def bare_client(**config: object) -> RegistryClient:
     """A client with no credentials and no config files: only what ``config`` says."""
-    return RegistryClient(RegistryConfig(**config), CredentialResolver(use_config_files=False))  # type: ignore[arg-type]
+    return RegistryClient(registry_config(**config), CredentialResolver(use_config_files=False))
 
 
 def _roundtrip(client: RegistryClient, server: RegistryServer, repo: str) -> None:

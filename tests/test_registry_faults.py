@@ -24,8 +24,9 @@ from dtbundle.errors import (
     UnsupportedManifestError,
 )
 from dtbundle.oci import Descriptor, sha256_digest
-from dtbundle.reference import Reference
-from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.oci.reference import Reference
+from dtbundle.registry import CredentialResolver, Credentials, RegistryClient
+from tests.conftest import registry_config
 
 REG = "registry.test"
 REF = Reference(REG, "team/app", "1.0")
@@ -38,7 +39,7 @@ def client_for(handler: Handler, *, creds: bool = False, **config: object) -> tu
     settings: dict[str, object] = {"backoff_initial": 0.01}
     settings.update(config)
     client = RegistryClient(
-        RegistryConfig(**settings),
+        registry_config(**settings),
         CredentialResolver(explicit, use_config_files=False),  # type: ignore[arg-type]
         transport=httpx.MockTransport(handler),
         sleep=sleeps.append,

@@ -1,7 +1,7 @@
 """dtbundle: carry container images and their signatures into air-gapped registries.
 
 The public surface is small: the CLI (``dtbundle``), the error hierarchy in
-:mod:`dtbundle.errors`, image references in :mod:`dtbundle.reference` and the
+:mod:`dtbundle.errors`, image references in :mod:`dtbundle.oci.reference` and the
 registry client in :mod:`dtbundle.registry`.
 """
 

@@ -15,18 +15,17 @@ they share the session's retries, TLS settings and transport.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
 from dtbundle.errors import AuthenticationError, RegistryProtocolError
+from dtbundle.registry.bounded import read_json_object
 from dtbundle.registry.credentials import CredentialResolver, Credentials
 
 _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
@@ -197,7 +196,7 @@ class Authenticator:
                 )
             if response.status_code != 200:
                 raise AuthenticationError(f"token service of registry {registry} answered HTTP {response.status_code}")
-            body = _bounded_json(response, self._max_json, f"token response of registry {registry}")
+            body = read_json_object(response, self._max_json, f"token response of registry {registry}")
         finally:
             response.close()
         value = body.get("token") or body.get("access_token")
@@ -209,17 +208,3 @@ class Authenticator:
         expires = time.monotonic() + max(float(lifetime) - _EXPIRY_MARGIN, float(lifetime) / 2)
         return _Token(value, expires)
 
-
-def _bounded_json(response: httpx.Response, limit: int, what: str) -> dict[str, Any]:
-    data = bytearray()
-    for chunk in response.iter_bytes():
-        data += chunk
-        if len(data) > limit:
-            raise RegistryProtocolError(f"{what} is larger than {limit} bytes")
-    try:
-        obj = json.loads(bytes(data))
-    except ValueError:
-        raise RegistryProtocolError(f"{what} is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise RegistryProtocolError(f"{what} is not a JSON object")
-    return obj

@@ -40,14 +40,14 @@ from dtbundle.oci import (
     check_digest,
     compute_digest,
     detect_media_type,
-    load_json_object,
     new_hasher,
     parse_manifest,
     referrers_tag,
     verify_bytes,
 )
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import upload as _upload
+from dtbundle.registry.bounded import read_body, read_json_object
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver
 from dtbundle.registry.session import Session, Target
@@ -139,7 +139,7 @@ class RegistryClient:
             stream=True,
         )
         try:
-            data = self._read_bounded(response, self.config.max_manifest_bytes, what)
+            data = read_body(response, self.config.limits.max_manifest_bytes, what)
         finally:
             response.close()
         media_type = detect_media_type(data, _content_type(response))
@@ -177,8 +177,8 @@ class RegistryClient:
 
     def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> PutResult:
         """Store ``data`` under ``ref``'s tag (or digest) with Content-Type ``media_type``."""
-        if len(data) > self.config.max_manifest_bytes:
-            raise LimitExceededError(f"manifest for {ref} is larger than {self.config.max_manifest_bytes} bytes")
+        if len(data) > self.config.limits.max_manifest_bytes:
+            raise LimitExceededError(f"manifest for {ref} is larger than {self.config.limits.max_manifest_bytes} bytes")
         digest = compute_digest(data)
         identifier = ref.tag or ref.digest or digest
         if ref.digest and not ref.tag:
@@ -264,9 +264,9 @@ class RegistryClient:
             finally:
                 response.close()
             resumes += 1
-            if resumes > self.config.max_resumes:
+            if resumes > self.config.limits.max_resumes:
                 raise RegistryConnectionError(f"download of {what} failed {resumes} times: {failure}")
-            self._sleep(min(self.config.backoff_max, self.config.backoff_initial * resumes))
+            self._sleep(min(self.config.limits.backoff_max, self.config.limits.backoff_initial * resumes))
         actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
         if not hmac.compare_digest(actual, desc.digest):
             raise DigestMismatchError(f"{what}: content has digest {actual}")
@@ -290,10 +290,10 @@ class RegistryClient:
 
     def get_blob_bytes(self, ref: Reference, desc: Descriptor) -> bytes:
         """A small blob (config, signature payload) in memory, verified."""
-        if desc.size > self.config.max_small_blob_bytes:
+        if desc.size > self.config.limits.max_small_blob_bytes:
             raise LimitExceededError(
                 f"blob {desc.digest} is {desc.size} bytes, above the in-memory limit "
-                f"of {self.config.max_small_blob_bytes}"
+                f"of {self.config.limits.max_small_blob_bytes}"
             )
         buffer = io.BytesIO()
         self.download_blob(ref, desc, buffer)
@@ -422,34 +422,19 @@ class RegistryClient:
         self, ref: Reference, path: str, params: dict[str, str] | None, what: str
     ) -> Iterator[dict[str, object]]:
         url: str = path
-        for _ in range(self.config.max_tag_pages):
+        for _ in range(self.config.limits.max_pages):
             response = self._session.request("GET", self._target(ref), url, what=what, params=params, stream=True)
             try:
-                data = self._read_bounded(response, self.config.max_json_bytes, what)
+                body = read_json_object(response, self.config.limits.max_json_bytes, what)
             finally:
                 response.close()
-            yield load_json_object(data, what)
+            yield body
             next_link = _next_link(response.headers.get("Link", ""))
             if not next_link:
                 return
             url = urljoin(str(response.request.url), next_link)
             params = None  # the link carries its own query
-        raise LimitExceededError(f"{what}: more than {self.config.max_tag_pages} pages")
-
-    @staticmethod
-    def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit:
-            raise LimitExceededError(f"{what} is {length} bytes, above the limit of {limit}")
-        data = bytearray()
-        try:
-            for chunk in response.iter_bytes():
-                data += chunk
-                if len(data) > limit:
-                    raise LimitExceededError(f"{what} is larger than the limit of {limit} bytes")
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise RegistryConnectionError(f"connection lost while reading {what}: {type(exc).__name__}") from None
-        return bytes(data)
+        raise LimitExceededError(f"{what}: more than {self.config.limits.max_pages} pages")
 
 
 def _content_type(response: httpx.Response) -> str | None:

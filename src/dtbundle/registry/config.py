@@ -1,22 +1,17 @@
-"""Every setting and limit of the registry client, in one frozen dataclass.
-
-Like python-tuf's ``UpdaterConfig``: the numbers that bound what a hostile or
-broken registry can make us do live here, not scattered through the code.
-"""
+"""Settings of the registry client, in one frozen dataclass; its bounds are :class:`RegistryLimits`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtbundle import __version__
-
-MiB = 1024 * 1024
+from dtbundle.limits import MiB, RegistryLimits
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """Network behaviour and limits of a :class:`~dtbundle.registry.RegistryClient`."""
+    """Network behaviour of a :class:`~dtbundle.registry.RegistryClient`."""
 
     # Transport security. Plain HTTP is an explicit opt-out, like skopeo's --tls-verify=false.
     plain_http: bool = False
@@ -24,27 +19,9 @@ class RegistryConfig:
     insecure_skip_tls_verify: bool = False
     # Loopback registries may speak plain HTTP when HTTPS fails, as Docker allows for localhost.
     loopback_plain_http_fallback: bool = True
+    limits: RegistryLimits = field(default_factory=RegistryLimits)
 
-    # Timeouts (seconds) on every request.
-    connect_timeout: float = 15.0
-    read_timeout: float = 120.0
-
-    # Retries: bounded exponential backoff with full jitter.
-    max_attempts: int = 5
-    backoff_initial: float = 0.5
-    backoff_max: float = 20.0
-    retry_after_max: float = 120.0
-    # A blob download may be resumed with Range this many times in total.
-    max_resumes: int = 10
-
-    # Bounds on what a registry can send us.
-    max_manifest_bytes: int = 4 * MiB  # containerd's limit as well
-    max_json_bytes: int = 4 * MiB  # tag lists, referrers, token responses
-    max_small_blob_bytes: int = 64 * MiB  # blobs read into memory (configs, signature payloads)
-    max_redirects: int = 5
-    max_tag_pages: int = 10_000
-
-    # Transfer sizes.
+    # Transfer sizes (tuning, not bounds).
     # Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks.
     monolithic_upload_max: int = 64 * MiB
     upload_chunk_bytes: int = 32 * MiB

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dtbundle.errors import CredentialsConfigError
-from dtbundle.reference import DOCKER_HUB, normalize_registry
+from dtbundle.oci.reference import DOCKER_HUB, normalize_registry
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 _HELPER_TIMEOUT_SECONDS = 30.0

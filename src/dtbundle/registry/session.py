@@ -36,12 +36,12 @@ from dtbundle.errors import (
     RegistryError,
 )
 from dtbundle.registry.auth import Authenticator
+from dtbundle.registry.bounded import read_prefix
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_ERROR_BODY_LIMIT = 64 * 1024
 
 Body = bytes | Callable[[], Iterable[bytes]] | None
 
@@ -95,7 +95,7 @@ class Session:
         self._client = httpx.Client(
             transport=transport,
             verify=verify,
-            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
+            timeout=httpx.Timeout(config.limits.read_timeout, connect=config.limits.connect_timeout),
             follow_redirects=False,
             limits=httpx.Limits(
                 max_connections=config.max_connections,
@@ -105,7 +105,7 @@ class Session:
             headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
             trust_env=False,
         )
-        self.auth = Authenticator(credentials, self._send_plain, config.max_json_bytes)
+        self.auth = Authenticator(credentials, self._send_plain, config.limits.max_json_bytes)
         self._schemes: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -155,7 +155,7 @@ class Session:
         With ``stream`` the caller must close the response. ``retry=False`` sends once
         (for requests whose repetition is not safe, such as an upload chunk).
         """
-        attempts = self.config.max_attempts if retry else 1
+        attempts = self.config.limits.max_attempts if retry else 1
         accepted = frozenset(ok)
         extra = dict(headers or {})
         authorization = self.auth.authorization(target.host, target.registry, target.repository, target.scopes)
@@ -184,7 +184,7 @@ class Session:
                 hops += 1
                 location = response.headers.get("Location")
                 response.close()
-                if not location or hops > self.config.max_redirects:
+                if not location or hops > self.config.limits.max_redirects:
                     raise RegistryError(f"registry {target.registry}: too many or empty redirects for {what}")
                 new_url = urljoin(str(response.request.url), location)
                 hop_headers = dict(extra)
@@ -220,7 +220,7 @@ class Session:
             dict(request.headers),
             request.content or None,
             False,
-            self.config.max_attempts,
+            self.config.limits.max_attempts,
         )
 
     def _send_with_retries(
@@ -262,7 +262,7 @@ class Session:
                 if response.status_code == 429:
                     delay = max(
                         delay,
-                        _retry_after(response.headers.get("Retry-After"), cfg.retry_after_max),
+                        _retry_after(response.headers.get("Retry-After"), cfg.limits.retry_after_max),
                     )
                 response.close()
                 self._sleep(delay)
@@ -270,12 +270,12 @@ class Session:
             return response
 
     def _backoff(self, attempt: int) -> float:
-        cap = min(self.config.backoff_max, self.config.backoff_initial * (2 ** (attempt - 1)))
+        cap = min(self.config.limits.backoff_max, self.config.limits.backoff_initial * (2 ** (attempt - 1)))
         return random.uniform(0, cap)  # full jitter
 
     def _status_error(self, response: httpx.Response, target: Target, what: str) -> RegistryError:
         status = response.status_code
-        detail = registry_error_detail(response)
+        detail = registry_error_detail(response, self.config.limits.max_error_body_bytes)
         suffix = f" ({detail})" if detail else ""
         if status == 404:
             return NotFoundError(f"{what} not found at registry {target.registry}{suffix}")
@@ -290,35 +290,29 @@ class Session:
         if status in RETRY_STATUSES:
             return RegistryError(
                 f"registry {target.registry} kept failing for {what}: HTTP {status} after "
-                f"{self.config.max_attempts} attempts{suffix}"
+                f"{self.config.limits.max_attempts} attempts{suffix}"
             )
         return RegistryError(f"registry {target.registry} answered HTTP {status} for {what}{suffix}")
 
 
-def registry_error_detail(response: httpx.Response) -> str:
+def registry_error_detail(response: httpx.Response, limit: int) -> str:
     """The distribution spec's error body as 'CODE: message' (or the first line of a
     short text/plain body, such as "Client sent an HTTP request to an HTTPS server."),
     read with a bound."""
-    data = b""
+    data = read_prefix(response, limit)
     try:
-        for chunk in response.iter_bytes():
-            data += chunk
-            if len(data) > _ERROR_BODY_LIMIT:
-                break
-        obj = json.loads(data[:_ERROR_BODY_LIMIT])
-        errors = obj.get("errors") if isinstance(obj, dict) else None
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            code, message = errors[0].get("code", ""), errors[0].get("message", "")
-            return f"{code}: {message}".strip(": ")[:200]
-    except (httpx.HTTPError, httpx.StreamError):
-        pass
+        obj = json.loads(data)
     except ValueError:
         # Go answers plain HTTP on a TLS port with a bare text line and no Content-Type.
         if response.headers.get("Content-Type", "text/plain").startswith("text/plain"):
             line = data[:200].decode("utf-8", "replace").strip().splitlines()[:1]
             return "".join(ch for ch in "".join(line) if ch.isprintable())[:120]
+        return ""
+    errors = obj.get("errors") if isinstance(obj, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code, message = errors[0].get("code", ""), errors[0].get("message", "")
+        return f"{code}: {message}".strip(": ")[:200]
     return ""
-
 
 def _same_origin(a: str, b: str) -> bool:
     sa, sb = urlsplit(a), urlsplit(b)

@@ -28,7 +28,6 @@ from dtbundle.oci import Descriptor
 from dtbundle.registry.session import Session, Target
 
 _READ_BYTES = 1024 * 1024
-_MAX_CHUNK_FAILURES = 5
 
 
 def _read_range(
@@ -180,7 +179,7 @@ def _patch(session: Session, target: Target, desc: Descriptor, location: str, pi
             )
         except (RegistryConnectionError, RegistryError) as exc:
             failures += 1
-            if failures > _MAX_CHUNK_FAILURES or isinstance(exc, DigestMismatchError):
+            if failures > session.config.limits.max_chunk_failures or isinstance(exc, DigestMismatchError):
                 raise
             # Ask the registry what it holds and go on from there.
             status = session.request("GET", target, location, what=what, ok=(204,))

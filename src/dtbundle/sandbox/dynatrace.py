@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle import oci
 from dtbundle.oci import Platform
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
 from dtbundle.sandbox import images
 from dtbundle.sandbox._http import JsonHandler, LocalServer

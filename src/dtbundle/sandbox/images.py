@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle import oci
 from dtbundle.oci import Descriptor, Platform, sha256_digest
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
 
 

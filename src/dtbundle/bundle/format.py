@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtbundle.errors import IntegrityError, InvalidReferenceError
+from dtbundle.limits import BundleLimits
 from dtbundle.oci import MANIFEST_TYPES
-from dtbundle.reference import Reference, parse_reference
+from dtbundle.oci.digest import SHA256_HEX_PATTERN, SHA256_PATTERN
+from dtbundle.oci.reference import Reference, parse_reference
 
 FORMAT_VERSION = 1
 CATALOG_NAME = "dtbundle.json"
@@ -28,26 +30,6 @@ TARGET_REPOSITORY_ANNOTATION = "dev.dtbundle.repository"  # private repository n
 UNSIGNED_ANNOTATION = "dev.dtbundle.unsigned"  # why the image has no signature, by design
 ARTIFACT_KINDS = frozenset({"cosign.sig", "cosign.att", "cosign.sbom", "referrer", "referrers-index"})
 _FILE_PATH = re.compile(r"(oci-layout|index\.json|blobs/sha256/[0-9a-f]{64})")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class BundleLimits:
-    """Bounds a reader enforces on a bundle, whatever its signature says."""
-
-    max_catalog_bytes: int = 64 * 1024 * 1024
-    max_files: int = 1_000_000
-    max_images: int = 100_000
-    max_total_bytes: int = 4 * 1024**4  # 4 TiB of uncompressed content
-    max_manifest_bytes: int = 4 * 1024 * 1024
-    max_zstd_window_bytes: int = 1 << 27  # 128 MiB: the zstd long-distance-matching maximum
-    max_pax_header_bytes: int = 64 * 1024
-
-
-def blob_path(digest: str) -> str:
-    algorithm, _, encoded = digest.partition(":")
-    return f"blobs/{algorithm}/{encoded}"
 
 
 @dataclass(frozen=True)
@@ -189,7 +171,7 @@ def _size(obj: dict[str, Any], where: str, limit: int) -> int:
 
 def _digest(obj: dict[str, Any], key: str, where: str, optional: bool = False) -> Any:
     value = _get(obj, key, str, where, optional)
-    if value is not None and not _DIGEST.fullmatch(value):
+    if value is not None and not SHA256_PATTERN.fullmatch(value):
         raise _Invalid(f"{where}.{key} is not a sha256 digest")
     return value
 
@@ -240,7 +222,7 @@ def _parse(obj: dict[str, Any], limits: BundleLimits) -> Catalog:
         sha = _get(entry, "sha256", str, where)
         if not _FILE_PATH.fullmatch(path):
             raise _Invalid(f"{where}.path {path[:80]!r} is not an allowed entry name")
-        if not _SHA256_HEX.fullmatch(sha):
+        if not SHA256_HEX_PATTERN.fullmatch(sha):
             raise _Invalid(f"{where}.sha256 is not 64 lower-case hex characters")
         if path in seen:
             raise _Invalid(f"{where}.path {path!r} is listed twice")

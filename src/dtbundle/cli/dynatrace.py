@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 
 from dtbundle import dynatrace
-from dtbundle._cli_common import AsJson, CaCert, PublicKeys, read_secret
-from dtbundle.bundle import open_bundle
+from dtbundle.bundle.key import load_public_key
+from dtbundle.bundle.reader import open_bundle
+from dtbundle.cli.options import AsJson, CaCert, PublicKeys, read_secret
 from dtbundle.errors import UsageError
-from dtbundle.importer import placement
-from dtbundle.mapping import RepositoryMapper
-from dtbundle.signing import load_public_key
+from dtbundle.importer.mapping import RepositoryMapper
+from dtbundle.importer.run import placement
 
 
 def register(app: typer.Typer) -> None:

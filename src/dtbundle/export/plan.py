@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dtbundle.discovery import COSIGN_SUFFIXES
 from dtbundle.errors import NotFoundError, UnsupportedManifestError, UsageError
 from dtbundle.oci import Descriptor, Platform, compute_digest, load_json_object, referrers_tag
-from dtbundle.reference import Reference, parse_reference
+from dtbundle.oci.reference import Reference, parse_reference
 from dtbundle.registry import Manifest, RegistryClient
-from dtbundle.resolve import COSIGN_SUFFIXES
 
 MAX_REFERRER_DEPTH = 4
 _ATTESTATION_TYPE = "vnd.docker.reference.type"

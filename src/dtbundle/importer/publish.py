@@ -17,7 +17,7 @@ from typing import Any
 
 from dtbundle.errors import UsageError
 from dtbundle.oci import OCI_INDEX, Descriptor, compute_digest, parse_manifest, referrers_tag
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from dtbundle.bundle import VerifyResult
-from dtbundle.catalog import Catalog
-from dtbundle.export import ExportSummary
-from dtbundle.importer import ImportReport
-from dtbundle.resolve import ResolvedImage
+from dtbundle.bundle.format import Catalog
+from dtbundle.bundle.reader import VerifyResult
+from dtbundle.discovery import ResolvedImage
+from dtbundle.export.run import ExportSummary
+from dtbundle.importer.run import ImportReport
 
 
 def human_bytes(size: float) -> str:

@@ -1,13 +1,8 @@
-"""Bundle files: writing (tar + zstd, atomically) and reading (streaming, verified).
+"""Reading a bundle file: one streaming, verified pass with bounded memory.
 
-Writing goes to a temporary file beside the destination and is renamed into
-place only when complete, then the ``.sha256`` sidecar is written; an
-interrupted export leaves nothing that looks like a bundle.
-
-Reading is one streaming pass with bounded memory: the catalog and its
-signature come first and are verified before anything else is parsed; then
-every entry must be the next file the catalog lists, with its size and sha256.
-See ``specs/bundle-format.md``.
+The catalog and its signature come first and are verified before anything else is
+parsed; then every entry must be the next file the catalog lists, with its size and
+sha256. See ``specs/bundle-format.md``.
 """
 
 from __future__ import annotations
@@ -15,149 +10,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
 import zstandard
 
-from dtbundle import _tar, cosign
-from dtbundle.catalog import (
-    CATALOG_NAME,
-    SIGNATURE_NAME,
-    BundleLimits,
-    Catalog,
-    CatalogFile,
-    parse_catalog,
-)
+from dtbundle.bundle import tar as _tar
+from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogFile, parse_catalog
+from dtbundle.bundle.key import PublicKey, verify_catalog
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
-from dtbundle.imagesig import ImageVerification, SignatureCollector
-from dtbundle.signing import MAX_SIGNATURE_FILE_BYTES, PublicKey, verify_catalog
-
-# zstd multi-threaded job size: small jobs keep the compressor's buffers (and RSS) low.
-JOB_BYTES = 4 << 20
+from dtbundle.limits import BundleLimits
+from dtbundle.trust import cosign
+from dtbundle.trust.evaluate import ImageVerification, SignatureCollector
 
 
-class _HashingFile:
-    """Counts and hashes what is written through it (the compressed bundle bytes)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.size, self.hash = raw, 0, hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.raw.write(data)
-        self.hash.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-
-@dataclass(frozen=True)
-class WrittenBundle:
-    path: Path
-    sidecar: Path
-    compressed_size: int
-    sha256: str
-
-
-class BundleWriter:
-    """Writes ``path`` (a .tar.zst) atomically. Use as a context manager: an exception aborts."""
-
-    def __init__(self, path: Path, *, mtime: int, level: int = 3, threads: int = -1) -> None:
-        self.path = path
-        self._mtime = mtime
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        except OSError as exc:
-            raise LocalIOError(f"cannot create {path}: {exc.strerror or exc}") from None
-        self._tmp = Path(tmp)
-        self._raw = os.fdopen(fd, "wb")
-        self._hashing = _HashingFile(self._raw)
-        params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=threads, write_checksum=True, job_size=JOB_BYTES
-        )
-        self._zstd = zstandard.ZstdCompressor(compression_params=params).stream_writer(
-            self._hashing,  # type: ignore[arg-type]
-            closefd=False,
-        )
-        self._written = 0  # uncompressed tar bytes
-
-    def __enter__(self) -> BundleWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if kind is not None:
-            self.abort()
-
-    def _emit(self, data: bytes) -> None:
-        try:
-            self._zstd.write(data)
-        except OSError as exc:
-            raise LocalIOError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self._written += len(data)
-
-    def add_bytes(self, name: str, data: bytes) -> None:
-        self._emit(_tar.header(name, len(data), self._mtime))
-        self._emit(data)
-        self._emit(_tar.padding(len(data)))
-
-    def add_stream(
-        self,
-        name: str,
-        size: int,
-        chunks: Iterator[bytes],
-        progress: Callable[[int], None] | None = None,
-    ) -> None:
-        """Add ``size`` bytes from ``chunks``; fewer or more is an error (the bundle is aborted)."""
-        self._emit(_tar.header(name, size, self._mtime))
-        written = 0
-        for chunk in chunks:
-            written += len(chunk)
-            if written > size:
-                raise IntegrityError(f"{name} is longer than its catalog size {size}")
-            self._emit(chunk)
-            if progress:
-                progress(len(chunk))
-        if written != size:
-            raise IntegrityError(f"{name} is {written} bytes, its catalog size is {size}")
-        self._emit(_tar.padding(size))
-
-    def commit(self) -> WrittenBundle:
-        """Finish the archive, fsync, rename into place, write the sidecar."""
-        self._emit(_tar.end_of_archive(self._written))
-        try:
-            self._zstd.flush(zstandard.FLUSH_FRAME)
-            self._zstd.close()  # type: ignore[no-untyped-call]
-            self._raw.flush()
-            os.fsync(self._raw.fileno())
-            self._raw.close()
-            os.replace(self._tmp, self.path)
-            digest = self._hashing.hash.hexdigest()
-            sidecar = self.path.with_name(self.path.name + ".sha256")
-            tmp_sidecar = sidecar.with_name(f".{sidecar.name}.partial")
-            tmp_sidecar.write_text(f"{digest}  {self.path.name}\n")
-            os.replace(tmp_sidecar, sidecar)
-        except OSError as exc:
-            self.abort()
-            raise LocalIOError(f"cannot finish {self.path}: {exc.strerror or exc}") from None
-        return WrittenBundle(self.path, sidecar, self._hashing.size, digest)
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._zstd.close()  # type: ignore[no-untyped-call]
-        with contextlib.suppress(Exception):
-            self._raw.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
-
-
-# -- reading ----------------------------------------------------------------------------------------
 class _ExactReader:
     """``read(n)`` returning exactly n bytes (fewer only at the end) from a zstd stream."""
 
@@ -227,10 +95,11 @@ class BundleReader:
             raise IntegrityError(f"{self.path} is not a zstd-compressed dtbundle bundle")
         self._file.seek(0)
         self.catalog_bytes = self._small_entry(CATALOG_NAME, self.limits.max_catalog_bytes)
-        self.signature_bytes = self._small_entry(SIGNATURE_NAME, MAX_SIGNATURE_FILE_BYTES)
+        self.signature_bytes = self._small_entry(SIGNATURE_NAME, self.limits.max_signature_file_bytes)
 
     def verify_signature(self, keys: list[PublicKey]) -> str:
-        self.key_id = verify_catalog(keys, self.catalog_bytes, self.signature_bytes)
+        limit = self.limits.max_signature_file_bytes
+        self.key_id = verify_catalog(keys, self.catalog_bytes, self.signature_bytes, limit)
         return self.key_id
 
     @property

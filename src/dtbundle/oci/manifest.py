@@ -1,105 +1,20 @@
-"""OCI and Docker media types, digests and descriptors, and manifest parsing.
+"""Descriptors and manifests: what a manifest points at, parsed from its exact bytes (pure).
 
-Everything here is pure: bytes in, values or verdicts out. Manifests are
-parsed only to learn what they point at; the bytes themselves are never
+Manifests are parsed only to learn what they point at; the bytes themselves are never
 re-serialised, because a digest is a hash of exact bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dtbundle.errors import DigestMismatchError, RegistryProtocolError, UnsupportedManifestError
-
-# Manifests
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-
-# Configs and layers
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
-# Signatures
-COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-SIGSTORE_BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
-
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-MANIFEST_TYPES = INDEX_TYPES | IMAGE_TYPES
-SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
-
-# What we ask registries for: every type we can carry byte for byte, and no schema1.
-MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
-
-_DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
-
-
-def is_digest(text: str) -> bool:
-    return _DIGEST_RE.fullmatch(text) is not None
-
-
-def check_digest(text: str) -> str:
-    """Return ``text`` if it is a sha256/sha512 digest, else raise."""
-    if not is_digest(text):
-        raise RegistryProtocolError(f"malformed or unsupported digest {text!r}")
-    return text
-
-
-def new_hasher(digest: str) -> Any:
-    """A hashlib object of the digest's algorithm."""
-    return hashlib.new(check_digest(digest).split(":", 1)[0])
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
-
-
-def digest_matches(data: bytes, digest: str) -> bool:
-    algorithm = check_digest(digest).split(":", 1)[0]
-    return hmac.compare_digest(compute_digest(data, algorithm), digest)
-
-
-def verify_bytes(data: bytes, digest: str, what: str) -> None:
-    """Raise DigestMismatchError unless ``data`` hashes to ``digest``."""
-    if not digest_matches(data, digest):
-        actual = compute_digest(data, digest.split(":", 1)[0])
-        raise DigestMismatchError(f"{what}: content has digest {actual}, expected {digest}")
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @classmethod
-    def from_json(cls, obj: Any) -> Platform | None:
-        if not isinstance(obj, dict) or "os" not in obj or "architecture" not in obj:
-            return None
-        variant = obj.get("variant")
-        return cls(str(obj["os"]), str(obj["architecture"]), str(variant) if variant else None)
-
-    def __str__(self) -> str:
-        text = f"{self.os}/{self.architecture}"
-        return f"{text}/{self.variant}" if self.variant else text
+from dtbundle.errors import RegistryProtocolError, UnsupportedManifestError
+from dtbundle.oci.digest import is_digest
+from dtbundle.oci.media import IMAGE_TYPES, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, SCHEMA1_TYPES
+from dtbundle.oci.platform import Platform
 
 
 @dataclass(frozen=True)
@@ -149,10 +64,7 @@ class Descriptor:
         if self.artifact_type:
             obj["artifactType"] = self.artifact_type
         if self.platform:
-            p: dict[str, str] = {"architecture": self.platform.architecture, "os": self.platform.os}
-            if self.platform.variant:
-                p["variant"] = self.platform.variant
-            obj["platform"] = p
+            obj["platform"] = self.platform.to_json()
         if self.annotations:
             obj["annotations"] = dict(self.annotations)
         return obj
@@ -247,8 +159,3 @@ def parse_manifest(data: bytes, media_type: str) -> ParsedManifest:
             annotations=dict(annotations or {}),
         )
     raise UnsupportedManifestError(f"unsupported manifest media type {media_type!r}")
-
-
-def referrers_tag(digest: str) -> str:
-    """The referrers tag schema / cosign tag prefix: ``sha256:abc`` -> ``sha256-abc``."""
-    return check_digest(digest).replace(":", "-", 1)

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
+from dtbundle.limits import BUNDLE
 
 PASSPHRASE_ENV = "DTBUNDLE_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 SIGNATURE_FORMAT = "dtbundle-signature/v1"
-MAX_SIGNATURE_FILE_BYTES = 64 * 1024
 Algorithm = Literal["ed25519", "ecdsa-p256"]
 ALGORITHMS: tuple[Algorithm, ...] = ("ed25519", "ecdsa-p256")
 _SIG_ALGORITHM = {"ed25519": "ed25519", "ecdsa-p256": "ecdsa-p256-sha256"}
@@ -156,9 +156,11 @@ def sign_catalog(key: PrivateKey, catalog: bytes) -> bytes:
     return (json.dumps(document, indent=2) + "\n").encode()
 
 
-def verify_catalog(keys: list[PublicKey], catalog: bytes, signature_file: bytes) -> str:
+def verify_catalog(
+    keys: list[PublicKey], catalog: bytes, signature_file: bytes, max_bytes: int = BUNDLE.max_signature_file_bytes
+) -> str:
     """Return the key id that verifies ``catalog``; raise IntegrityError otherwise."""
-    if len(signature_file) > MAX_SIGNATURE_FILE_BYTES:
+    if len(signature_file) > max_bytes:
         raise IntegrityError("bundle signature file is implausibly large: the bundle is corrupt or hostile")
     try:
         document = json.loads(signature_file)

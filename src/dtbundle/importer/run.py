@@ -9,7 +9,7 @@
    cross-repository mount where another target repository has it, never uploaded
    twice). The registry re-checks every blob digest on upload.
 4. Only when every entry matched the catalog and the archive ended cleanly:
-   manifests, tags, signatures, referrers (:mod:`dtbundle.publish`).
+   manifests, tags, signatures, referrers (:mod:`dtbundle.importer.publish`).
 
 If anything fails before step 4 completes, no tag has moved: the registry may hold
 unreferenced blobs, never a tag or manifest pointing at unverified content.
@@ -28,26 +28,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dtbundle import cosign
-from dtbundle.bundle import open_bundle
-from dtbundle.catalog import (
+from dtbundle.bundle.format import (
     INDEX_NAME,
     LAYOUT_NAME,
     TARGET_REPOSITORY_ANNOTATION,
-    BundleLimits,
     Catalog,
     CatalogFile,
 )
+from dtbundle.bundle.key import PublicKey
+from dtbundle.bundle.layout import LayoutWriter
+from dtbundle.bundle.reader import open_bundle
 from dtbundle.errors import DtbundleError, IntegrityError
-from dtbundle.export import require_verified
-from dtbundle.imagesig import SignatureCollector
-from dtbundle.layout import LayoutWriter
-from dtbundle.mapping import RepositoryMapper, check_collisions
+from dtbundle.export.run import require_verified
+from dtbundle.importer.mapping import RepositoryMapper, check_collisions
+from dtbundle.importer.publish import Graph, Publisher, Referrer, TagWrite, existing_tags, referrer_descriptor
+from dtbundle.limits import BundleLimits
 from dtbundle.oci import Descriptor, parse_manifest
-from dtbundle.publish import Graph, Publisher, Referrer, TagWrite, existing_tags, referrer_descriptor
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
-from dtbundle.signing import PublicKey
+from dtbundle.trust import cosign
+from dtbundle.trust.evaluate import SignatureCollector
 
 Progress = Callable[[int], None]
 

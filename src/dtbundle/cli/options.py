@@ -14,9 +14,10 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from dtbundle import cosign, dynatrace
+from dtbundle import dynatrace
 from dtbundle.errors import UsageError
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.trust import cosign
 
 # -- registry options ------------------------------------------------------------
 PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries of this command.")]

@@ -2,7 +2,7 @@
 
 Given an image (its top digest and platform manifests), the signature artifacts that
 refer to them (cosign ``.sig`` manifests, Sigstore bundle referrers) and a way to
-read small blobs, this says, with :mod:`dtbundle.cosign`, which signatures verify
+read small blobs, this says, with :mod:`dtbundle.trust.cosign`, which signatures verify
 and whether each platform manifest is covered by the index signature or its own.
 Pure: the caller supplies the bytes (from a registry at export, from the bundle at
 verify and import time).
@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dtbundle import cosign
-from dtbundle.catalog import UNSIGNED_ANNOTATION, Catalog, CatalogImage
+from dtbundle.bundle.format import UNSIGNED_ANNOTATION, Catalog, CatalogImage
 from dtbundle.oci import COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03, parse_manifest
+from dtbundle.trust import cosign
 
 MAX_SIGNATURE_LAYER_BYTES = 1024 * 1024
 

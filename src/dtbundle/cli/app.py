@@ -17,8 +17,19 @@ from typing import Annotated
 
 import typer
 
-from dtbundle import __version__, _cli_dynatrace, dynatrace, render
-from dtbundle._cli_common import (
+from dtbundle import __version__, dynatrace
+from dtbundle.bundle.key import (
+    ALGORITHMS,
+    PASSPHRASE_ENV,
+    PublicKey,
+    generate_keys,
+    load_private_key,
+    load_public_key,
+)
+from dtbundle.bundle.reader import open_bundle, verify_bundle
+from dtbundle.cli import dynatrace as _cli_dynatrace
+from dtbundle.cli import render
+from dtbundle.cli.options import (
     AsJson,
     AuthRegistry,
     CaCert,
@@ -43,23 +54,14 @@ from dtbundle._cli_common import (
     registry_client,
     signature_policy_of,
 )
-from dtbundle.bundle import open_bundle, verify_bundle
+from dtbundle.discovery import resolve_all
 from dtbundle.errors import EXIT_OPERATIONAL, DtbundleError, IntegrityError, UsageError
-from dtbundle.export import ExportSettings, created_time, require_verified, run_export
-from dtbundle.importer import ImportSettings, run_import
-from dtbundle.mapping import RepositoryMapper
-from dtbundle.plan import load_images_file, requests_from
-from dtbundle.reference import parse_reference
+from dtbundle.export.plan import load_images_file, requests_from
+from dtbundle.export.run import ExportSettings, created_time, require_verified, run_export
+from dtbundle.importer.mapping import RepositoryMapper
+from dtbundle.importer.run import ImportSettings, run_import
+from dtbundle.oci.reference import parse_reference
 from dtbundle.registry import Credentials
-from dtbundle.resolve import resolve_all
-from dtbundle.signing import (
-    ALGORITHMS,
-    PASSPHRASE_ENV,
-    PublicKey,
-    generate_keys,
-    load_private_key,
-    load_public_key,
-)
 
 app = typer.Typer(
     name="dtbundle",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtbundle.oci import Descriptor, referrers_tag
-from dtbundle.reference import Reference
+from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")

@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from dtbundle import __version__
-from dtbundle.catalog import TARGET_REPOSITORY_ANNOTATION as REPOSITORY_ANNOTATION
-from dtbundle.catalog import UNSIGNED_ANNOTATION, Catalog
+from dtbundle.bundle.format import TARGET_REPOSITORY_ANNOTATION as REPOSITORY_ANNOTATION
+from dtbundle.bundle.format import UNSIGNED_ANNOTATION, Catalog
 from dtbundle.errors import AuthenticationError, OperationalError, RegistryConnectionError, UsageError
-from dtbundle.plan import ImageRequest, PlatformFilter
-from dtbundle.reference import Reference, parse_reference
+from dtbundle.export.plan import ImageRequest, PlatformFilter
+from dtbundle.oci.reference import Reference, parse_reference
 
 COMPONENT_ANNOTATION = "dev.dtbundle.dynatrace.component"
 VERSION_ANNOTATION = "dev.dtbundle.dynatrace.version"
@@ -67,7 +67,7 @@ class DynatraceCatalog:
 
 @functools.cache  # a data file shipped with the package: parse it once per process
 def load_catalog() -> DynatraceCatalog:
-    data = tomllib.loads((importlib.resources.files("dtbundle") / "data" / "dynatrace.toml").read_text("utf-8"))
+    data = tomllib.loads((importlib.resources.files("dtbundle.dynatrace") / "dynatrace.toml").read_text("utf-8"))
     components = {
         name: Component(
             name=name,

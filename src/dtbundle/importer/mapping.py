@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dtbundle.errors import InvalidReferenceError, UsageError
-from dtbundle.reference import (
+from dtbundle.oci.reference import (
     Reference,
     is_valid_host,
     is_valid_path,

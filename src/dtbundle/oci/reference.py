@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from dtbundle.errors import InvalidReferenceError
+from dtbundle.oci.digest import ALGORITHM_HEX_LENGTHS, is_digest
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -30,9 +31,7 @@ _PATH_COMPONENT = re.compile(rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
 _DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
-_KNOWN_DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Go's \w is ASCII-only
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,11 @@ def is_valid_host(host: str) -> bool:
     return _DOMAIN.fullmatch(host) is not None
 
 
+def is_valid_tag(tag: str) -> bool:
+    """A tag as the reference grammar allows it."""
+    return TAG_PATTERN.fullmatch(tag) is not None
+
+
 def is_valid_path(path: str) -> bool:
     """Repository path components (``a/b-c/d_e``), lower case."""
     return bool(path) and all(_PATH_COMPONENT.fullmatch(c) for c in path.split("/"))
@@ -123,14 +127,14 @@ def parse_reference(text: str, *, default_tag: str | None = "latest") -> Referen
     digest: str | None = None
     if "@" in text:
         text, _, digest = text.partition("@")
-        if not _DIGEST.fullmatch(digest):
+        algorithm, sep, encoded = digest.partition(":")
+        if not sep or not algorithm or not encoded.isalnum():
             raise fail("malformed digest")
-        algorithm, _, encoded = digest.partition(":")
-        expected = _KNOWN_DIGEST_LENGTHS.get(algorithm)
+        expected = ALGORITHM_HEX_LENGTHS.get(algorithm)
         if expected is None:
-            raise fail(f"unsupported digest algorithm {algorithm!r} (use sha256 or sha512)")
-        if len(encoded) != expected or encoded != encoded.lower():
-            raise fail(f"a {algorithm} digest is {expected} lower-case hex characters")
+            raise fail(f"unsupported digest algorithm {algorithm[:20]!r} (use sha256 or sha512)")
+        if not is_digest(digest):
+            raise fail(f"malformed digest: a {algorithm} digest is {expected} lower-case hex characters")
 
     tag: str | None = None
     # A ':' after the last '/' separates the tag; one before it is a port.
@@ -138,7 +142,7 @@ def parse_reference(text: str, *, default_tag: str | None = "latest") -> Referen
     colon = text.rfind(":")
     if colon > last_slash:
         text, tag = text[:colon], text[colon + 1 :]
-        if not _TAG.fullmatch(tag):
+        if not is_valid_tag(tag):
             raise fail(f"invalid tag {tag!r}")
 
     if not text:

@@ -1,7 +1,7 @@
 """``dtbundle export``: plan, write the signed catalog, then stream every blob into the bundle.
 
-The orchestrator does the IO; the plan (:mod:`dtbundle.plan`), the catalog
-(:mod:`dtbundle.catalog`) and the signature (:mod:`dtbundle.signing`) are built
+The orchestrator does the IO; the plan (:mod:`dtbundle.export.plan`), the catalog
+(:mod:`dtbundle.bundle.format`) and the signature (:mod:`dtbundle.bundle.key`) are built
 from values. Blobs are downloaded concurrently into a spool directory beside the
 output (each verified and renamed into place), and appended to the tar in
 catalog order; at most ``2 * concurrency`` downloads run ahead of the writer, so
@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtbundle import __version__, cosign
-from dtbundle.bundle import BundleWriter
-from dtbundle.catalog import (
+from dtbundle import __version__
+from dtbundle.bundle.format import (
     CATALOG_NAME,
     INDEX_NAME,
     LAYOUT_NAME,
@@ -36,21 +35,22 @@ from dtbundle.catalog import (
     CatalogFile,
     CatalogImage,
     CatalogPlatform,
-    blob_path,
 )
+from dtbundle.bundle.key import PrivateKey, key_id, sign_catalog
+from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
+from dtbundle.bundle.writer import BundleWriter
 from dtbundle.errors import IntegrityError, UsageError
-from dtbundle.imagesig import (
+from dtbundle.export.plan import ExportPlan, ImageRequest, Planner, StoredBlob
+from dtbundle.oci import Descriptor, blob_path
+from dtbundle.registry import RegistryClient
+from dtbundle.trust import cosign
+from dtbundle.trust.evaluate import (
     ImageVerification,
     SignatureArtifact,
     is_signature_artifact,
     signature_layers,
     verify_image,
 )
-from dtbundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
-from dtbundle.oci import Descriptor
-from dtbundle.plan import ExportPlan, ImageRequest, Planner, StoredBlob
-from dtbundle.registry import RegistryClient
-from dtbundle.signing import PrivateKey, key_id, sign_catalog
 
 Progress = Callable[[int], None]
 

@@ -1,0 +1,1 @@
+"""The bundle file: its format (catalog, names), tar, writer, reader, OCI layout and signing key."""

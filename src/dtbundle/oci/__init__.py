@@ -1,0 +1,83 @@
+"""OCI vocabulary, pure: media types, digests, platforms, descriptors, manifests, references.
+
+The submodules are the homes; this package re-exports the names the rest of dtbundle uses.
+"""
+
+from dtbundle.oci.digest import (
+    blob_path,
+    check_digest,
+    compute_digest,
+    digest_matches,
+    is_digest,
+    is_sha256,
+    new_hasher,
+    referrers_tag,
+    sha256_digest,
+    sha256_hex,
+    verify_bytes,
+)
+from dtbundle.oci.manifest import Descriptor, ParsedManifest, detect_media_type, load_json_object, parse_manifest
+from dtbundle.oci.media import (
+    COSIGN_SIGNATURE_ANNOTATION,
+    COSIGN_SIMPLESIGNING,
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    IMAGE_TYPES,
+    INDEX_TYPES,
+    MANIFEST_ACCEPT,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    SCHEMA1_TYPES,
+    SIGSTORE_BUNDLE_V03,
+)
+from dtbundle.oci.platform import Platform
+from dtbundle.oci.reference import Reference, parse_reference
+
+__all__ = [
+    "COSIGN_SIGNATURE_ANNOTATION",
+    "COSIGN_SIMPLESIGNING",
+    "DOCKER_CONFIG",
+    "DOCKER_LAYER_GZIP",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "DOCKER_SCHEMA1",
+    "DOCKER_SCHEMA1_SIGNED",
+    "IMAGE_TYPES",
+    "INDEX_TYPES",
+    "MANIFEST_ACCEPT",
+    "MANIFEST_TYPES",
+    "OCI_CONFIG",
+    "OCI_EMPTY",
+    "OCI_INDEX",
+    "OCI_LAYER_GZIP",
+    "OCI_MANIFEST",
+    "SCHEMA1_TYPES",
+    "SIGSTORE_BUNDLE_V03",
+    "Descriptor",
+    "ParsedManifest",
+    "Platform",
+    "Reference",
+    "blob_path",
+    "check_digest",
+    "compute_digest",
+    "detect_media_type",
+    "digest_matches",
+    "is_digest",
+    "is_sha256",
+    "load_json_object",
+    "new_hasher",
+    "parse_manifest",
+    "parse_reference",
+    "referrers_tag",
+    "sha256_digest",
+    "sha256_hex",
+    "verify_bytes",
+]

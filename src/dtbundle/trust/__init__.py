@@ -1,0 +1,1 @@
+"""Image-signature trust, offline: keys, trusted roots, policy, cosign and Sigstore formats, evaluation."""
