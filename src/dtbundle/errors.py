@@ -10,7 +10,8 @@ translated at the boundary into one of these classes.
     DtbundleError
     ├── UsageError                      exit 2  bad options or input from the user
     │   ├── InvalidReferenceError               an image reference does not parse
-    │   └── CredentialsConfigError              a credentials file or helper is unusable
+    │   ├── CredentialsConfigError              a credentials file or helper is unusable
+    │   └── TagConflictError                    a target tag exists with another digest
     ├── OperationalError                exit 1  network, registry or disk failed
     │   ├── RegistryError                       the registry answered, but not as hoped
     │   │   ├── AuthenticationError             401/403: which registry refused which source
@@ -18,10 +19,16 @@ translated at the boundary into one of these classes.
     │   │   ├── UnsupportedManifestError        schema1 or an unknown manifest type
     │   │   └── RegistryProtocolError           an answer that breaks the distribution spec
     │   ├── RegistryConnectionError             could not connect / TLS / timeout, after retries
+    │   ├── DynatraceApiError                   the Dynatrace Deployment API answered, but not as hoped
+    │   │   └── DynatraceAuthError              it refused the API token
     │   └── LocalIOError                        reading or writing a local file failed
     └── IntegrityError                  exit 3  verification or integrity failure
         ├── DigestMismatchError                 content does not match its digest or size
-        └── LimitExceededError                  content larger than a configured bound
+        ├── LimitExceededError                  content larger than a configured bound
+        ├── CatalogError                        a bundle catalog that breaks the format
+        ├── SignatureError                      one image signature failed one check (the
+        │                                       trust module turns it into a verdict)
+        └── PolicyError                         images lack a valid signature under the policy
 """
 
 from __future__ import annotations
@@ -106,3 +113,27 @@ class DigestMismatchError(IntegrityError):
 
 class LimitExceededError(IntegrityError):
     """Content exceeds a configured bound (hostile or corrupt input)."""
+
+
+class TagConflictError(UsageError):
+    """A target tag exists with another digest (tags are treated as immutable)."""
+
+
+class DynatraceApiError(OperationalError):
+    """The Dynatrace Deployment API answered with an error or an unusable response."""
+
+
+class DynatraceAuthError(DynatraceApiError):
+    """The Deployment API refused the API token."""
+
+
+class CatalogError(IntegrityError):
+    """A bundle catalog (or its signature file) does not follow the bundle format."""
+
+
+class SignatureError(IntegrityError):
+    """One image signature failed one verification step; the message says which and why."""
+
+
+class PolicyError(IntegrityError):
+    """Images lack a valid signature under the image-signature policy (--require-signatures)."""

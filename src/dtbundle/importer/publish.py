@@ -15,14 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dtbundle.errors import UsageError
+from dtbundle.errors import TagConflictError
 from dtbundle.oci import OCI_INDEX, Descriptor, compute_digest, parse_manifest, referrers_tag
 from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
-
-
-class TagConflictError(UsageError):
-    """A target tag exists with another digest (tags are treated as immutable)."""
 
 
 @dataclass(frozen=True)
