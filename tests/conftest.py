@@ -2,6 +2,7 @@
 
 Session-scoped servers (plain, basic auth, token auth, TLS, token+TLS) are shared;
 each test uses its own repository names so tests never see each other's data.
+Only fixtures live here; the helpers tests import are in ``tests/support``.
 """
 
 from __future__ import annotations
@@ -9,26 +10,18 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle.bundle.key import generate_keys, load_private_key
-from dtbundle.export.plan import requests_from
+from dtbundle.export.requests import requests_from
 from dtbundle.export.run import ExportSettings, run_export
-from dtbundle.limits import RegistryLimits
-from dtbundle.oci.reference import Reference
-from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
 from dtbundle.sandbox import images
 from dtbundle.sandbox.pki import KeyPair, make_ca
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
-
-USER, PASSWORD = "alice", "correct-horse-battery"
-READER, READER_PASSWORD = "reader", "only-reads-here"
-REFRESH_TOKEN = "refresh-token-for-alice"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.support.registries import PASSWORD, READER, READER_PASSWORD, REFRESH_TOKEN, USER, Exported, make_client
 
 
 @pytest.fixture(scope="session")
@@ -91,43 +84,10 @@ def tls_token_registry(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) ->
     yield from _start(tmp_path_factory, "tlstoken", auth="token", tls=True, ca=ca, users={USER: PASSWORD})
 
 
-def make_client(
-    server: RegistryServer,
-    *,
-    user: str | None = USER,
-    password: str | None = PASSWORD,
-    **config: object,
-) -> RegistryClient:
-    """A client for ``server`` with explicit credentials (none for user=None)."""
-    explicit = {server.address: Credentials("test credentials", user, password)} if user else {}
-    settings: dict[str, object] = {
-        "plain_http": not server.tls,
-        "ca_cert": server.ca_cert if server.tls else None,
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
-    }
-    settings.update(config)
-    return RegistryClient(
-        registry_config(**settings),
-        CredentialResolver(explicit, use_config_files=False),
-    )
-
-
-def registry_config(**settings: object) -> RegistryConfig:
-    """A RegistryConfig from flat keyword arguments: bounds go to its RegistryLimits."""
-    bounds = {f.name for f in fields(RegistryLimits)}
-    limits = {k: settings.pop(k) for k in list(settings) if k in bounds}
-    return RegistryConfig(limits=RegistryLimits(**limits), **settings)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def repo() -> str:
     """A fresh repository path for one test."""
     return f"t/{uuid.uuid4().hex[:12]}"
-
-
-def ref_in(server: RegistryServer, repository: str, tag: str | None = None, digest: str | None = None) -> Reference:
-    return Reference(server.address, repository, tag, digest)
 
 
 @pytest.fixture(scope="session")
@@ -135,16 +95,6 @@ def seeded(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateK
     """The sample images, signed, on the plain registry."""
     with make_client(plain_registry, user=None) as client:
         return images.seed(client, plain_registry.address, signing_key)
-
-
-@dataclass(frozen=True)
-class Exported:
-    """A bundle of all sample images, exported once per session (do not modify it)."""
-
-    path: Path
-    key: Path
-    pub: Path
-    images: list[images.SampleImage]
 
 
 @pytest.fixture(scope="session")

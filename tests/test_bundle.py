@@ -25,8 +25,8 @@ from dtbundle.bundle.key import (
 from dtbundle.bundle.reader import open_bundle, verify_bundle
 from dtbundle.errors import IntegrityError, UsageError
 from dtbundle.limits import BundleLimits
-from tests.bundle_tools import flip_byte, read_entries, write_entries
-from tests.conftest import Exported
+from tests.support.bundles import flip_byte, read_entries, write_entries
+from tests.support.registries import Exported
 
 # -- keys -------------------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """The installed CLI as a user runs it: verbs listed, exit codes, one-line errors, no
-tracebacks (unless --debug), and no secret in any output."""
+tracebacks (unless --debug), and no secret in any output.
+
+Help, version and usage errors run the console entry point in-process (``run_in_process``);
+registry work, a piped password and the installed entry points run in a subprocess (``run``)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,48 +20,34 @@ import pytest
 from dtbundle import __version__, oci
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.conftest import PASSWORD, USER
+from tests.support.cli import assert_clean_error, cli_env, record_backoff, run, run_in_process
+from tests.support.registries import PASSWORD, USER, sample
 
 
-def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DTBUNDLE_")}
-    full_env.update({"HOME": "/nonexistent-home", "REGISTRY_AUTH_FILE": "/nonexistent/auth.json"})
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "dtbundle", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=full_env,
-        check=False,
+def test_installed_console_script_runs() -> None:
+    # The console script pip installed, as a process of its own (``python -m dtbundle`` runs in
+    # every ``run`` below); the in-process tests call the same entry point, dtbundle.cli.main.
+    script = Path(sys.executable).with_name("dtbundle")
+    proc = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False, env=cli_env()
     )
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dtbundle: error: "), proc.stderr
-    return lines[0]
+    assert proc.returncode == 0 and proc.stdout.strip() == f"dtbundle {__version__}", proc.stderr
 
 
 def test_help_lists_every_verb() -> None:
-    proc = run("--help")
+    proc = run_in_process("--help")
     assert proc.returncode == 0
     for verb in ("resolve", "keygen", "export", "verify", "inspect", "import"):
         assert f" {verb} " in proc.stdout
 
 
 def test_version() -> None:
-    proc = run("--version")
+    proc = run_in_process("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"dtbundle {__version__}"
 
 
 def test_resolve_text_and_json(plain_registry: RegistryServer, seeded: list[images.SampleImage]) -> None:
-    operator = seeded[0]
+    operator = sample(seeded, "operator")
     proc = run("resolve", "--plain-http", str(operator.ref))
     assert proc.returncode == 0, proc.stderr
     assert f"{operator.ref}@{operator.digest}" in proc.stdout and "linux/arm/v7" in proc.stdout
@@ -74,18 +64,22 @@ def test_resolve_text_and_json(plain_registry: RegistryServer, seeded: list[imag
 
 
 def test_invalid_reference_is_usage_error() -> None:
-    line = assert_clean_error(run("resolve", "Bad//Ref"), 2)
+    line = assert_clean_error(run_in_process("resolve", "Bad//Ref"), 2)
     assert "Bad//Ref" in line
 
 
-def test_unreachable_registry_is_operational_error() -> None:
-    line = assert_clean_error(run("resolve", "--plain-http", "127.0.0.1:9/x:1"), 1)
+def test_unreachable_registry_is_operational_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps = record_backoff(monkeypatch)  # in-process, so the retries need not wait for real
+    line = assert_clean_error(run_in_process("resolve", "--plain-http", "127.0.0.1:9/x:1"), 1)
     assert "127.0.0.1:9" in line
+    assert sleeps, "connection failures are retried with backoff"
 
 
 def test_debug_shows_the_traceback() -> None:
-    proc = run("--debug", "resolve", "Bad//Ref")
+    proc = run_in_process("--debug", "resolve", "Bad//Ref")
     assert proc.returncode == 2 and "Traceback" in proc.stderr
+    # --debug lasts one run: the next one (a new process for a user) is clean again.
+    assert "Traceback" not in run_in_process("resolve", "Bad//Ref").stderr
 
 
 def test_password_stdin_against_basic_auth_registry(basic_registry: RegistryServer) -> None:
@@ -113,7 +107,7 @@ def test_env_credentials_and_wrong_password_never_printed(basic_registry: Regist
 
 
 def test_explicit_credentials_need_one_registry() -> None:
-    proc = run(
+    proc = run_in_process(
         "resolve",
         "--username",
         "u",
@@ -143,7 +137,8 @@ class _LyingRegistry(BaseHTTPRequestHandler):
 @pytest.fixture
 def lying_registry() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _LyingRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits for serve_forever to notice, 0.5 s by default.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dtbundle.bundle.key import generate_keys
 from dtbundle.oci import Platform
 from dtbundle.oci.reference import Reference
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.bundle_tools import flip_byte, read_entries, write_entries
-from tests.conftest import PASSWORD, USER, Exported, make_client
-from tests.test_cli import assert_clean_error, run
+from tests.support.bundles import flip_byte, read_entries, write_entries
+from tests.support.cli import assert_clean_error, run, run_in_process
+from tests.support.registries import PASSWORD, USER, Exported, make_client, sample
 
 
 def test_keygen_export_verify_inspect(
@@ -20,7 +21,7 @@ def test_keygen_export_verify_inspect(
     proc = run("keygen", "--output-dir", str(tmp_path / "keys"), "--algorithm", "ecdsa-p256")
     assert proc.returncode == 0 and "ecdsa-p256" in proc.stdout
     key, pub = tmp_path / "keys/dtbundle.key", tmp_path / "keys/dtbundle.pub"
-    assert_clean_error(run("keygen", "--output-dir", str(tmp_path / "keys")), 2)
+    assert_clean_error(run_in_process("keygen", "--output-dir", str(tmp_path / "keys")), 2)
 
     out = tmp_path / "b.tar.zst"
     refs = [str(i.ref) for i in seeded]
@@ -42,13 +43,13 @@ def test_keygen_export_verify_inspect(
     assert "signature NOT checked" in proc.stdout and "linux/s390x" in proc.stdout
 
     assert "--force" in assert_clean_error(
-        run("export", "--plain-http", "--signing-key", str(key), "-o", str(out), refs[0]), 2
+        run_in_process("export", "--plain-http", "--signing-key", str(key), "-o", str(out), refs[0]), 2
     )
 
 
 def test_verify_exit_codes(exported: Exported, tmp_path: Path) -> None:
-    assert "--public-key" in assert_clean_error(run("verify", str(exported.path)), 2)
-    run("keygen", "--output-dir", str(tmp_path / "other"))
+    assert "--public-key" in assert_clean_error(run_in_process("verify", str(exported.path)), 2)
+    generate_keys(tmp_path / "other")  # just another key pair: no process needed
     assert_clean_error(run("verify", "--public-key", str(tmp_path / "other/dtbundle.pub"), str(exported.path)), 3)
     entries = read_entries(exported.path)
     entries[-1] = (entries[-1][0], flip_byte(entries[-1][1]))
@@ -56,7 +57,9 @@ def test_verify_exit_codes(exported: Exported, tmp_path: Path) -> None:
     write_entries(bad, entries)
     line = assert_clean_error(run("verify", "--public-key", str(exported.pub), str(bad)), 3)
     assert entries[-1][0] in line
-    assert_clean_error(run("verify", "--public-key", str(exported.pub), str(tmp_path / "missing.tar.zst")), 2)
+    assert_clean_error(
+        run_in_process("verify", "--public-key", str(exported.pub), str(tmp_path / "missing.tar.zst")), 2
+    )
 
 
 def test_inspect_reads_only_the_catalog(exported: Exported, tmp_path: Path) -> None:
@@ -70,12 +73,12 @@ def test_inspect_reads_only_the_catalog(exported: Exported, tmp_path: Path) -> N
 
 
 def test_export_usage_errors(tmp_path: Path, exported: Exported) -> None:
-    assert "no images" in assert_clean_error(run("export", "--signing-key", str(exported.key)), 2)
+    assert "no images" in assert_clean_error(run_in_process("export", "--signing-key", str(exported.key)), 2)
     not_a_key = tmp_path / "k.pem"
     not_a_key.write_text("hello")
-    assert "private key" in assert_clean_error(run("export", "--signing-key", str(not_a_key), "a.io/b:1"), 2)
+    assert "private key" in assert_clean_error(run_in_process("export", "--signing-key", str(not_a_key), "a.io/b:1"), 2)
     assert "invalid platform" in assert_clean_error(
-        run("export", "--signing-key", str(exported.key), "--platform", "amd64", "a.io/b:1"), 2
+        run_in_process("export", "--signing-key", str(exported.key), "--platform", "amd64", "a.io/b:1"), 2
     )
 
 
@@ -93,9 +96,9 @@ def test_key_passphrase_is_used_and_never_printed(
         str(tmp_path / "dtbundle.key"),
         "-o",
         str(tmp_path / "b.tar.zst"),
-        str(seeded[3].ref),
+        str(sample(seeded, "tool").ref),
     ]
-    line = assert_clean_error(run(*args), 2)
+    line = assert_clean_error(run_in_process(*args), 2)
     assert "DTBUNDLE_KEY_PASSPHRASE" in line
     proc = run(*args, env=env)
     assert proc.returncode == 0 and secret not in proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
-"""Signature verification against third-party test vectors (../shared/testvectors), made by
-the real cosign and Sigstore tools, with the outcomes their README states. sigstore-python
-(offline, its embedded public-good trusted root) is a second opinion on the Sigstore bundles."""
+"""Signature verification against third-party test vectors (tests/vectors, vendored from
+containers/image and sigstore-conformance), made by the real cosign and Sigstore tools, with
+the outcomes their README states. sigstore-python (offline, its embedded public-good trusted
+root) is a second opinion on the Sigstore bundles."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from cryptography.hazmat.primitives import serialization
 
 from dtbundle.errors import UsageError
 from dtbundle.oci import sha256_digest
-from dtbundle.trust import cosign
-from tests.conftest import SHARED
+from dtbundle.trust.keys import VerifyKey, key_fingerprint, load_verify_key
+from dtbundle.trust.policy import Identity, Policy, Verdict
+from dtbundle.trust.root import TrustedRoot
+from dtbundle.trust.sigstore_bundle import verify_sigstore_bundle
+from dtbundle.trust.simple_signing import REKOR_BUNDLE_ANNOTATION, verify_simple_signing
 
-VECTORS = SHARED / "testvectors"
+VECTORS = Path(__file__).parent / "vectors"
 LEGACY = VECTORS / "cosign-legacy"
 BUNDLES = VECTORS / "sigstore-bundle"
 BEACON = (
@@ -33,11 +37,11 @@ ACTIONS = "https://token.actions.githubusercontent.com"
 @pytest.fixture(scope="module", autouse=True)
 def _vectors_present() -> None:
     if not LEGACY.is_dir() or not BUNDLES.is_dir():
-        pytest.fail(f"test vectors missing at {VECTORS}: they are read from ../shared next to the checkout")
+        pytest.fail(f"test vectors missing at {VECTORS}: they are part of the repository")
 
 
-def key(name: str, base: Path = LEGACY) -> cosign.VerifyKey:
-    return cosign.load_verify_key((base / name).read_bytes(), name)
+def key(name: str, base: Path = LEGACY) -> VerifyKey:
+    return load_verify_key((base / name).read_bytes(), name)
 
 
 def layer(path: Path) -> tuple[bytes, dict[str, str], str]:
@@ -48,11 +52,11 @@ def layer(path: Path) -> tuple[bytes, dict[str, str], str]:
     return base64.b64decode(document["payload"]), document["annotations"], document["mimeType"]
 
 
-def verify_case(case: str, signature: str, policy: cosign.Policy) -> cosign.Verdict:
+def verify_case(case: str, signature: str, policy: Policy) -> Verdict:
     manifest = LEGACY / case / "manifest.json"
     digest = sha256_digest(manifest.read_bytes()) if manifest.exists() else None
     payload, annotations, media_type = layer(LEGACY / case / signature)
-    return cosign.verify_simple_signing(
+    return verify_simple_signing(
         payload,
         annotations,
         media_type=media_type,
@@ -62,13 +66,13 @@ def verify_case(case: str, signature: str, policy: cosign.Policy) -> cosign.Verd
     )
 
 
-def legacy_root(*, with_chain: bool = True, with_rekor: bool = True) -> cosign.TrustedRoot:
+def legacy_root(*, with_chain: bool = True, with_rekor: bool = True) -> TrustedRoot:
     """A trusted root made of the vector set's own Fulcio chain and Rekor key."""
     rekor = serialization.load_pem_public_key((LEGACY / "rekor.pub").read_bytes())
     der = rekor.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     chain = x509.load_pem_x509_certificates((LEGACY / "fulcio-chain").read_bytes()) if with_chain else []
     logs = {hashlib.sha256(der).hexdigest(): rekor} if with_rekor else {}
-    return cosign.TrustedRoot(tuple(chain), logs)  # type: ignore[arg-type]
+    return TrustedRoot(tuple(chain), logs)  # type: ignore[arg-type]
 
 
 # The README's table: (case, signature, key, expected validity, expected reason fragment)
@@ -92,48 +96,48 @@ LEGACY_TABLE = [
 
 @pytest.mark.parametrize(("case", "signature", "key_name", "valid", "reason"), LEGACY_TABLE)
 def test_cosign_legacy_vectors(case: str, signature: str, key_name: str, valid: bool, reason: str) -> None:
-    verdict = verify_case(case, signature, cosign.Policy(keys=(key(key_name),)))
+    verdict = verify_case(case, signature, Policy(keys=(key(key_name),)))
     assert verdict.valid is valid, verdict.detail
     assert reason in verdict.detail
     if valid:
-        assert verdict.signer == f"key {cosign.key_fingerprint(key(key_name))}"
+        assert verdict.signer == f"key {key_fingerprint(key(key_name))}"
 
 
 def test_unknown_key_signature_is_invalid() -> None:
     payload, annotations, media_type = layer(LEGACY / "unknown-cosign-key.signature")
-    verdict = cosign.verify_simple_signing(
+    verdict = verify_simple_signing(
         payload,
         annotations,
         media_type=media_type,
         layer_digest=None,
         image_digest=None,
-        policy=cosign.Policy(keys=(key("cosign.pub"),)),
+        policy=Policy(keys=(key("cosign.pub"),)),
     )
     assert not verdict.valid and "does not verify" in verdict.detail
 
 
 def test_key_signature_with_rekor_bundle_verifies_its_log_entry() -> None:
-    policy = cosign.Policy(keys=(key("cosign2.pub"),), trusted_root=legacy_root())
+    policy = Policy(keys=(key("cosign2.pub"),), trusted_root=legacy_root())
     assert verify_case("dir-img-cosign-key-rekor-valid", "signature-1", policy).valid
     # With a trusted root that does not know this Rekor instance, the log entry cannot be trusted.
-    stranger = cosign.Policy(keys=(key("cosign2.pub"),), trusted_root=legacy_root(with_rekor=False))
+    stranger = Policy(keys=(key("cosign2.pub"),), trusted_root=legacy_root(with_rekor=False))
     verdict = verify_case("dir-img-cosign-key-rekor-valid", "signature-1", stranger)
     assert not verdict.valid and "not in the trusted root" in verdict.detail
 
 
 def test_tampered_rekor_bundle_is_rejected() -> None:
     payload, annotations, media_type = layer(LEGACY / "dir-img-cosign-key-rekor-valid" / "signature-1")
-    bundle = json.loads(annotations[cosign.REKOR_BUNDLE_ANNOTATION])
+    bundle = json.loads(annotations[REKOR_BUNDLE_ANNOTATION])
     bundle["Payload"]["integratedTime"] += 1
-    annotations[cosign.REKOR_BUNDLE_ANNOTATION] = json.dumps(bundle)
+    annotations[REKOR_BUNDLE_ANNOTATION] = json.dumps(bundle)
     manifest = (LEGACY / "dir-img-cosign-key-rekor-valid" / "manifest.json").read_bytes()
-    verdict = cosign.verify_simple_signing(
+    verdict = verify_simple_signing(
         payload,
         annotations,
         media_type=media_type,
         layer_digest=sha256_digest(payload),
         image_digest=sha256_digest(manifest),
-        policy=cosign.Policy(keys=(key("cosign2.pub"),), trusted_root=legacy_root()),
+        policy=Policy(keys=(key("cosign2.pub"),), trusted_root=legacy_root()),
     )
     assert not verdict.valid and "signed entry timestamp" in verdict.detail
 
@@ -142,37 +146,37 @@ KEYLESS_CASE = ("dir-img-cosign-fulcio-rekor-valid", "signature-1")
 
 
 def test_keyless_legacy_signature_verifies_offline() -> None:
-    identity = cosign.Identity(subject="mitr@redhat.com", issuer="https://github.com/login/oauth")
-    verdict = verify_case(*KEYLESS_CASE, cosign.Policy(trusted_root=legacy_root(), identities=(identity,)))
+    identity = Identity(subject="mitr@redhat.com", issuer="https://github.com/login/oauth")
+    verdict = verify_case(*KEYLESS_CASE, Policy(trusted_root=legacy_root(), identities=(identity,)))
     assert verdict.valid, verdict.detail
     assert verdict.signer == "mitr@redhat.com (issuer https://github.com/login/oauth)"
-    regexp = cosign.Identity(subject_regexp=r".*@redhat\.com", issuer_regexp=r"https://github\.com/.*")
-    assert verify_case(*KEYLESS_CASE, cosign.Policy(trusted_root=legacy_root(), identities=(regexp,))).valid
+    regexp = Identity(subject_regexp=r".*@redhat\.com", issuer_regexp=r"https://github\.com/.*")
+    assert verify_case(*KEYLESS_CASE, Policy(trusted_root=legacy_root(), identities=(regexp,))).valid
 
 
-ANYONE = (cosign.Identity(subject_regexp=".*"),)
+ANYONE = (Identity(subject_regexp=".*"),)
 # Built inside the test (not at collection), so a missing vector directory fails the test clearly.
-KEYLESS_REJECTIONS: dict[str, tuple[Callable[[], cosign.Policy], str]] = {
+KEYLESS_REJECTIONS: dict[str, tuple[Callable[[], Policy], str]] = {
     "other identity": (
-        lambda: cosign.Policy(trusted_root=legacy_root(), identities=(cosign.Identity(subject="x@example.com"),)),
+        lambda: Policy(trusted_root=legacy_root(), identities=(Identity(subject="x@example.com"),)),
         "does not match the policy",
     ),
     "other issuer": (
-        lambda: cosign.Policy(
+        lambda: Policy(
             trusted_root=legacy_root(),
-            identities=(cosign.Identity(subject="mitr@redhat.com", issuer="https://accounts.google.com"),),
+            identities=(Identity(subject="mitr@redhat.com", issuer="https://accounts.google.com"),),
         ),
         "does not match",
     ),
     "unknown CA": (
-        lambda: cosign.Policy(trusted_root=legacy_root(with_chain=False), identities=ANYONE),
+        lambda: Policy(trusted_root=legacy_root(with_chain=False), identities=ANYONE),
         "does not chain",
     ),
     "unknown Rekor": (
-        lambda: cosign.Policy(trusted_root=legacy_root(with_rekor=False), identities=ANYONE),
+        lambda: Policy(trusted_root=legacy_root(with_rekor=False), identities=ANYONE),
         "not in the trusted root",
     ),
-    "key only": (lambda: cosign.Policy(keys=(key("cosign.pub"),)), "--trusted-root"),
+    "key only": (lambda: Policy(keys=(key("cosign.pub"),)), "--trusted-root"),
 }
 
 
@@ -203,13 +207,14 @@ BUNDLE_TABLE = [  # (case, expected validity): a name ending in _fail must fail
 ]
 
 
-def bundle_policy(case: Path) -> cosign.Policy:
+def bundle_policy(case: Path) -> Policy:
     keys = (key("key.pub", case),) if (case / "key.pub").exists() else ()
+    root: TrustedRoot | None
     if (case / "trusted_root.json").exists():
-        root = cosign.TrustedRoot.from_json((case / "trusted_root.json").read_bytes())
+        root = TrustedRoot.from_json((case / "trusted_root.json").read_bytes())
     else:
-        root = cosign.TrustedRoot.from_json(public_good_root()) if not keys else None
-    return cosign.Policy(keys, root, (cosign.Identity(subject=BEACON, issuer=ACTIONS),))
+        root = TrustedRoot.from_json(public_good_root()) if not keys else None
+    return Policy(keys, root, (Identity(subject=BEACON, issuer=ACTIONS),))
 
 
 @pytest.mark.parametrize(("case", "valid"), BUNDLE_TABLE)
@@ -223,7 +228,7 @@ def test_sigstore_bundle_vectors(case: str, valid: bool) -> None:
         # is how this case fails here.
         assert not valid and "not a PEM public key" in str(exc)
         return
-    verdict = cosign.verify_sigstore_bundle(
+    verdict = verify_sigstore_bundle(
         (folder / "bundle.sigstore.json").read_bytes(),
         image_digest=None,
         artifact=(BUNDLES / "a.txt").read_bytes(),
@@ -234,7 +239,7 @@ def test_sigstore_bundle_vectors(case: str, valid: bool) -> None:
 
 def test_bundle_against_another_artifact_fails() -> None:
     folder = BUNDLES / "managed-key-happy-path"
-    verdict = cosign.verify_sigstore_bundle(
+    verdict = verify_sigstore_bundle(
         (folder / "bundle.sigstore.json").read_bytes(),
         image_digest=None,
         artifact=b"another artifact",
@@ -245,12 +250,12 @@ def test_bundle_against_another_artifact_fails() -> None:
 
 def test_keyless_bundle_needs_the_identity() -> None:
     folder = BUNDLES / "happy-path-v0.3"
-    policy = cosign.Policy(
+    policy = Policy(
         (),
-        cosign.TrustedRoot.from_json(public_good_root()),
-        (cosign.Identity(subject_regexp=r"https://github\.com/dynatrace/.*", issuer=ACTIONS),),
+        TrustedRoot.from_json(public_good_root()),
+        (Identity(subject_regexp=r"https://github\.com/dynatrace/.*", issuer=ACTIONS),),
     )
-    verdict = cosign.verify_sigstore_bundle(
+    verdict = verify_sigstore_bundle(
         (folder / "bundle.sigstore.json").read_bytes(),
         image_digest=None,
         artifact=(BUNDLES / "a.txt").read_bytes(),
@@ -286,7 +291,7 @@ def test_sigstore_python_agrees_on_keyless_bundles(case: str) -> None:
             verifier.verify_artifact(artifact, bundle, identity)
     except Exception:
         theirs = False
-    ours = cosign.verify_sigstore_bundle(
+    ours = verify_sigstore_bundle(
         bundle_bytes, image_digest=None, artifact=artifact, policy=bundle_policy(BUNDLES / case)
     ).valid
     assert ours is theirs is (not case.endswith("_fail"))

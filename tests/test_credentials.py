@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from dtbundle.errors import CredentialsConfigError
-from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.registry import CredentialResolver, Credentials, RegistryClient
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.conftest import PASSWORD, USER, ref_in
+from tests.support.registries import PASSWORD, USER, fast_config, ref_in
 
 
 def _auth(user: str, password: str) -> str:
@@ -187,6 +187,6 @@ def test_docker_config_env_and_real_registry_login(
         {"auths": {basic_registry.address: {"auth": _auth(USER, PASSWORD)}}},
     )
     resolver = _resolver(home, DOCKER_CONFIG=str(tmp_path / "dockercfg"))
-    with RegistryClient(RegistryConfig(plain_http=True), resolver) as client:
+    with RegistryClient(fast_config(plain_http=True), resolver) as client:
         # Authenticated (no 401 error): the tag simply does not exist.
         assert client.head_manifest(ref_in(basic_registry, repo, "nothing")) is None

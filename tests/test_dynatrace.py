@@ -7,20 +7,36 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dtbundle import dynatrace
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.errors import UsageError
+from dtbundle.dynatrace.deployment_api import oneagent_versions
+from dtbundle.dynatrace.selection import (
+    Environment,
+    Selection,
+    classic_tag,
+    dynatrace_export,
+    expand,
+    load_selection_file,
+    merge_selection,
+)
+from dtbundle.dynatrace.table import COMPONENT_ANNOTATION, VERSION_ANNOTATION, load_table
+from dtbundle.errors import DynatraceApiError, DynatraceAuthError, LimitExceededError, UsageError
+from dtbundle.limits import RegistryLimits
 from dtbundle.oci.reference import Reference, parse_reference
+from dtbundle.registry import RegistryConfig
+from dtbundle.registry.service import ServiceSession
 from dtbundle.sandbox import dynatrace as dtsandbox
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
-from tests.conftest import Exported, make_client
-from tests.test_cli import assert_clean_error, run
-from tests.test_image_signatures import write_pub
+from dtbundle.trust.policy import Identity
+from tests.support.artifacts import write_pub
+from tests.support.cli import assert_clean_error, run
+from tests.support.registries import Exported, make_client
 
 PAAS_TOKEN = "dt0c01.PAASTOKEN.do-not-print-me"
 API_TOKEN = "dt0c01.APITOKEN.do-not-print-me-either"
@@ -61,9 +77,9 @@ OPTIONS = {
 @pytest.mark.parametrize(("option", "components"), OPTIONS.items())
 def test_every_option_expands_to_its_components(option: str, components: set[str]) -> None:
     versions = {c: V.get(c, V["oneagent"]) for c in components}
-    env = dynatrace.Environment.parse("https://abc12345.live.dynatrace.com")
-    requests = dynatrace.expand(dynatrace.Selection((option,), versions, environment=env))
-    got = {r.annotations[dynatrace.COMPONENT_ANNOTATION]: r for r in requests}
+    env = Environment.parse("https://abc12345.live.dynatrace.com")
+    requests = expand(Selection((option,), versions, environment=env))
+    got = {r.annotations[COMPONENT_ANNOTATION]: r for r in requests}
     assert set(got) == components
     for name, request in got.items():
         if name == "oneagent-classic":
@@ -74,13 +90,13 @@ def test_every_option_expands_to_its_components(option: str, components: set[str
 
 
 def test_optional_components_and_docker_hub() -> None:
-    selection = dynatrace.Selection(
+    selection = Selection(
         ("application-observability",),
         {"operator": "v1.4.0", "codemodules": "1.2.3", "activegate": "1.2.3"},
         "dockerhub",
         True,
     )
-    refs = {str(r.ref) for r in dynatrace.expand(selection)}
+    refs = {str(r.ref) for r in expand(selection)}
     assert "docker.io/dynatrace/dynatrace-activegate:1.2.3" in refs
 
 
@@ -93,39 +109,37 @@ def test_optional_components_and_docker_hub() -> None:
     ],
 )
 def test_classic_version_mapping(version: str, tag: str) -> None:
-    assert dynatrace.classic_tag(version) == tag
+    assert classic_tag(version) == tag
 
 
 @pytest.mark.parametrize("bad", ["latest", "LATEST", "stable", "", "edge"])
 def test_mutable_tags_are_refused(bad: str) -> None:
     with pytest.raises(UsageError) as info:
-        dynatrace.expand(
-            dynatrace.Selection(
-                ("kubernetes-platform-monitoring",), {"operator": bad, "activegate": "1.305.57.20250115-123456"}
-            )
+        expand(
+            Selection(("kubernetes-platform-monitoring",), {"operator": bad, "activegate": "1.305.57.20250115-123456"})
         )
     assert "immutable" in str(info.value) and "--version operator=v1.4.0" in str(info.value)
 
 
 def test_missing_and_unused_versions_are_named() -> None:
     with pytest.raises(UsageError) as info:
-        dynatrace.expand(dynatrace.Selection(("host-monitoring",), {"operator": "v1.4.0"}))
+        expand(Selection(("host-monitoring",), {"operator": "v1.4.0"}))
     assert "--version oneagent=" in str(info.value) and "--version activegate=" in str(info.value)
     with pytest.raises(UsageError) as info:
-        dynatrace.expand(
-            dynatrace.Selection(
+        expand(
+            Selection(
                 ("kubernetes-platform-monitoring",), {"operator": "v1.4.0", "activegate": "1.2.3", "oneagent": "1.2.3"}
             )
         )
     assert "oneagent" in str(info.value)
     with pytest.raises(UsageError):
-        dynatrace.classic_tag("1.305")
+        classic_tag("1.305")
 
 
 def test_environment_urls() -> None:
-    saas = dynatrace.Environment.parse("https://abc12345.live.dynatrace.com/")
+    saas = Environment.parse("https://abc12345.live.dynatrace.com/")
     assert (saas.environment_id, saas.registry) == ("abc12345", "abc12345.live.dynatrace.com")
-    managed = dynatrace.Environment.parse("https://dt.corp.example/e/0e1f2a3b-aaaa")
+    managed = Environment.parse("https://dt.corp.example/e/0e1f2a3b-aaaa")
     assert (managed.environment_id, managed.registry) == ("0e1f2a3b-aaaa", "dt.corp.example/e/0e1f2a3b-aaaa")
 
 
@@ -135,8 +149,8 @@ def test_selection_file(tmp_path: Path) -> None:
         'options = ["kspm"]\nregistry = "dockerhub"\n[versions]\noperator = "v1.4.0"\n'
         'activegate = "1.305.57.20250115-123456"\nk8s-node-config-collector = "1.3.0"\n'
     )
-    selection, _ = dynatrace.load_selection_file(spec)
-    refs = sorted(str(r.ref) for r in dynatrace.expand(selection))
+    selection, _ = load_selection_file(spec)
+    refs = sorted(str(r.ref) for r in expand(selection))
     assert refs == [
         "docker.io/dynatrace/dynatrace-activegate:1.305.57.20250115-123456",
         "docker.io/dynatrace/dynatrace-k8s-node-config-collector:1.3.0",
@@ -158,6 +172,138 @@ def test_versions_from_the_deployment_api() -> None:
         assert API_TOKEN not in proc.stdout + proc.stderr
     finally:
         api.stop()
+
+
+VERSIONS_PATH = "/api/v1/deployment/installer/agent/versions/unix/default"
+
+
+def test_the_deployment_api_is_retried_after_a_503() -> None:
+    api = dtsandbox.DeploymentApi(API_TOKEN, faults=[503])
+    delays: list[float] = []
+    try:
+        with ServiceSession(RegistryConfig(), sleep=delays.append) as session:
+            found = oneagent_versions(api.url, API_TOKEN, session)
+    finally:
+        api.stop()
+    assert found.versions == tuple(dtsandbox.AVAILABLE_ONEAGENT) and found.latest == dtsandbox.AVAILABLE_ONEAGENT[-1]
+    assert api.requests.count(VERSIONS_PATH) == 2 and len(delays) == 1  # one backoff, then the answer
+
+
+def test_the_deployment_api_gives_up_after_the_bounded_attempts() -> None:
+    api = dtsandbox.DeploymentApi(API_TOKEN, faults=[503] * 5)
+    config = RegistryConfig(limits=RegistryLimits(max_attempts=3))
+    try:
+        with ServiceSession(config, sleep=lambda _: None) as session, pytest.raises(DynatraceApiError) as info:
+            oneagent_versions(api.url, API_TOKEN, session)
+    finally:
+        api.stop()
+    assert api.requests == [VERSIONS_PATH] * 3
+    assert info.value.exit_code == 1 and "answered HTTP 503" in str(info.value)
+
+
+def test_an_oversized_deployment_api_answer_is_refused() -> None:
+    api = dtsandbox.DeploymentApi(API_TOKEN, versions=[f"1.{i}.0.20250101-000000" for i in range(200, 260)])
+    config = RegistryConfig(limits=RegistryLimits(max_json_bytes=512))
+    try:
+        with ServiceSession(config) as session, pytest.raises(LimitExceededError) as info:
+            oneagent_versions(api.url, API_TOKEN, session)
+    finally:
+        api.stop()
+    message = str(info.value)
+    assert info.value.exit_code == 3  # an IntegrityError: content larger than a configured bound
+    assert "Deployment API answer" in message and "limit of 512" in message and API_TOKEN not in message
+
+
+def _mock_session(handler: httpx.MockTransport) -> ServiceSession:
+    return ServiceSession(
+        RegistryConfig(limits=RegistryLimits(max_json_bytes=512)), transport=handler, sleep=lambda _: None
+    )
+
+
+def test_deployment_api_faults_from_an_injected_transport() -> None:
+    seen: list[httpx.Request] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path.endswith("/metainfo"):
+            return httpx.Response(200, json={"latestAgentVersion": "1.2.3.20250101-000000"})
+        return httpx.Response(200, json={"availableVersions": ["1.2.3.20250101-000000"]})
+
+    with _mock_session(httpx.MockTransport(flaky)) as session:
+        found = oneagent_versions("https://abc12345.live.dynatrace.com/", API_TOKEN, session)
+    assert found.latest == "1.2.3.20250101-000000" and len(seen) == 3  # a connection error is retried
+    assert {r.headers["Authorization"] for r in seen} == {f"Api-Token {API_TOKEN}"}  # never registry credentials
+    assert str(seen[0].url) == "https://abc12345.live.dynatrace.com" + VERSIONS_PATH
+
+    answers = {
+        "forbidden": (httpx.Response(403, json={"error": {"code": 403}}), DynatraceAuthError, "InstallerDownload"),
+        "not JSON": (httpx.Response(200, text="<html>login</html>"), DynatraceApiError, "not a JSON object"),
+        "a list": (httpx.Response(200, json=["1.2.3"]), DynatraceApiError, "not a JSON object"),
+        "wrong shape": (httpx.Response(200, json={"versions": []}), DynatraceApiError, "'availableVersions'"),
+        "not found": (httpx.Response(404, json={}), DynatraceApiError, f"HTTP 404 for {VERSIONS_PATH}"),
+    }
+    for name, (response, error, text) in answers.items():
+        with _mock_session(httpx.MockTransport(lambda _, r=response: r)) as session, pytest.raises(error) as info:
+            oneagent_versions("https://abc12345.live.dynatrace.com", API_TOKEN, session)
+        assert text in str(info.value) and info.value.exit_code == 1, name
+        assert API_TOKEN not in str(info.value), name
+
+
+def test_keyless_default_identity_comes_from_the_table() -> None:
+    table = load_table()
+    operator = table.components["operator"]
+    versions = ["operator=v1.4.0", "activegate=1.2.3"]
+    selection = merge_selection(["kubernetes-platform-monitoring"], versions)
+    chosen = dynatrace_export(selection)
+    assert operator.signing == "keyless" and operator.identity_regexp and operator.issuer
+    assert chosen.keyless_identity == Identity(subject_regexp=operator.identity_regexp, issuer=operator.issuer)
+    # The table is the only source: change it and the default follows.
+    signer = replace(operator, identity_regexp=r"^https://example\.com/.+", issuer="https://issuer.example")
+    other = replace(table, components={**table.components, "operator": signer})
+    assert dynatrace_export(selection, table=other).keyless_identity == Identity(
+        subject_regexp=r"^https://example\.com/.+", issuer="https://issuer.example"
+    )
+    unsigned = replace(operator, signing="vendor-key", identity_regexp=None, issuer=None)
+    no_keyless = replace(table, components={**table.components, "operator": unsigned})
+    assert dynatrace_export(selection, table=no_keyless).keyless_identity is None
+
+
+def test_dynatrace_export_asks_for_the_paas_token_only_when_needed() -> None:
+    asked: list[bool] = []
+
+    def token() -> str:
+        asked.append(True)
+        return PAAS_TOKEN
+
+    public = dynatrace_export(
+        merge_selection(["kubernetes-platform-monitoring"], ["operator=v1.4.0", "activegate=1.2.3"]), paas_token=token
+    )
+    assert not asked and not public.selection.needs_paas_token and public.credentials == {}
+    assert public.extensions == {"options": ["kubernetes-platform-monitoring"], "registry": "ecr"}
+    classic = dynatrace_export(
+        merge_selection(
+            ["classic-fullstack"],
+            ["operator=v1.4.0", "activegate=1.2.3", "oneagent-classic=1.305.57.20250115-123456"],
+            environment_url="https://dt.corp.example:8443/e/0e1f2a3b-aaaa",
+        ),
+        paas_token=token,
+        credentials_source="PaaS token (test)",
+    )
+    assert asked == [True] and classic.selection.needs_paas_token
+    login = classic.credentials["dt.corp.example:8443"]
+    assert (login.source, login.username, login.password) == ("PaaS token (test)", "0e1f2a3b-aaaa", PAAS_TOKEN)
+    assert PAAS_TOKEN not in repr(classic)
+    # Selection errors come first: no token is asked for a selection that cannot work.
+    with pytest.raises(UsageError, match="versions missing"):
+        dynatrace_export(
+            merge_selection(
+                ["classic-fullstack"], ["operator=v1.4.0"], environment_url="https://abc12345.live.dynatrace.com"
+            ),
+            paas_token=token,
+        )
+    assert asked == [True]
 
 
 def _image_refs(fragment: str) -> list[str]:
@@ -204,10 +350,7 @@ def test_cloud_native_fullstack_export_import_and_dynakube(
     with open_bundle(bundle, None) as reader:
         catalog = reader.catalog
     assert catalog.extensions["dynatrace"]["options"] == ["cloud-native-fullstack", "kspm"]
-    assert {
-        i.annotations[dynatrace.COMPONENT_ANNOTATION]: i.annotations[dynatrace.VERSION_ANNOTATION]
-        for i in catalog.images
-    } == V
+    assert {i.annotations[COMPONENT_ANNOTATION]: i.annotations[VERSION_ANNOTATION] for i in catalog.images} == V
     target = f"{plain_registry.address}/{uuid.uuid4().hex[:8]}"
     fragment_file = tmp_path / "dynakube.yaml"
     proc = run(

@@ -17,14 +17,15 @@ from dtbundle.bundle.format import Catalog
 from dtbundle.bundle.key import load_private_key, load_public_key
 from dtbundle.bundle.reader import open_bundle, verify_bundle
 from dtbundle.errors import OperationalError, UsageError
-from dtbundle.export.plan import load_images_file, requests_from
+from dtbundle.export.requests import load_images_file, requests_from
 from dtbundle.export.run import ExportSettings, run_export
 from dtbundle.oci import Descriptor, Platform, blob_path, sha256_digest
 from dtbundle.oci.reference import Reference
-from dtbundle.registry import CredentialResolver, RegistryClient, RegistryConfig
+from dtbundle.registry import CredentialResolver, RegistryClient
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.conftest import Exported, make_client, ref_in
+from tests.support.artifacts import referrer_artifact
+from tests.support.registries import Exported, fast_config, make_client, ref_in, sample
 
 
 def extract(bundle: Path, dest: Path) -> Path:
@@ -132,7 +133,7 @@ def test_shared_blobs_are_stored_once(exported: Exported) -> None:
 def test_platform_filter_trims_the_index_and_records_the_original(
     seeded: list[images.SampleImage], client: RegistryClient, tmp_path: Path, keys_dir: Path, skopeo: str
 ) -> None:
-    operator = seeded[0]
+    operator = sample(seeded, "operator")
     catalog = export(
         client,
         [str(operator.ref)],
@@ -157,26 +158,29 @@ def test_platform_filter_errors(
 ) -> None:
     with pytest.raises(UsageError) as info:
         export(
-            client, [str(seeded[0].ref)], tmp_path / "a.tar.zst", keys_dir / "dtbundle.key", platforms=["windows/amd64"]
+            client,
+            [str(sample(seeded, "operator").ref)],
+            tmp_path / "a.tar.zst",
+            keys_dir / "dtbundle.key",
+            platforms=["windows/amd64"],
         )
     assert "linux/arm64" in str(info.value)  # lists what there is
-    tool = next(i for i in seeded if i.ref.repository == "samples/tool")
+    tool = sample(seeded, "tool")
     with pytest.raises(UsageError):
         export(client, [str(tool.ref)], tmp_path / "b.tar.zst", keys_dir / "dtbundle.key", platforms=["linux/arm64"])
     assert not list(tmp_path.iterdir())
 
 
 def test_images_file(seeded: list[images.SampleImage], client: RegistryClient, tmp_path: Path, keys_dir: Path) -> None:
+    collector, agent = sample(seeded, "collector"), sample(seeded, "agent")
     spec = tmp_path / "images.toml"
-    spec.write_text(
-        f'images = ["{seeded[2].ref}"]\n\n[[image]]\nref = "{seeded[1].ref}"\nplatforms = ["linux/s390x"]\n'
-    )
+    spec.write_text(f'images = ["{collector.ref}"]\n\n[[image]]\nref = "{agent.ref}"\nplatforms = ["linux/s390x"]\n')
     requests = load_images_file(spec)
     settings = ExportSettings(tuple(requests), tmp_path / "b.tar.zst", load_private_key(keys_dir / "dtbundle.key"))
     run_export(client, settings)
     with open_bundle(tmp_path / "b.tar.zst", None) as reader:
         got = {i.ref_name: [p.platform for p in i.platforms] for i in reader.catalog.images}
-    assert got == {str(seeded[2].ref): ["linux/amd64", "linux/arm64"], str(seeded[1].ref): ["linux/s390x"]}
+    assert got == {str(collector.ref): ["linux/amd64", "linux/arm64"], str(agent.ref): ["linux/s390x"]}
 
 
 @pytest.mark.parametrize(
@@ -198,23 +202,6 @@ def test_images_file_errors(tmp_path: Path, content: str, message: str) -> None:
     assert message in str(info.value)
 
 
-def _artifact(subject: images.BuiltManifest | Descriptor, artifact_type: str, payload: bytes) -> images.BuiltManifest:
-    desc = subject.descriptor() if isinstance(subject, images.BuiltManifest) else subject
-    empty = images.Blob(oci.OCI_EMPTY, b"{}")
-    layer = images.Blob(artifact_type, payload)
-    data = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": oci.OCI_MANIFEST,
-            "artifactType": artifact_type,
-            "config": empty.descriptor.to_json(),
-            "layers": [layer.descriptor.to_json()],
-            "subject": desc.to_json(),
-        }
-    ).encode()
-    return images.BuiltManifest(oci.OCI_MANIFEST, data, [empty, layer])
-
-
 def test_referrers_tag_schema_and_recursive_signatures_are_carried(
     plain_registry: RegistryServer,
     client: RegistryClient,
@@ -229,7 +216,7 @@ def test_referrers_tag_schema_and_recursive_signatures_are_carried(
     ref = ref_in(plain_registry, repo, "2.0")
     images.push(client, ref, index)
     # An SBOM referrer of the amd64 manifest, with the fallback index cosign v3 / oras write,
-    sbom = _artifact(amd, "application/spdx+json", b'{"spdxVersion":"SPDX-2.3"}')
+    sbom = referrer_artifact(amd, "application/spdx+json", b'{"spdxVersion":"SPDX-2.3"}')
     images.push(client, ref.with_tag(None), sbom)
     fallback = json.dumps(
         {
@@ -265,7 +252,7 @@ class FakeApiRegistry:
 
     def __init__(self) -> None:
         self.image = images.build_image(Platform("linux", "amd64"), [images.make_layer("api", 500)])
-        self.bundle = _artifact(self.image, oci.SIGSTORE_BUNDLE_V03, b'{"mediaType":"sigstore"}')
+        self.bundle = referrer_artifact(self.image, oci.SIGSTORE_BUNDLE_V03, b'{"mediaType":"sigstore"}')
         self.content = {d.digest: d for d in [self.image, self.bundle]}
         self.blobs = {b.descriptor.digest: b.data for m in self.content.values() for b in m.blobs}
 
@@ -299,7 +286,7 @@ class FakeApiRegistry:
 def test_referrers_api_is_used_when_the_registry_has_it(tmp_path: Path, keys_dir: Path) -> None:
     fake = FakeApiRegistry()
     with RegistryClient(
-        RegistryConfig(), CredentialResolver(use_config_files=False), transport=httpx.MockTransport(fake)
+        fast_config(), CredentialResolver(use_config_files=False), transport=httpx.MockTransport(fake)
     ) as client:
         catalog = export(client, ["registry.test/app:1.0"], tmp_path / "b.tar.zst", keys_dir / "dtbundle.key")
     (artifact,) = catalog.artifacts
@@ -332,19 +319,21 @@ def test_failed_export_leaves_no_bundle_or_temp_files(
 def test_existing_output_needs_force(
     seeded: list[images.SampleImage], client: RegistryClient, tmp_path: Path, keys_dir: Path
 ) -> None:
+    tool = sample(seeded, "tool")
     out = tmp_path / "b.tar.zst"
     out.write_bytes(b"precious")
     with pytest.raises(UsageError):
-        export(client, [str(seeded[3].ref)], out, keys_dir / "dtbundle.key")
+        export(client, [str(tool.ref)], out, keys_dir / "dtbundle.key")
     assert out.read_bytes() == b"precious"
-    export(client, [str(seeded[3].ref)], out, keys_dir / "dtbundle.key", force=True)
+    export(client, [str(tool.ref)], out, keys_dir / "dtbundle.key", force=True)
     assert verify_bundle(out, [load_public_key(keys_dir / "dtbundle.pub")]).files > 0
 
 
 def test_blob_bytes_are_the_registry_bytes(exported: Exported, tmp_path: Path, client: RegistryClient) -> None:
     layout = extract(exported.path, tmp_path / "x")
-    image = exported.images[1].manifest.children[0]  # a Docker schema2 platform manifest
+    agent = sample(exported.images, "agent")
+    image = agent.manifest.children[0]  # a Docker schema2 platform manifest
     for blob in image.blobs:
         out = io.BytesIO()
-        client.download_blob(exported.images[1].ref, blob.descriptor, out)
+        client.download_blob(agent.ref, blob.descriptor, out)
         assert (layout / blob_path(blob.descriptor.digest)).read_bytes() == out.getvalue() == blob.data

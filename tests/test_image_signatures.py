@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle import oci
@@ -18,16 +17,10 @@ from dtbundle.oci import Platform
 from dtbundle.oci.reference import Reference
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from dtbundle.trust import cosign
-from tests.conftest import Exported, make_client
-from tests.test_cli import assert_clean_error, run
-
-
-def write_pub(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return path
+from dtbundle.trust.keys import key_fingerprint, load_verify_key
+from tests.support.artifacts import write_pub
+from tests.support.cli import assert_clean_error, run, run_in_process
+from tests.support.registries import Exported, make_client
 
 
 @pytest.fixture
@@ -53,7 +46,7 @@ def test_export_verifies_and_records_signatures(
     )
     assert proc.returncode == 0, proc.stderr
     report = {v["image"]: v for v in json.loads(proc.stdout)["signatureVerification"]}
-    fingerprint = "key " + cosign.key_fingerprint(cosign.load_verify_key(cosign_pub.read_bytes(), "cosign.pub"))
+    fingerprint = "key " + key_fingerprint(load_verify_key(cosign_pub.read_bytes(), "cosign.pub"))
     with open_bundle(out, None) as reader:
         recorded = {i.source: i.verification for i in reader.catalog.images}
     for image in seeded:
@@ -189,18 +182,19 @@ def test_rejected_signatures_leave_nothing_tagged(
 
 def test_policy_option_errors(exported: Exported, tmp_path: Path) -> None:
     assert "--cosign-key" in assert_clean_error(
-        run("verify", "--public-key", str(exported.pub), "--require-signatures", str(exported.path)), 2
+        run_in_process("verify", "--public-key", str(exported.pub), "--require-signatures", str(exported.path)), 2
     )
     assert "--trusted-root" in assert_clean_error(
-        run("verify", "--public-key", str(exported.pub), "--certificate-identity", "x", str(exported.path)), 2
+        run_in_process("verify", "--public-key", str(exported.pub), "--certificate-identity", "x", str(exported.path)),
+        2,
     )
     bad = tmp_path / "root.json"
     bad.write_text("{}")
     assert "--certificate-identity" in assert_clean_error(
-        run("verify", "--public-key", str(exported.pub), "--trusted-root", str(bad), str(exported.path)), 2
+        run_in_process("verify", "--public-key", str(exported.pub), "--trusted-root", str(bad), str(exported.path)), 2
     )
     assert "regular expression" in assert_clean_error(
-        run(
+        run_in_process(
             "verify",
             "--public-key",
             str(exported.pub),

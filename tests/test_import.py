@@ -18,9 +18,9 @@ import pytest
 
 from dtbundle import oci
 from dtbundle.bundle.format import Catalog
-from dtbundle.bundle.key import load_private_key, load_public_key
+from dtbundle.bundle.key import generate_keys, load_private_key, load_public_key
 from dtbundle.errors import NotFoundError, UsageError
-from dtbundle.export.plan import requests_from
+from dtbundle.export.requests import requests_from
 from dtbundle.export.run import ExportSettings, run_export
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.run import ImportSettings, run_import
@@ -29,9 +29,10 @@ from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.bundle_tools import flip_byte, read_entries, write_entries
-from tests.conftest import PASSWORD, USER, Exported, make_client
-from tests.test_cli import assert_clean_error, run
+from tests.support.artifacts import referrer_artifact
+from tests.support.bundles import flip_byte, read_entries, write_entries
+from tests.support.cli import assert_clean_error, run, run_in_process
+from tests.support.registries import PASSWORD, USER, Exported, make_client, sample
 
 
 def catalog(exported: Exported) -> Catalog:
@@ -158,15 +159,16 @@ def test_second_run_pushes_nothing(exported: Exported, plain_registry: RegistryS
 )
 def test_mapping_rules(exported: Exported, plain_registry: RegistryServer, maps: list[str], expected: str) -> None:
     where = prefix(plain_registry)
-    source = exported.images[0].ref
+    operator = sample(exported.images, "operator")
+    source = operator.ref
     rules = [m.format(src=source.registry, p=where) for m in maps]
     mapper = RepositoryMapper(where, rules)
     with make_client(plain_registry, user=None) as client:
         run_import(client, ImportSettings(exported.path, [load_public_key(exported.pub)], mapper))
         host, _, path = expected.format(p=where).partition("/")
         target = Reference(host, path, source.tag)
-        assert client.get_manifest(target).digest == exported.images[0].digest
-        sig = target.with_tag(oci.referrers_tag(exported.images[0].digest) + ".sig")
+        assert client.get_manifest(target).digest == operator.digest
+        sig = target.with_tag(oci.referrers_tag(operator.digest) + ".sig")
         assert client.head_manifest(sig) is not None  # signatures follow their image
 
 
@@ -202,7 +204,7 @@ def test_existing_tag_with_other_digest_is_refused_then_overwritten(
     exported: Exported, plain_registry: RegistryServer
 ) -> None:
     where = prefix(plain_registry)
-    image = exported.images[0]
+    image = sample(exported.images, "operator")
     target = mirrored(where, image.ref)
     other = images.build_image(Platform("linux", "amd64"), [images.make_layer("squatter", 100)])
     with make_client(plain_registry, user=None) as client:
@@ -212,7 +214,8 @@ def test_existing_tag_with_other_digest_is_refused_then_overwritten(
     assert str(target) in line and "--overwrite" in line
     with make_client(plain_registry, user=None) as client:
         assert client.get_manifest(target).digest == other.digest  # untouched
-        assert client.head_manifest(mirrored(where, exported.images[1].ref)) is None  # nothing else moved either
+        agent = sample(exported.images, "agent")
+        assert client.head_manifest(mirrored(where, agent.ref)) is None  # nothing else moved either
     proc = run(*args, "--overwrite", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["counts"]["tags overwritten"] == 1
@@ -280,7 +283,7 @@ def test_tampered_bundle_exits_3_and_moves_no_tag(
 
 
 def test_wrong_key_and_missing_key(exported: Exported, plain_registry: RegistryServer, tmp_path: Path) -> None:
-    run("keygen", "--output-dir", str(tmp_path))
+    generate_keys(tmp_path)  # just another key pair: no process needed
     where = prefix(plain_registry)
     assert_clean_error(
         run(
@@ -294,8 +297,9 @@ def test_wrong_key_and_missing_key(exported: Exported, plain_registry: RegistryS
         ),
         3,
     )
+    # No key at all is a usage error, as on verify.
     assert "--public-key" in assert_clean_error(
-        run("import", "--plain-http", "--registry", where, str(exported.path)), 3
+        run_in_process("import", "--plain-http", "--registry", where, str(exported.path)), 2
     )
     with make_client(plain_registry, user=None) as client:
         assert_untouched(client, where, catalog(exported))
@@ -318,7 +322,8 @@ def test_to_oci_layout(exported: Exported, tmp_path: Path, skopeo: str) -> None:
     assert set(json.loads(again.stdout)["counts"]) == {"blobs exist", "index entries unchanged"}
 
 
-def _big_bundle(plain_registry: RegistryServer, tmp_path: Path, keys_dir: Path) -> tuple[Path, Reference]:
+def _big_bundle(plain_registry: RegistryServer, tmp_path: Path, keys_dir: Path) -> tuple[Path, Reference, list[str]]:
+    """A bundle of one 48 MiB two-platform image; also returns the digests of its blobs."""
     layers = [os.urandom(12 * 1024 * 1024) for _ in range(4)]
     children = []
     for n, arch in enumerate(("amd64", "arm64")):
@@ -349,16 +354,15 @@ def _big_bundle(plain_registry: RegistryServer, tmp_path: Path, keys_dir: Path) 
                 compression_level=1,
             ),
         )
-    return bundle, ref
+    return bundle, ref, [b.descriptor.digest for child in children for b in child.blobs]
 
 
 def test_import_killed_mid_stream_leaves_no_tag_and_resumes(
     plain_registry: RegistryServer, tmp_path: Path, keys_dir: Path
 ) -> None:
-    bundle, ref = _big_bundle(plain_registry, tmp_path, keys_dir)
+    bundle, ref, blobs = _big_bundle(plain_registry, tmp_path, keys_dir)
     where = prefix(plain_registry)
     target = mirrored(where, ref)
-    storage = plain_registry.storage / "docker/registry/v2/repositories" / target.repository
     args = [
         sys.executable,
         "-m",
@@ -371,20 +375,21 @@ def test_import_killed_mid_stream_leaves_no_tag_and_resumes(
         where,
         str(bundle),
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    # Kill it once the first blob has landed in the target repository, mid-stream.
-    while time.monotonic() < deadline and proc.poll() is None:
-        layers = storage / "_layers" / "sha256"
-        if layers.exists() and any(layers.iterdir()):
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "import finished before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
     with make_client(plain_registry, user=None) as client:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        # Kill it once the registry says the first blob has landed in the target repository, mid-stream.
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(client.blob_size(target, digest) is not None for digest in blobs):
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.005)  # a pause between looks that ends early if the import does
+        assert proc.poll() is None, "import finished before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
         assert client.head_manifest(target) is None
-        assert not (storage / "_manifests" / "tags").exists()
+        with contextlib.suppress(NotFoundError):  # a repository without manifests may have no tag list at all
+            assert client.list_tags(target) == []
     done = run(
         "import",
         "--plain-http",
@@ -405,11 +410,9 @@ def test_import_killed_mid_stream_leaves_no_tag_and_resumes(
 def test_referrers_tag_schema_index_is_reproduced_and_merged(
     plain_registry: RegistryServer, tmp_path: Path, keys_dir: Path, repo: str
 ) -> None:
-    from tests.test_export import _artifact
-
     amd = images.build_image(Platform("linux", "amd64"), [images.make_layer("imp-ref", 700)])
     ref = Reference(plain_registry.address, repo, "3.0")
-    sbom = _artifact(amd, "application/spdx+json", b'{"spdxVersion":"SPDX-2.3"}')
+    sbom = referrer_artifact(amd, "application/spdx+json", b'{"spdxVersion":"SPDX-2.3"}')
     desc = oci.Descriptor(oci.OCI_MANIFEST, sbom.digest, len(sbom.data), artifact_type="application/spdx+json")
     fallback = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [desc.to_json()]}).encode()
     with make_client(plain_registry, user=None) as client:
@@ -436,7 +439,7 @@ def test_referrers_tag_schema_index_is_reproduced_and_merged(
         where2 = prefix(plain_registry)
         target2 = mirrored(where2, ref)
         images.push(client, target2.with_tag(None), amd)
-        other = _artifact(amd, "application/vnd.example.report", b"report")
+        other = referrer_artifact(amd, "application/vnd.example.report", b"report")
         images.push(client, target2.with_tag(None), other)
         other_desc = oci.Descriptor(
             oci.OCI_MANIFEST, other.digest, len(other.data), artifact_type="application/vnd.example.report"

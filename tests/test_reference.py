@@ -62,6 +62,7 @@ def test_identifier_prefers_digest_over_tag() -> None:
         ("r.io/Team/app", "lowercase"),
         ("docker.io/Team/app", "lowercase"),
         ("r.io/app:", "invalid tag"),
+        ("r.io/app:v1.\u00e9", "invalid tag"),  # the grammar's \w is ASCII: no letters beyond it
         ("r.io/app:-bad", "invalid tag"),
         ("r.io/app@sha256:abc", "malformed digest"),
         ("r.io/app@md5:" + "a" * 32, "unsupported digest algorithm"),

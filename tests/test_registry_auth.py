@@ -11,24 +11,24 @@ import pytest
 
 from dtbundle.errors import AuthenticationError, RegistryConnectionError, RegistryError
 from dtbundle.oci import Descriptor, Platform, sha256_digest
-from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.registry import CredentialResolver, Credentials, RegistryClient
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.conftest import (
+from tests.support.registries import (
     PASSWORD,
     READER,
     READER_PASSWORD,
     REFRESH_TOKEN,
     USER,
+    fast_config,
     make_client,
     ref_in,
-    registry_config,
 )
 
 
 def bare_client(**config: object) -> RegistryClient:
-    """A client with no credentials and no config files: only what ``config`` says."""
-    return RegistryClient(registry_config(**config), CredentialResolver(use_config_files=False))
+    """A client with no credentials and no config files: only what ``config`` says (and tiny backoff)."""
+    return RegistryClient(fast_config(**config), CredentialResolver(use_config_files=False))
 
 
 def _roundtrip(client: RegistryClient, server: RegistryServer, repo: str) -> None:
@@ -117,7 +117,7 @@ def test_cross_repository_mount_asks_for_both_scopes(token_registry: RegistrySer
 
 def test_identity_token_uses_oauth2_refresh_grant(token_registry: RegistryServer, repo: str) -> None:
     creds = {token_registry.address: Credentials("docker config identitytoken", identity_token=REFRESH_TOKEN)}
-    config = RegistryConfig(plain_http=True)
+    config = fast_config(plain_http=True)
     with RegistryClient(config, CredentialResolver(creds, use_config_files=False)) as client:
         _roundtrip(client, token_registry, repo)
     assert token_registry.token_server is not None

@@ -18,7 +18,7 @@ from dtbundle.oci import Descriptor, Platform, sha256_digest
 from dtbundle.registry import RegistryClient
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
-from tests.conftest import make_client, ref_in
+from tests.support.registries import make_client, ref_in, sample
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_media_types_cover_oci_and_docker_indexes_and_images(
 ) -> None:
     kinds = {client.get_manifest(i.ref).media_type for i in seeded}
     assert kinds == {oci.OCI_INDEX, oci.DOCKER_MANIFEST_LIST, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST}
-    agent = next(i for i in seeded if "agent" in i.ref.repository)
+    agent = sample(seeded, "agent")
     platforms = [str(d.platform) for d in client.get_manifest(agent.ref).parsed.manifests]
     assert platforms == ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x"]
 
@@ -62,7 +62,7 @@ def test_media_types_cover_oci_and_docker_indexes_and_images(
 def test_manifest_by_digest_is_verified_and_platform_children_resolve(
     client: RegistryClient, seeded: list[images.SampleImage]
 ) -> None:
-    index = seeded[0]
+    index = sample(seeded, "operator")
     for child in client.get_manifest(index.ref).parsed.manifests:
         manifest = client.get_manifest(index.ref.with_tag(None).with_digest(child.digest))
         assert manifest.digest == child.digest and manifest.size == child.size
@@ -70,7 +70,7 @@ def test_manifest_by_digest_is_verified_and_platform_children_resolve(
 
 
 def test_head_manifest_reports_descriptor_or_none(client: RegistryClient, seeded: list[images.SampleImage]) -> None:
-    image = seeded[1]
+    image = sample(seeded, "agent")
     desc = client.head_manifest(image.ref)
     assert desc is not None
     assert (desc.digest, desc.size, desc.media_type) == (
@@ -109,8 +109,8 @@ def test_put_manifest_keeps_bytes_and_content_type(
 def test_blob_download_streams_and_verifies(
     client: RegistryClient, seeded: list[images.SampleImage], tmp_path: Path
 ) -> None:
-    image = seeded[0].manifest.children[0]
-    ref = seeded[0].ref
+    operator = sample(seeded, "operator")
+    image, ref = operator.manifest.children[0], operator.ref
     for blob in image.blobs:
         dest = tmp_path / blob.descriptor.digest.replace(":", "-")
         seen: list[int] = []
@@ -122,13 +122,14 @@ def test_blob_download_streams_and_verifies(
 def test_blob_with_wrong_digest_is_rejected_and_leaves_no_file(
     client: RegistryClient, seeded: list[images.SampleImage], tmp_path: Path
 ) -> None:
-    blob = seeded[0].manifest.children[0].blobs[1]
-    other = seeded[0].manifest.children[1].blobs[2]
+    operator = sample(seeded, "operator")
+    blob = operator.manifest.children[0].blobs[1]
+    other = operator.manifest.children[1].blobs[2]
     # Ask for blob A's bytes while claiming blob B's digest: same size is not enough.
     liar = Descriptor(blob.media_type, blob.descriptor.digest, other.descriptor.size)
     dest = tmp_path / "out"
     with pytest.raises(DigestMismatchError):
-        client.fetch_blob(seeded[0].ref, liar, dest)
+        client.fetch_blob(operator.ref, liar, dest)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -138,8 +139,9 @@ def test_blob_exists_check(
     plain_registry: RegistryServer,
     repo: str,
 ) -> None:
-    blob = seeded[0].manifest.children[0].blobs[0]
-    assert client.blob_size(seeded[0].ref, blob.descriptor.digest) == blob.descriptor.size
+    operator = sample(seeded, "operator")
+    blob = operator.manifest.children[0].blobs[0]
+    assert client.blob_size(operator.ref, blob.descriptor.digest) == blob.descriptor.size
     assert client.blob_size(ref_in(plain_registry, repo), blob.descriptor.digest) is None
 
 
@@ -202,7 +204,7 @@ def test_tags_list_follows_link_pagination(client: RegistryClient, plain_registr
 
 
 def test_cosign_signature_tags_are_found(client: RegistryClient, seeded: list[images.SampleImage]) -> None:
-    image = seeded[0]
+    image = sample(seeded, "operator")
     tags = client.list_tags(image.ref)
     for digest in [image.digest, *(c.digest for c in image.manifest.children)]:
         assert oci.referrers_tag(digest) + ".sig" in tags

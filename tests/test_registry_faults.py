@@ -26,7 +26,7 @@ from dtbundle.errors import (
 from dtbundle.oci import Descriptor, sha256_digest
 from dtbundle.oci.reference import Reference
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient
-from tests.conftest import registry_config
+from tests.support.registries import registry_config
 
 REG = "registry.test"
 REF = Reference(REG, "team/app", "1.0")

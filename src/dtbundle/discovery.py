@@ -1,10 +1,9 @@
-"""Resolve image references to digests, platforms and what refers to them.
+"""Discovery: what refers to an image, and image resolution for ``dtbundle resolve``.
 
-This is the discovery step export builds on, and the library behind
-``dtbundle resolve``: for each reference, the manifest digest and media type,
-each platform manifest of an index, and every attachment found for the index
-and each platform manifest: cosign's ``sha256-<hex>.sig/.att/.sbom`` tags and
-OCI 1.1 referrers (API or referrers tag schema).
+One routine finds every attachment of a subject digest: cosign's
+``sha256-<hex>.sig/.att/.sbom`` tags and OCI 1.1 referrers (API, or the referrers tag
+schema, whose index is itself an attachment). ``resolve`` asks for descriptors only
+(HEAD requests); export planning asks for the manifests too, since it carries them.
 """
 
 from __future__ import annotations
@@ -13,31 +12,58 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dtbundle.oci import Descriptor, referrers_tag
-from dtbundle.oci.reference import Reference
-from dtbundle.registry import RegistryClient
-
-COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
+from dtbundle.errors import NotFoundError
+from dtbundle.oci import Descriptor, Reference, referrers_tag
+from dtbundle.oci.kinds import COSIGN_KINDS, ArtifactKind
+from dtbundle.registry import Manifest, RegistryClient
 
 
 @dataclass(frozen=True)
 class Attachment:
-    """Something that refers to ``subject``: a cosign tag or an OCI 1.1 referrer."""
+    """Something that refers to ``subject``: a cosign tag, an OCI 1.1 referrer, or the referrers index."""
 
-    kind: str  # "cosign.sig", "cosign.att", "cosign.sbom" or "referrer"
+    kind: ArtifactKind
     subject: str
+    source: Reference  # its repository, with the tag for tagged kinds
     descriptor: Descriptor
     found_via: str  # "tag", "api" or "tag-schema"
+    manifest: Manifest | None = None  # when fetched
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
+            "kind": str(self.kind),
             "subject": self.subject,
             "digest": self.descriptor.digest,
             "mediaType": self.descriptor.media_type,
             "artifactType": self.descriptor.artifact_type,
             "foundVia": self.found_via,
         }
+
+
+def find_attachments(client: RegistryClient, ref: Reference, subject: str, *, fetch: bool) -> list[Attachment]:
+    """Attachments of ``subject`` in ``ref``'s repository; with ``fetch``, cosign tags' manifests too."""
+    found: list[Attachment] = []
+    for kind in COSIGN_KINDS:
+        tagged = Reference(ref.registry, ref.repository, referrers_tag(subject) + str(kind.cosign_suffix))
+        if fetch:
+            try:
+                manifest: Manifest | None = client.get_manifest(tagged)
+            except NotFoundError:
+                continue
+            assert manifest is not None
+            found.append(Attachment(kind, subject, tagged, manifest.descriptor(), "tag", manifest))
+        else:
+            desc = client.head_manifest(tagged)
+            if desc is not None:
+                found.append(Attachment(kind, subject, tagged, desc, "tag"))
+    referrers = client.list_referrers(ref, subject)
+    repo = Reference(ref.registry, ref.repository)
+    found.extend(Attachment(ArtifactKind.REFERRER, subject, repo, d, referrers.source) for d in referrers.descriptors)
+    if referrers.index is not None:
+        tag = Reference(ref.registry, ref.repository, referrers_tag(subject))
+        index = referrers.index
+        found.append(Attachment(ArtifactKind.REFERRERS_INDEX, subject, tag, index.descriptor(), "tag-schema", index))
+    return found
 
 
 @dataclass(frozen=True)
@@ -73,26 +99,14 @@ class ResolvedImage:
         }
 
 
-def find_attachments(client: RegistryClient, ref: Reference, digest: str) -> list[Attachment]:
-    """cosign tags and OCI referrers of ``digest`` in ``ref``'s repository."""
-    found: list[Attachment] = []
-    for suffix in COSIGN_SUFFIXES:
-        tag_ref = Reference(ref.registry, ref.repository, referrers_tag(digest) + suffix)
-        desc = client.head_manifest(tag_ref)
-        if desc is not None:
-            found.append(Attachment(f"cosign{suffix}", digest, desc, "tag"))
-    referrers = client.list_referrers(ref, digest)
-    found.extend(Attachment("referrer", digest, d, referrers.source) for d in referrers.descriptors)
-    return found
-
-
 def resolve_image(client: RegistryClient, ref: Reference, *, attachments: bool = True) -> ResolvedImage:
     manifest = client.get_manifest(ref)
     platforms = manifest.parsed.manifests if manifest.is_index else ()
     found: list[Attachment] = []
     if attachments:
         for digest in [manifest.digest, *(p.digest for p in platforms)]:
-            found.extend(find_attachments(client, ref, digest))
+            # The referrers tag schema index is how referrers were found, not one of them.
+            found += [a for a in find_attachments(client, ref, digest, fetch=False) if a.kind != "referrers-index"]
     return ResolvedImage(ref, manifest.digest, manifest.media_type, manifest.size, tuple(platforms), tuple(found))
 
 

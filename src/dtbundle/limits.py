@@ -16,6 +16,8 @@ TiB = 1024 * GiB
 
 # containerd and distribution refuse larger manifests too; the one definition of this bound.
 MANIFEST_MAX_BYTES = 4 * MiB
+# distribution's reference grammar: registry/repository is at most this long.
+REFERENCE_NAME_MAX_LENGTH = 255
 
 
 @dataclass(frozen=True)

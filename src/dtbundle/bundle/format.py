@@ -1,24 +1,27 @@
-"""The bundle catalog (``dtbundle.json``): model, serialisation and strict validation.
+"""The bundle format: entry names, and the catalog (``dtbundle.json``) with its one codec.
 
-Pure code: bytes in, a validated :class:`Catalog` out (or an IntegrityError that
-names the first problem). A reader trusts nothing in a catalog before its
-signature verified, and even then validates every name, size and digest,
-because import turns these values into registry paths and tags.
-See ``specs/bundle-format.md``.
+Each catalog record is a frozen dataclass whose fields declare, once, their JSON key
+and how a reader validates them; :func:`encode` and :func:`decode` serve every record.
+Pure code: bytes in, a validated :class:`Catalog` out, or a :class:`CatalogError` that
+names the first problem. A reader trusts nothing in a catalog before its signature
+verified, and even then validates every name, size and digest, because import turns
+these values into registry paths and tags. See ``specs/bundle-format.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from dtbundle.errors import IntegrityError, InvalidReferenceError
+from dtbundle.errors import CatalogError, IntegrityError, InvalidReferenceError
 from dtbundle.limits import BundleLimits
-from dtbundle.oci import MANIFEST_TYPES
+from dtbundle.oci import MANIFEST_TYPES, Reference, parse_reference
 from dtbundle.oci.digest import SHA256_HEX_PATTERN, SHA256_PATTERN
-from dtbundle.oci.reference import Reference, parse_reference
+from dtbundle.oci.kinds import ARTIFACT_KINDS, ArtifactKind
 
 FORMAT_VERSION = 1
 CATALOG_NAME = "dtbundle.json"
@@ -28,15 +31,92 @@ INDEX_NAME = "index.json"
 # Image annotations dtbundle itself understands (written by export, read by import):
 TARGET_REPOSITORY_ANNOTATION = "dev.dtbundle.repository"  # private repository name at the target
 UNSIGNED_ANNOTATION = "dev.dtbundle.unsigned"  # why the image has no signature, by design
-ARTIFACT_KINDS = frozenset({"cosign.sig", "cosign.att", "cosign.sbom", "referrer", "referrers-index"})
 _FILE_PATH = re.compile(r"(oci-layout|index\.json|blobs/sha256/[0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
+class _Context:
+    """What field validators need besides the value: the limits and the files listed so far."""
+
+    limits: BundleLimits
+    blobs: dict[str, CatalogFile] = field(default_factory=dict)  # digest -> file
+
+
+Check = Callable[[Any, str, _Context], Any]
+
+
+def _spec(check: Check, key: str | None = None, *, optional: bool = False, omit_empty: bool = False) -> dict[str, Any]:
+    """Field metadata: the validator, the JSON key (default: camelCase of the name), and whether
+    the value may be null (``optional``) or is left out of the JSON when empty (``omit_empty``)."""
+    return {"check": check, "key": key, "optional": optional or omit_empty, "omit_empty": omit_empty}
+
+
+# -- validators ---------------------------------------------------------------------------------------
+def _typed(kind: type) -> Check:
+    def check(value: Any, where: str, ctx: _Context) -> Any:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CatalogError(f"bundle catalog is invalid: {where} is missing or not a {kind.__name__}")
+        return value
+
+    return check
+
+
+_str, _dict = _typed(str), _typed(dict)
+
+
+def _size(value: Any, where: str, ctx: _Context) -> int:
+    size = _typed(int)(value, where, ctx)
+    if not 0 <= size <= ctx.limits.max_total_bytes:
+        raise CatalogError(f"bundle catalog is invalid: {where} {size} is outside 0..{ctx.limits.max_total_bytes}")
+    return int(size)
+
+
+def _digest(value: Any, where: str, ctx: _Context) -> str:
+    if not isinstance(value, str) or not SHA256_PATTERN.fullmatch(value):
+        raise CatalogError(f"bundle catalog is invalid: {where} is not a sha256 digest")
+    return value
+
+
+def _sha256_hex(value: Any, where: str, ctx: _Context) -> str:
+    if not isinstance(value, str) or not SHA256_HEX_PATTERN.fullmatch(value):
+        raise CatalogError(f"bundle catalog is invalid: {where} is not 64 lower-case hex characters")
+    return value
+
+
+def _path(value: Any, where: str, ctx: _Context) -> str:
+    if not isinstance(value, str) or not _FILE_PATH.fullmatch(value):
+        raise CatalogError(f"bundle catalog is invalid: {where} {str(value)[:80]!r} is not an allowed entry name")
+    return value
+
+
+def _kind(value: Any, where: str, ctx: _Context) -> ArtifactKind:
+    if value not in ARTIFACT_KINDS:
+        raise CatalogError(f"bundle catalog is invalid: {where} {str(value)[:40]!r} is unknown")
+    return ArtifactKind(value)
+
+
+def _annotations(value: Any, where: str, ctx: _Context) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _dict(value, where, ctx).items()}
+
+
+R = TypeVar("R")
+
+
+def _records(cls: type[R]) -> Check:
+    def check(value: Any, where: str, ctx: _Context) -> tuple[R, ...]:
+        if not isinstance(value, list):
+            raise CatalogError(f"bundle catalog is invalid: {where} is missing or not a list")
+        return tuple(decode(cls, item, f"{where}[{n}]", ctx) for n, item in enumerate(value))
+
+    return check
+
+
+# -- records ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class CatalogFile:
-    path: str
-    size: int
-    sha256: str  # hex
+    path: str = field(metadata=_spec(_path))
+    size: int = field(metadata=_spec(_size))
+    sha256: str = field(metadata=_spec(_sha256_hex))  # hex
 
     @property
     def digest(self) -> str:
@@ -45,26 +125,27 @@ class CatalogFile:
 
 @dataclass(frozen=True)
 class CatalogPlatform:
-    platform: str | None
-    digest: str
-    media_type: str
-    size: int
+    platform: str | None = field(metadata=_spec(_str, optional=True))
+    digest: str = field(metadata=_spec(_digest))
+    media_type: str = field(metadata=_spec(_str))
+    size: int = field(metadata=_spec(_size))
 
 
 @dataclass(frozen=True)
 class CatalogImage:
-    source: str  # the reference as the user gave it
-    registry: str
-    repository: str
-    tag: str | None
-    digest: str
-    media_type: str
-    size: int
-    ref_name: str  # org.opencontainers.image.ref.name of its index.json entry
-    platforms: tuple[CatalogPlatform, ...] = ()
-    original_digest: str | None = None  # set when --platform trimmed the index
-    annotations: dict[str, str] = field(default_factory=dict)
-    verification: dict[str, Any] | None = None  # signature verification done at export
+    source: str = field(metadata=_spec(_str))  # the reference as the user gave it
+    registry: str = field(metadata=_spec(_str))
+    repository: str = field(metadata=_spec(_str))
+    tag: str | None = field(metadata=_spec(_str, optional=True))
+    digest: str = field(metadata=_spec(_digest))
+    media_type: str = field(metadata=_spec(_str))
+    size: int = field(metadata=_spec(_size))
+    ref_name: str = field(metadata=_spec(_str))  # org.opencontainers.image.ref.name of its index.json entry
+    platforms: tuple[CatalogPlatform, ...] = field(default=(), metadata=_spec(_records(CatalogPlatform)))
+    original_digest: str | None = field(default=None, metadata=_spec(_digest, optional=True))  # --platform trim
+    annotations: dict[str, str] = field(default_factory=dict, metadata=_spec(_annotations, optional=True))
+    # Signature verification done at export (trust.evaluate's JSON form).
+    verification: dict[str, Any] | None = field(default=None, metadata=_spec(_dict, omit_empty=True))
 
     @property
     def reference(self) -> Reference:
@@ -73,16 +154,16 @@ class CatalogImage:
 
 @dataclass(frozen=True)
 class CatalogArtifact:
-    kind: str
-    registry: str
-    repository: str
-    subject: str
-    digest: str
-    media_type: str
-    size: int
-    tag: str | None = None
-    artifact_type: str | None = None
-    ref_name: str | None = None
+    kind: ArtifactKind = field(metadata=_spec(_kind))
+    registry: str = field(metadata=_spec(_str))
+    repository: str = field(metadata=_spec(_str))
+    tag: str | None = field(metadata=_spec(_str, optional=True))
+    subject: str = field(metadata=_spec(_digest))
+    digest: str = field(metadata=_spec(_digest))
+    media_type: str = field(metadata=_spec(_str))
+    size: int = field(metadata=_spec(_size))
+    artifact_type: str | None = field(default=None, metadata=_spec(_str, optional=True))
+    ref_name: str | None = field(default=None, metadata=_spec(_str, optional=True))
 
 
 @dataclass(frozen=True)
@@ -103,9 +184,9 @@ class Catalog:
             "formatVersion": FORMAT_VERSION,
             "created": self.created,
             "tool": {"name": "dtbundle", "version": self.tool_version},
-            "images": [_image_json(i) for i in self.images],
-            "artifacts": [_artifact_json(a) for a in self.artifacts],
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
+            "images": [encode(i) for i in self.images],
+            "artifacts": [encode(a) for a in self.artifacts],
+            "files": [encode(f) for f in self.files],
             "totalSize": self.total_size,
             **({"extensions": self.extensions} if self.extensions else {}),
         }
@@ -114,220 +195,146 @@ class Catalog:
         return (json.dumps(self.to_json(), indent=1, ensure_ascii=True) + "\n").encode()
 
 
-def _image_json(i: CatalogImage) -> dict[str, Any]:
-    return {
-        "source": i.source,
-        "registry": i.registry,
-        "repository": i.repository,
-        "tag": i.tag,
-        "digest": i.digest,
-        "mediaType": i.media_type,
-        "size": i.size,
-        "refName": i.ref_name,
-        "platforms": [
-            {"platform": p.platform, "digest": p.digest, "mediaType": p.media_type, "size": p.size} for p in i.platforms
-        ],
-        "originalDigest": i.original_digest,
-        "annotations": dict(i.annotations),
-        **({"verification": i.verification} if i.verification is not None else {}),
-    }
+# -- the codec ----------------------------------------------------------------------------------------
+def _key(f: dataclasses.Field[Any]) -> str:
+    if f.metadata.get("key"):
+        return str(f.metadata["key"])
+    head, *rest = f.name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
-def _artifact_json(a: CatalogArtifact) -> dict[str, Any]:
-    return {
-        "kind": a.kind,
-        "registry": a.registry,
-        "repository": a.repository,
-        "tag": a.tag,
-        "subject": a.subject,
-        "digest": a.digest,
-        "mediaType": a.media_type,
-        "size": a.size,
-        "artifactType": a.artifact_type,
-        "refName": a.ref_name,
-    }
+def encode(record: Any) -> dict[str, Any]:
+    """A catalog record as JSON-ready data (the inverse of :func:`decode`)."""
+    result: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if f.metadata.get("omit_empty") and not value:
+            continue
+        if isinstance(value, tuple):
+            value = [encode(v) for v in value]
+        elif isinstance(value, dict):
+            value = dict(value)
+        result[_key(f)] = str(value) if isinstance(value, ArtifactKind) else value
+    return result
 
 
-# -- parsing ------------------------------------------------------------------------------------
-class _Invalid(Exception):
-    pass
+def decode(cls: type[R], obj: Any, where: str, ctx: _Context) -> R:
+    """Validate ``obj`` field by field against ``cls``'s declarations and build the record."""
+    if not isinstance(obj, dict):
+        raise CatalogError(f"bundle catalog is invalid: {where} is not an object")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = _key(f)
+        value = obj.get(key)
+        if value is None and f.metadata["optional"]:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            values[f.name] = None
+            continue
+        values[f.name] = f.metadata["check"](value, f"{where}.{key}", ctx)
+    record = cls(**values)
+    cross_check = _CROSS_CHECKS.get(cls)
+    if cross_check is not None:
+        cross_check(record, where, ctx)
+    return record
 
 
-def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, optional: bool = False) -> Any:
-    value = obj.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise _Invalid(f"{where}.{key} is missing or not a {getattr(kind, '__name__', kind)}")
-    return value
+# -- cross-field checks ---------------------------------------------------------------------------------
+def _manifest_in_bundle(digest: str, size: int, media_type: str, where: str, ctx: _Context) -> None:
+    found = ctx.blobs.get(digest)
+    if found is None:
+        raise CatalogError(f"bundle catalog is invalid: {where}: {digest} is not in the bundle")
+    if found.size != size or size > ctx.limits.max_manifest_bytes:
+        raise CatalogError(
+            f"bundle catalog is invalid: {where}: size of {digest} disagrees with its file "
+            "or exceeds the manifest limit"
+        )
+    if media_type not in MANIFEST_TYPES:
+        raise CatalogError(f"bundle catalog is invalid: {where}: unsupported manifest media type {media_type[:80]!r}")
 
 
-def _size(obj: dict[str, Any], where: str, limit: int) -> int:
-    size = _get(obj, "size", int, where)
-    if size < 0 or size > limit:
-        raise _Invalid(f"{where}.size {size} is outside 0..{limit}")
-    return int(size)
-
-
-def _digest(obj: dict[str, Any], key: str, where: str, optional: bool = False) -> Any:
-    value = _get(obj, key, str, where, optional)
-    if value is not None and not SHA256_PATTERN.fullmatch(value):
-        raise _Invalid(f"{where}.{key} is not a sha256 digest")
-    return value
-
-
-def _name(registry: str, repository: str, tag: str | None, where: str) -> None:
+def _canonical_name(registry: str, repository: str, tag: str | None, where: str) -> None:
     text = f"{registry}/{repository}" + (f":{tag}" if tag else "")
     try:
         ref = parse_reference(text, default_tag=None)
     except InvalidReferenceError:
-        raise _Invalid(f"{where} names an invalid registry, repository or tag") from None
+        raise CatalogError(f"bundle catalog is invalid: {where} names an invalid registry, repository or tag") from None
     if (ref.registry, ref.repository, ref.tag) != (registry, repository, tag):
-        raise _Invalid(f"{where} names a registry/repository that is not in canonical form")
+        raise CatalogError(f"bundle catalog is invalid: {where} names a registry/repository that is not canonical")
+
+
+def _check_file(f: CatalogFile, where: str, ctx: _Context) -> None:
+    if f.path.startswith("blobs/") and f.path.rsplit("/", 1)[1] != f.sha256:
+        raise CatalogError(f"bundle catalog is invalid: {where}: a blob's name must be its sha256")
+
+
+def _check_platform(p: CatalogPlatform, where: str, ctx: _Context) -> None:
+    _manifest_in_bundle(p.digest, p.size, p.media_type, where, ctx)
+
+
+def _check_image(i: CatalogImage, where: str, ctx: _Context) -> None:
+    _canonical_name(i.registry, i.repository, i.tag, where)
+    _manifest_in_bundle(i.digest, i.size, i.media_type, where, ctx)
+
+
+def _check_artifact(a: CatalogArtifact, where: str, ctx: _Context) -> None:
+    _canonical_name(a.registry, a.repository, a.tag, where)
+    _manifest_in_bundle(a.digest, a.size, a.media_type, where, ctx)
+    if a.subject not in ctx.blobs:
+        raise CatalogError(f"bundle catalog is invalid: {where}: its subject {a.subject} is not in the bundle")
+
+
+_CROSS_CHECKS: dict[type, Callable[[Any, str, _Context], None]] = {
+    CatalogFile: _check_file,
+    CatalogPlatform: _check_platform,
+    CatalogImage: _check_image,
+    CatalogArtifact: _check_artifact,
+}
 
 
 def parse_catalog(data: bytes, limits: BundleLimits) -> Catalog:
-    """Validate and parse catalog bytes; raise IntegrityError naming the first problem."""
+    """Validate and parse catalog bytes; raise CatalogError naming the first problem."""
     if len(data) > limits.max_catalog_bytes:
-        raise IntegrityError(f"bundle catalog is larger than {limits.max_catalog_bytes} bytes")
+        raise CatalogError(f"bundle catalog is larger than {limits.max_catalog_bytes} bytes")
     try:
         obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise IntegrityError("bundle catalog is not valid JSON: the bundle is corrupt") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CatalogError("bundle catalog is not valid JSON: the bundle is corrupt") from None
     if not isinstance(obj, dict):
-        raise IntegrityError("bundle catalog is not a JSON object")
+        raise CatalogError("bundle catalog is not a JSON object")
     version = obj.get("formatVersion")
     if version != FORMAT_VERSION:
         raise IntegrityError(
             f"bundle format version {version!r} is not supported by this dtbundle "
             f"(it reads version {FORMAT_VERSION}); use the dtbundle release that wrote the bundle"
         )
-    try:
-        return _parse(obj, limits)
-    except _Invalid as exc:
-        raise IntegrityError(f"bundle catalog is invalid: {exc}") from None
-
-
-def _parse(obj: dict[str, Any], limits: BundleLimits) -> Catalog:
-    files_json = _get(obj, "files", list, "catalog")
-    if len(files_json) > limits.max_files:
-        raise _Invalid(f"more than {limits.max_files} files")
-    files: list[CatalogFile] = []
+    ctx = _Context(limits)
+    files_json, images_json = obj.get("files"), obj.get("images")
+    for what, items, limit in (("files", files_json, limits.max_files), ("images", images_json, limits.max_images)):
+        if isinstance(items, list) and len(items) > limit:
+            raise CatalogError(f"bundle catalog is invalid: more than {limit} {what}")
+    files = _records(CatalogFile)(files_json, "files", ctx)
     seen: set[str] = set()
-    for n, entry in enumerate(files_json):
-        where = f"files[{n}]"
-        if not isinstance(entry, dict):
-            raise _Invalid(f"{where} is not an object")
-        path = _get(entry, "path", str, where)
-        sha = _get(entry, "sha256", str, where)
-        if not _FILE_PATH.fullmatch(path):
-            raise _Invalid(f"{where}.path {path[:80]!r} is not an allowed entry name")
-        if not SHA256_HEX_PATTERN.fullmatch(sha):
-            raise _Invalid(f"{where}.sha256 is not 64 lower-case hex characters")
-        if path in seen:
-            raise _Invalid(f"{where}.path {path!r} is listed twice")
-        if path.startswith("blobs/") and path.rsplit("/", 1)[1] != sha:
-            raise _Invalid(f"{where}: a blob's name must be its sha256")
-        seen.add(path)
-        files.append(CatalogFile(path, _size(entry, where, limits.max_total_bytes), sha))
+    for n, f in enumerate(files):
+        if f.path in seen:
+            raise CatalogError(f"bundle catalog is invalid: files[{n}].path {f.path!r} is listed twice")
+        seen.add(f.path)
     if [f.path for f in files[:2]] != [LAYOUT_NAME, INDEX_NAME]:
-        raise _Invalid("the first files must be oci-layout and index.json")
+        raise CatalogError("bundle catalog is invalid: the first files must be oci-layout and index.json")
     total = sum(f.size for f in files)
     if total > limits.max_total_bytes or obj.get("totalSize") != total:
-        raise _Invalid(f"totalSize {obj.get('totalSize')!r} does not match the files ({total}) or exceeds the limit")
-    by_digest = {f.digest: f for f in files if f.path.startswith("blobs/")}
-
-    def manifest_in_bundle(digest: str, size: int, media_type: str | None, where: str) -> None:
-        found = by_digest.get(digest)
-        if found is None:
-            raise _Invalid(f"{where}: {digest} is not in the bundle")
-        if found.size != size or size > limits.max_manifest_bytes:
-            raise _Invalid(f"{where}: size of {digest} disagrees with its file or exceeds the manifest limit")
-        if media_type is not None and media_type not in MANIFEST_TYPES:
-            raise _Invalid(f"{where}: unsupported manifest media type {media_type!r}")
-
-    def manifest_fields(entry: dict[str, Any], where: str) -> tuple[str, str, str | None, str, str, int]:
-        """Where a manifest came from (validated as a reference) and what it is (in the bundle)."""
-        registry, repository = _get(entry, "registry", str, where), _get(entry, "repository", str, where)
-        tag = _get(entry, "tag", str, where, optional=True)
-        _name(registry, repository, tag, where)
-        digest, media_type = _digest(entry, "digest", where), _get(entry, "mediaType", str, where)
-        size = _size(entry, where, limits.max_manifest_bytes)
-        manifest_in_bundle(digest, size, media_type, where)
-        return registry, repository, tag, digest, media_type, size
-
-    images_json = _get(obj, "images", list, "catalog")
-    if len(images_json) > limits.max_images:
-        raise _Invalid(f"more than {limits.max_images} images")
-    images: list[CatalogImage] = []
-    for n, entry in enumerate(images_json):
-        where = f"images[{n}]"
-        if not isinstance(entry, dict):
-            raise _Invalid(f"{where} is not an object")
-        registry, repository, tag, digest, media_type, size = manifest_fields(entry, where)
-        platforms = []
-        for m, p in enumerate(_get(entry, "platforms", list, where)):
-            pw = f"{where}.platforms[{m}]"
-            if not isinstance(p, dict):
-                raise _Invalid(f"{pw} is not an object")
-            pd, pt, ps = (
-                _digest(p, "digest", pw),
-                _get(p, "mediaType", str, pw),
-                _size(p, pw, limits.max_manifest_bytes),
-            )
-            manifest_in_bundle(pd, ps, pt, pw)
-            platforms.append(CatalogPlatform(_get(p, "platform", str, pw, optional=True), pd, pt, ps))
-        annotations = _get(entry, "annotations", dict, where, optional=True) or {}
-        images.append(
-            CatalogImage(
-                source=_get(entry, "source", str, where),
-                registry=registry,
-                repository=repository,
-                tag=tag,
-                digest=digest,
-                media_type=media_type,
-                size=size,
-                ref_name=_get(entry, "refName", str, where),
-                platforms=tuple(platforms),
-                original_digest=_digest(entry, "originalDigest", where, optional=True),
-                annotations={str(k): str(v) for k, v in annotations.items()},
-                verification=_get(entry, "verification", dict, where, optional=True),
-            )
+        raise CatalogError(
+            f"bundle catalog is invalid: totalSize {obj.get('totalSize')!r} does not match the files ({total}) "
+            "or exceeds the limit"
         )
-
-    artifacts: list[CatalogArtifact] = []
-    for n, entry in enumerate(_get(obj, "artifacts", list, "catalog")):
-        where = f"artifacts[{n}]"
-        if not isinstance(entry, dict):
-            raise _Invalid(f"{where} is not an object")
-        kind = _get(entry, "kind", str, where)
-        if kind not in ARTIFACT_KINDS:
-            raise _Invalid(f"{where}.kind {kind[:40]!r} is unknown")
-        registry, repository, tag, digest, media_type, size = manifest_fields(entry, where)
-        subject = _digest(entry, "subject", where)
-        if subject not in by_digest:
-            raise _Invalid(f"{where}: its subject {subject} is not in the bundle")
-        artifacts.append(
-            CatalogArtifact(
-                kind=kind,
-                registry=registry,
-                repository=repository,
-                subject=subject,
-                digest=digest,
-                media_type=media_type,
-                size=size,
-                tag=tag,
-                artifact_type=_get(entry, "artifactType", str, where, optional=True),
-                ref_name=_get(entry, "refName", str, where, optional=True),
-            )
-        )
+    ctx.blobs.update((f.digest, f) for f in files if f.path.startswith("blobs/"))
     tool: dict[str, Any] = obj["tool"] if isinstance(obj.get("tool"), dict) else {}
     extensions: dict[str, Any] = obj["extensions"] if isinstance(obj.get("extensions"), dict) else {}
     return Catalog(
-        created=_get(obj, "created", str, "catalog"),
+        created=_str(obj.get("created"), "catalog.created", ctx),
         tool_version=str(tool.get("version", "unknown")),
-        images=tuple(images),
-        artifacts=tuple(artifacts),
-        files=tuple(files),
+        images=_records(CatalogImage)(images_json, "images", ctx),
+        artifacts=_records(CatalogArtifact)(obj.get("artifacts"), "artifacts", ctx),
+        files=files,
         extensions=dict(extensions),
     )

@@ -51,28 +51,77 @@ def index_json(roots: Iterable[LayoutRoot]) -> bytes:
     return (json.dumps(document, indent=1) + "\n").encode()
 
 
+def merge_index(
+    existing: bytes | None, bundle_index: bytes, overwrite: bool, where: Path
+) -> tuple[bytes, Counter[str]]:
+    """The target layout's ``index.json`` with the bundle's roots merged in (pure).
+
+    Returns the new document and counts ("added", "unchanged", "overwritten"). A ref
+    name that exists with another digest is refused unless ``overwrite``.
+    """
+    empty: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    try:
+        document: dict[str, Any] = json.loads(existing) if existing else empty
+        entries: list[dict[str, Any]] = document.setdefault("manifests", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("manifests is not a list of objects")
+    except (ValueError, AttributeError, RecursionError):
+        raise UsageError(f"{where}/index.json is not an OCI image index; choose another --to-oci directory") from None
+    by_name = {_ref_name(e): n for n, e in enumerate(entries) if _ref_name(e)}
+    known = {(e.get("digest"), _ref_name(e)) for e in entries}
+    counts: Counter[str] = Counter()
+    for entry in json.loads(bundle_index)["manifests"]:
+        name = _ref_name(entry)
+        if (entry["digest"], name) in known:
+            counts["unchanged"] += 1
+        elif name is not None and name in by_name:
+            if not overwrite:
+                raise UsageError(f"{where} already has {name} with another digest; pass --overwrite")
+            entries[by_name[name]] = entry
+            counts["overwritten"] += 1
+        else:
+            entries.append(entry)
+            counts["added"] += 1
+    return (json.dumps(document, indent=1) + "\n").encode(), counts
+
+
+def check_layout_dir(directory: Path) -> None:
+    """Refuse a directory that holds an OCI layout of another version (reads only)."""
+    layout = directory / "oci-layout"
+    try:
+        version = json.loads(layout.read_bytes()).get("imageLayoutVersion") if layout.exists() else "1.0.0"
+    except (OSError, ValueError, AttributeError):
+        version = None
+    if version != "1.0.0":
+        raise UsageError(f"{directory} holds an OCI layout of an unknown version")
+
+
+def read_index(directory: Path) -> bytes | None:
+    path = directory / "index.json"
+    try:
+        return path.read_bytes() if path.exists() else None
+    except OSError as exc:
+        raise LocalIOError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 class LayoutWriter:
     """Writes verified content into an OCI image layout directory (``import --to-oci``).
 
-    Blobs go to temporary names while the bundle streams and are renamed into
-    ``blobs/sha256/`` only by :meth:`commit`, after the whole bundle verified; then
-    ``index.json`` is merged with what the directory already lists and replaced
-    atomically. A ref name that exists with another digest is refused unless
-    ``overwrite``.
+    Nothing is written before the first :meth:`add`. Blobs go to temporary names while
+    the bundle streams and are renamed into ``blobs/sha256/`` only by :meth:`commit`,
+    after the whole bundle verified; then ``index.json`` is merged with what the
+    directory already lists (:func:`merge_index`) and replaced atomically.
     """
 
     def __init__(self, directory: Path, overwrite: bool) -> None:
+        check_layout_dir(directory)
         self.directory, self.overwrite = directory, overwrite
         self.blobs = directory / "blobs" / "sha256"
         self.pending: list[tuple[Path, Path]] = []
         self.counts: Counter[str] = Counter()
-        layout = directory / "oci-layout"
-        if layout.exists() and json.loads(layout.read_bytes()).get("imageLayoutVersion") != "1.0.0":
-            raise UsageError(f"{directory} holds an OCI layout of an unknown version")
-        try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LocalIOError(f"cannot create {self.blobs}: {exc.strerror or exc}") from None
+
+    def has(self, digest: str) -> bool:
+        return (self.blobs / digest.split(":", 1)[1]).exists()
 
     def add(self, digest: str, chunks: Iterator[bytes]) -> None:
         final = self.blobs / digest.split(":", 1)[1]
@@ -83,6 +132,7 @@ class LayoutWriter:
             return
         tmp = final.with_name(f".{final.name}.partial")
         try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as handle:
                 for chunk in chunks:
                     handle.write(chunk)
@@ -97,26 +147,12 @@ class LayoutWriter:
         self.pending.clear()
 
     def commit(self, bundle_index: bytes) -> Counter[str]:
-        index_path = self.directory / "index.json"
-        empty: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        document: dict[str, Any] = json.loads(index_path.read_bytes()) if index_path.exists() else empty
-        entries: list[dict[str, Any]] = document.setdefault("manifests", [])
-        by_name = {_ref_name(e): n for n, e in enumerate(entries) if _ref_name(e)}
-        known = {(e.get("digest"), _ref_name(e)) for e in entries}
-        for entry in json.loads(bundle_index)["manifests"]:
-            name = _ref_name(entry)
-            if (entry["digest"], name) in known:
-                self.counts["index entries unchanged"] += 1
-                continue
-            if name is not None and name in by_name:
-                if not self.overwrite:
-                    self.abort()
-                    raise UsageError(f"{self.directory} already has {name} with another digest; pass --overwrite")
-                entries[by_name[name]] = entry
-                self.counts["index entries overwritten"] += 1
-            else:
-                entries.append(entry)
-                self.counts["index entries added"] += 1
+        try:
+            index, merged = merge_index(read_index(self.directory), bundle_index, self.overwrite, self.directory)
+        except BaseException:
+            self.abort()
+            raise
+        self.counts.update({f"index entries {k}": n for k, n in merged.items()})
         try:
             for tmp, final in self.pending:
                 os.replace(tmp, final)
@@ -126,8 +162,8 @@ class LayoutWriter:
             if not layout.exists():
                 layout.write_bytes(OCI_LAYOUT_BYTES)
             tmp_index = self.directory / ".index.json.partial"
-            tmp_index.write_text(json.dumps(document, indent=1) + "\n")
-            os.replace(tmp_index, index_path)
+            tmp_index.write_bytes(index)
+            os.replace(tmp_index, self.directory / "index.json")
         except OSError as exc:
             raise LocalIOError(f"cannot write the OCI layout {self.directory}: {exc.strerror or exc}") from None
         return self.counts

@@ -22,8 +22,6 @@ from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, Catalo
 from dtbundle.bundle.key import PublicKey, verify_catalog
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
 from dtbundle.limits import BundleLimits
-from dtbundle.trust import cosign
-from dtbundle.trust.evaluate import ImageVerification, SignatureCollector
 
 
 class _ExactReader:
@@ -48,8 +46,9 @@ class _ExactReader:
         return b"".join(parts)
 
 
-class BundleReader:
-    """Streams a bundle; see :func:`open_bundle`."""
+class Bundle:
+    """A bundle file being streamed; see :func:`open_bundle`. Its catalog is not trusted unless
+    it is a :class:`VerifiedBundle`."""
 
     def __init__(self, path: Path, limits: BundleLimits) -> None:
         self.path = path
@@ -74,7 +73,7 @@ class BundleReader:
             self._zstd.close()  # type: ignore[no-untyped-call]
         self._file.close()
 
-    def __enter__(self) -> BundleReader:
+    def __enter__(self) -> Bundle:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,22 +162,32 @@ def _check_sha256(hasher: Any, entry: CatalogFile) -> None:
         raise IntegrityError(f"{entry.path} does not match its catalog sha256: the bundle was modified or is corrupt")
 
 
-def open_bundle(path: Path, keys: list[PublicKey] | None, limits: BundleLimits | None = None) -> BundleReader:
+class VerifiedBundle(Bundle):
+    """A bundle whose catalog signature verified with a trusted key (``key_id``)."""
+
+    key_id: str
+
+    def __enter__(self) -> VerifiedBundle:
+        return self
+
+
+def open_bundle(path: Path, keys: list[PublicKey] | None, limits: BundleLimits | None = None) -> Bundle:
     """Open ``path``, read its head and verify the catalog signature with ``keys``.
 
-    ``keys=None`` skips the signature check (only for ``--insecure-skip-verify`` and
-    ``inspect``). The catalog is parsed (and validated) only after that.
+    With keys, the result is a :class:`VerifiedBundle`. ``keys=None`` skips the signature
+    check (only for ``--insecure-skip-verify`` and ``inspect``). The catalog is parsed
+    (and validated) only after that.
     """
-    reader = BundleReader(path, limits or BundleLimits())
+    bundle = (VerifiedBundle if keys is not None else Bundle)(path, limits or BundleLimits())
     try:
-        reader.read_head()
+        bundle.read_head()
         if keys is not None:
-            reader.verify_signature(keys)
-        _ = reader.catalog
+            bundle.verify_signature(keys)
+        _ = bundle.catalog
     except BaseException:
-        reader.close()
+        bundle.close()
         raise
-    return reader
+    return bundle
 
 
 @dataclass(frozen=True)
@@ -187,7 +196,9 @@ class VerifyResult:
     key_id: str
     files: int
     bytes: int
-    images: list[ImageVerification] | None = None  # with a signature policy
+
+
+Observer = Callable[[CatalogFile, Iterator[bytes]], Iterator[bytes]]
 
 
 def verify_bundle(
@@ -195,29 +206,20 @@ def verify_bundle(
     keys: list[PublicKey],
     limits: BundleLimits | None = None,
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
-    signature_policy: cosign.Policy | None = None,
+    observe: Observer | None = None,
 ) -> VerifyResult:
     """Verify the signature, then every entry; raise IntegrityError at the first problem.
 
-    With ``signature_policy``, the images' cosign/Sigstore signatures are verified too,
-    offline, from the bundle's own content (the result says which images verified).
+    ``observe`` sees every entry's data as it streams (e.g. to collect image signatures).
     """
-    with open_bundle(path, keys, limits) as reader:
-        progress = progress_factory(reader.catalog.total_size) if progress_factory else None
-        collector = SignatureCollector(reader.catalog) if signature_policy is not None else None
+    with open_bundle(path, keys, limits) as bundle:
+        assert isinstance(bundle, VerifiedBundle)
+        progress = progress_factory(bundle.catalog.total_size) if progress_factory else None
         count = total = 0
-        for entry, data in reader.files():
-            if collector is not None and entry.digest in collector.signature_artifacts:
-                raw = b"".join(data)
-                collector.manifest(entry.digest, raw)
-                chunks: Iterator[bytes] = iter([raw])
-            else:
-                chunks = collector.tap(entry.digest, data) if collector is not None else data
-            for chunk in chunks:
+        for entry, data in bundle.files():
+            for chunk in observe(entry, data) if observe is not None else data:
                 total += len(chunk)
                 if progress:
                     progress(len(chunk))
             count += 1
-        assert reader.key_id is not None
-        images = collector.evaluate(signature_policy) if collector and signature_policy else None
-        return VerifyResult(reader.catalog, reader.key_id, count, total, images)
+        return VerifyResult(bundle.catalog, bundle.key_id, count, total)

@@ -1,27 +1,136 @@
-"""``dtbundle dynatrace …`` and ``dtbundle dynakube``: Dynatrace helpers of the CLI."""
+"""Dynatrace in the CLI: the option group of ``export --dynatrace``, ``dtbundle dynatrace …`` and
+``dtbundle dynakube``."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dtbundle import dynatrace
-from dtbundle.bundle.key import load_public_key
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.cli.options import AsJson, CaCert, PublicKeys, read_secret
+from dtbundle.cli.options import DYNATRACE_PANEL, KEYS, BundleKeys, OptionGroup, panel_option, read_secret, uses
+from dtbundle.dynatrace.deployment_api import oneagent_versions
+from dtbundle.dynatrace.dynakube import dynakube_yaml, pinned_images
+from dtbundle.dynatrace.selection import DynatraceExport, classic_tag, dynatrace_export, merge_selection
+from dtbundle.dynatrace.table import component_lines
 from dtbundle.errors import UsageError
 from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.importer.run import placement
+from dtbundle.importer.plan import place
+from dtbundle.registry import RegistryConfig
+from dtbundle.registry.service import ServiceSession
 
 
-def register(app: typer.Typer) -> None:
-    """Add the Dynatrace commands to ``app``."""
-    app.add_typer(dynatrace_app, name="dynatrace")
-    app.command()(dynakube)
+@dataclass(frozen=True)
+class DynatraceOptions:
+    """``export --dynatrace`` and its selection options."""
 
+    enabled: bool = False
+    option: tuple[str, ...] = ()
+    version: tuple[str, ...] = ()
+    dynatrace_file: Path | None = None
+    dynatrace_registry: str | None = None
+    with_optional: bool = False
+    environment_url: str | None = None
+    environment_registry: str | None = None
+    environment_id: str | None = None
+    paas_token_file: Path | None = None
+
+    def selection(self) -> DynatraceExport | None:
+        """The Dynatrace images of this export, or None without --dynatrace/--dynatrace-file."""
+        if not (self.enabled or self.dynatrace_file):
+            if self.option or self.version or self.environment_url or self.with_optional or self.dynatrace_registry:
+                raise UsageError("--option, --version, --environment-url and --dynatrace-registry go with --dynatrace")
+            return None
+        selection = merge_selection(
+            self.option,
+            self.version,
+            file=self.dynatrace_file,
+            registry=self.dynatrace_registry,
+            with_optional=self.with_optional,
+            environment_url=self.environment_url,
+            environment_registry=self.environment_registry,
+            environment_id=self.environment_id,
+        )
+        return dynatrace_export(
+            selection,
+            paas_token=lambda: read_secret(
+                self.paas_token_file, "DT_PAAS_TOKEN", "Classic Full-Stack needs a PaaS token"
+            ),
+            credentials_source=f"PaaS token ({self.paas_token_file or '$DT_PAAS_TOKEN'})",
+        )
+
+
+def _dynatrace_options(option: list[str] | None, version: list[str] | None, **rest: object) -> DynatraceOptions:
+    return DynatraceOptions(option=tuple(option or ()), version=tuple(version or ()), **rest)  # type: ignore[arg-type]
+
+
+DYNATRACE = OptionGroup(
+    "dynatrace",
+    {
+        "enabled": panel_option(
+            bool, "--dynatrace", panel=DYNATRACE_PANEL, help="Dynatrace mode: images from --option and --version."
+        ),
+        "option": panel_option(
+            list[str] | None,
+            "--option",
+            panel=DYNATRACE_PANEL,
+            help="Dynatrace observability option (repeatable); see 'dtbundle dynatrace options'.",
+        ),
+        "version": panel_option(
+            list[str] | None,
+            "--version",
+            panel=DYNATRACE_PANEL,
+            help="Dynatrace COMPONENT=VERSION (repeatable); immutable version tags only.",
+        ),
+        "dynatrace_file": panel_option(
+            Path | None,
+            "--dynatrace-file",
+            panel=DYNATRACE_PANEL,
+            exists=True,
+            dir_okay=False,
+            help="Dynatrace selection as TOML (options, versions, registry, \\[environment]).",
+        ),
+        "dynatrace_registry": panel_option(
+            str | None,
+            "--dynatrace-registry",
+            panel=DYNATRACE_PANEL,
+            help="ecr (default), dockerhub, or HOST/PATH of a mirror.",
+        ),
+        "with_optional": panel_option(
+            bool, "--with-optional", panel=DYNATRACE_PANEL, help="Add the options' optional components."
+        ),
+        "environment_url": panel_option(
+            str | None,
+            "--environment-url",
+            panel=DYNATRACE_PANEL,
+            help="Dynatrace environment (Classic Full-Stack's built-in registry).",
+        ),
+        "environment_registry": panel_option(
+            str | None,
+            "--environment-registry",
+            panel=DYNATRACE_PANEL,
+            help="Built-in registry HOST\\[:PORT]\\[/PATH] if not the environment's own.",
+        ),
+        "environment_id": panel_option(
+            str | None,
+            "--environment-id",
+            panel=DYNATRACE_PANEL,
+            help="Environment ID (the registry user), if not in the URL.",
+        ),
+        "paas_token_file": panel_option(
+            Path | None,
+            "--paas-token-file",
+            panel=DYNATRACE_PANEL,
+            exists=True,
+            dir_okay=False,
+            help="PaaS token for the built-in registry (default: $DT_PAAS_TOKEN).",
+        ),
+    },
+    _dynatrace_options,
+)
 
 dynatrace_app = typer.Typer(help="Dynatrace helpers: options and components, OneAgent versions.", no_args_is_help=True)
 
@@ -29,7 +138,7 @@ dynatrace_app = typer.Typer(help="Dynatrace helpers: options and components, One
 @dynatrace_app.command("options")
 def dynatrace_options() -> None:
     """The observability options, the components each needs, and how each is signed."""
-    for line in dynatrace.component_lines():
+    for line in component_lines():
         typer.echo(line)
 
 
@@ -42,14 +151,18 @@ def dynatrace_versions(
             "--api-token-file", exists=True, dir_okay=False, help="File holding the API token (default: $DT_API_TOKEN)."
         ),
     ] = None,
-    ca_cert: CaCert = None,
-    as_json: AsJson = False,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option("--ca-cert", exists=True, dir_okay=False, help="PEM file of CA certificates to trust for TLS."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report instead of text.")] = False,
 ) -> None:
     """OneAgent versions the environment offers (Deployment API), newest marked."""
     token = read_secret(
         api_token_file, "DT_API_TOKEN", "the Deployment API needs an API token (InstallerDownload scope)"
     )
-    found = dynatrace.oneagent_versions(environment_url, token, verify=str(ca_cert) if ca_cert else True)
+    with ServiceSession(RegistryConfig(ca_cert=ca_cert)) as session:
+        found = oneagent_versions(environment_url, token, session)
     if as_json:
         typer.echo(json.dumps({"versions": list(found.versions), "latest": found.latest}, indent=2))
         return
@@ -57,36 +170,32 @@ def dynatrace_versions(
         typer.echo(f"{item}{'  (latest)' if item == found.latest else ''}")
     if found.latest:
         typer.echo(
-            f"export with: --version oneagent={found.latest} (Classic Full-Stack tag "
-            f"{dynatrace.classic_tag(found.latest)})"
+            f"export with: --version oneagent={found.latest} (Classic Full-Stack tag {classic_tag(found.latest)})"
         )
 
 
+@uses(KEYS)
 def dynakube(
     bundle: Annotated[Path, typer.Argument(help="The bundle file (only its catalog is read).")],
+    keys: BundleKeys,
     registry: Annotated[
-        str | None, typer.Option("--registry", help="Target HOST[:PORT][/PREFIX], as for import.")
+        str | None, typer.Option("--registry", help="Target HOST\\[:PORT]\\[/PREFIX], as for import.")
     ] = None,
     map_: Annotated[list[str] | None, typer.Option("--map", help="SRC_PREFIX=DST_PREFIX, as for import.")] = None,
-    public_key: PublicKeys = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the fragment here instead of stdout.")
     ] = None,
 ) -> None:
     """A DynaKube fragment (and pull-secret command) pointing at the imported images, pinned by digest."""
-    text = dynakube_text(bundle, RepositoryMapper(registry, map_ or []), public_key)
-    emit(text, output)
+    emit(dynakube_text(bundle, RepositoryMapper(registry, map_ or []), keys), output)
 
 
-def dynakube_text(bundle: Path, mapper: RepositoryMapper, public_keys: list[Path] | None) -> str:
-    keys = [load_public_key(p) for p in public_keys] if public_keys else None
-    with open_bundle(bundle, keys) as reader:
-        catalog = reader.catalog
+def dynakube_text(bundle: Path, mapper: RepositoryMapper, keys: BundleKeys) -> str:
+    with open_bundle(bundle, keys.load_optional()) as opened:
+        catalog = opened.catalog
     if "dynatrace" not in catalog.extensions:
         raise UsageError(f"{bundle} was not exported in Dynatrace mode (export --dynatrace)")
-    _, writes, _ = placement(catalog, mapper)
-    targets = {w.digest: w.target for w in writes if w.kind == "image"}
-    return dynatrace.dynakube_yaml(dynatrace.pinned_images(catalog, targets))
+    return dynakube_yaml(pinned_images(catalog, place(catalog, mapper).image_targets()))
 
 
 def emit(text: str, output: Path | None) -> None:

@@ -1,232 +1,332 @@
-"""Options and helpers shared by the CLI's commands: registry access, progress, keys,
-image-signature policy, Dynatrace selection and secrets. Turning options into settings
-objects happens here; the commands in :mod:`dtbundle.cli` call the library with them."""
+"""Option groups of the CLI: each group's options build one settings object.
+
+A command declares ``@uses(REGISTRY, SIGNATURES, OUTPUT)``: the decorator adds the
+groups' options to the command's signature (each in its own ``--help`` panel) and hands
+the command one settings object per group (``registry: RegistryAccess`` and so on), so
+no command declares or passes them one by one. Reading secrets (password on stdin,
+token files) happens here too: it is input parsing, not library logic.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
-from tqdm import tqdm
 
-from dtbundle import dynatrace
+from dtbundle.bundle.key import PublicKey, load_public_key
 from dtbundle.errors import UsageError
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
-from dtbundle.trust import cosign
+from dtbundle.trust.keys import load_verify_key
+from dtbundle.trust.policy import Identity, Policy
+from dtbundle.trust.root import TrustedRoot
 
-# -- registry options ------------------------------------------------------------
-PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries of this command.")]
-CaCert = Annotated[
-    Path | None,
-    typer.Option(
-        "--ca-cert",
-        exists=True,
-        dir_okay=False,
-        help="PEM file of CA certificates to trust for registry TLS.",
-    ),
-]
-SkipTls = Annotated[
-    bool,
-    typer.Option("--insecure-skip-tls-verify", help="Do not verify registry TLS certificates (unsafe)."),
-]
-Username = Annotated[
-    str | None,
-    typer.Option("--username", envvar="DTBUNDLE_USERNAME", help="Registry user (env DTBUNDLE_USERNAME)."),
-]
-PasswordStdin = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the registry password from standard input.")
-]
-AuthRegistry = Annotated[
-    str | None,
-    typer.Option(
-        "--auth-registry",
-        help="Registry host the explicit credentials are for "
-        "(default: the registry of the references, when there is one).",
-    ),
-]
+REGISTRY_PANEL = "Registry access"
+SIGNATURES_PANEL = "Image signatures"
+OUTPUT_PANEL = "Output"
+DYNATRACE_PANEL = "Dynatrace"
 
 
-def explicit_credentials(
-    username: str | None, password_stdin: bool, registries: set[str], auth_registry: str | None
-) -> dict[str, Credentials]:
-    """Bind --username/--password-stdin (or DTBUNDLE_PASSWORD) to exactly one registry."""
-    password = os.environ.get("DTBUNDLE_PASSWORD")
-    if password_stdin:
-        if sys.stdin.isatty():
-            raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
-        password = sys.stdin.readline().rstrip("\r\n")
-    if username is None:
-        if password_stdin:
-            raise UsageError("--password-stdin needs --username (or DTBUNDLE_USERNAME)")
-        return {}
-    if not password:
-        raise UsageError("--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD")
-    host = auth_registry or (next(iter(registries)) if len(registries) == 1 else None)
-    if host is None:
-        raise UsageError(
-            "explicit credentials apply to one registry, and these references name several; "
-            "add --auth-registry HOST, or log in with 'docker login' / 'skopeo login'"
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options (as typer parameters) and the function that turns their values into settings."""
+
+    name: str  # the keyword the command receives the settings object as
+    options: dict[str, Any]  # parameter name -> Annotated[type, typer.Option(...)]
+    build: Callable[..., Any]
+
+    def default(self, name: str) -> Any:
+        """Flags default to off, every other option to unset."""
+        return False if typing.get_args(self.options[name])[0] is bool else None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def uses(*groups: OptionGroup) -> Callable[[F], F]:
+    """Add the groups' options to a command and pass it one settings object per group."""
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name not in {g.name for g in groups}]
+        extra = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=g.default(name))
+            for g in groups
+            for name, annotation in g.options.items()
+        ]
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> Any:
+            for group in groups:
+                values[group.name] = group.build(**{name: values.pop(name) for name in group.options})
+            return command(**values)
+
+        wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def panel_option(kind: Any, *names: str, panel: str, **kwargs: Any) -> Any:
+    return Annotated[kind, typer.Option(*names, rich_help_panel=panel, **kwargs)]
+
+
+# -- registry access ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How to reach registries: TLS, and explicit credentials for one registry."""
+
+    plain_http: bool = False
+    ca_cert: Path | None = None
+    insecure_skip_tls_verify: bool = False
+    username: str | None = None
+    password_stdin: bool = False
+    auth_registry: str | None = None
+
+    def config(self) -> RegistryConfig:
+        return RegistryConfig(
+            plain_http=self.plain_http, ca_cert=self.ca_cert, insecure_skip_tls_verify=self.insecure_skip_tls_verify
         )
-    source = "--username/--password-stdin" if password_stdin else "--username/DTBUNDLE_PASSWORD"
-    return {host: Credentials(source=source, username=username, password=password)}
 
+    def client(self, registries: set[str], extra: dict[str, Credentials] | None = None) -> RegistryClient:
+        """A client for a command that talks to ``registries``; --username binds to exactly one of them."""
+        explicit = self.explicit_credentials(registries - set(extra or {}))
+        explicit.update(extra or {})
+        return RegistryClient(self.config(), CredentialResolver(explicit))
 
-def registry_client(
-    plain_http: bool, ca_cert: Path | None, skip_tls: bool, explicit: dict[str, Credentials]
-) -> RegistryClient:
-    config = RegistryConfig(plain_http=plain_http, ca_cert=ca_cert, insecure_skip_tls_verify=skip_tls)
-    return RegistryClient(config, CredentialResolver(explicit))
-
-
-# -- verbs ------------------------------------------------------------------------------------
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of text.")]
-PublicKeys = Annotated[
-    list[Path] | None,
-    typer.Option("--public-key", exists=True, dir_okay=False, help="Trusted bundle public key (repeatable)."),
-]
-
-
-CosignKeys = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--cosign-key",
-        exists=True,
-        dir_okay=False,
-        help="Public key that image signatures must verify with (repeatable), e.g. Dynatrace's cosign.pub.",
-    ),
-]
-TrustedRootOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--trusted-root",
-        exists=True,
-        dir_okay=False,
-        help="Sigstore trusted_root.json for keyless signatures (Fulcio CAs, Rekor keys); used offline.",
-    ),
-]
-CertIdentity = Annotated[str | None, typer.Option("--certificate-identity", help="Keyless: exact signer identity.")]
-CertIdentityRe = Annotated[
-    str | None, typer.Option("--certificate-identity-regexp", help="Keyless: signer identity regular expression.")
-]
-CertIssuer = Annotated[str | None, typer.Option("--certificate-oidc-issuer", help="Keyless: exact OIDC issuer.")]
-CertIssuerRe = Annotated[
-    str | None, typer.Option("--certificate-oidc-issuer-regexp", help="Keyless: OIDC issuer regular expression.")
-]
-RequireSignatures = Annotated[
-    bool, typer.Option("--require-signatures", help="Fail (exit 3) when an image has no valid signature.")
-]
-
-
-def signature_policy_of(
-    keys: list[Path] | None,
-    trusted_root: Path | None,
-    identity: str | None,
-    identity_re: str | None,
-    issuer: str | None,
-    issuer_re: str | None,
-    require: bool,
-) -> cosign.Policy | None:
-    """The image-signature policy of the options, or None when no signature check was asked for."""
-    keyless = any(x is not None for x in (identity, identity_re, issuer, issuer_re))
-    if keyless and trusted_root is None:
-        raise UsageError("keyless verification (--certificate-identity…) needs --trusted-root FILE")
-    if trusted_root is not None and not keyless and not keys:
-        raise UsageError("--trusted-root needs --certificate-identity[-regexp] (who may sign), or --cosign-key")
-    if not keys and not keyless:
-        if require:
-            raise UsageError("--require-signatures needs --cosign-key or keyless options to verify with")
-        return None
-    for pattern in (identity_re, issuer_re):
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise UsageError(f"invalid regular expression {pattern!r}: {exc}") from None
-    loaded = tuple(cosign.load_verify_key(p.read_bytes(), str(p)) for p in keys or [])
-    root = cosign.TrustedRoot.from_json(trusted_root.read_bytes(), str(trusted_root)) if trusted_root else None
-    identities = (cosign.Identity(identity, identity_re, issuer, issuer_re),) if keyless else ()
-    return cosign.Policy(loaded, root, identities)
-
-
-def progress_bar(quiet: bool, description: str) -> Callable[[int], Callable[[int], None]] | None:
-    """A tqdm byte counter on stderr, only on a terminal and without --quiet."""
-    if quiet or not sys.stderr.isatty():
-        return None
-
-    def factory(total: int) -> Callable[[int], None]:
-        bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=description,
-            file=sys.stderr,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        open_bars.append(bar)
-        return lambda n: bar.update(n) and None
-
-    return factory
-
-
-open_bars: list[tqdm] = []
-
-
-def close_bars() -> None:
-    while open_bars:
-        open_bars.pop().close()
-
-
-def dynatrace_selection(
-    option: list[str] | None,
-    version: list[str] | None,
-    file: Path | None,
-    registry: str | None,
-    with_optional: bool,
-    environment_url: str | None,
-    environment_registry: str | None,
-    environment_id: str | None,
-) -> dynatrace.Selection:
-    """Options, versions and environment from --dynatrace-file, overridden by the command line."""
-    base, env = dynatrace.load_selection_file(file) if file else (dynatrace.Selection((), {}), {})
-    options = tuple(dict.fromkeys([*base.options, *(option or [])]))
-    versions = {**base.versions, **dynatrace.parse_versions(version or [])}
-    url = environment_url or env.get("url")
-    table = dynatrace.load_catalog()
-    needs_environment = any(
-        table.components[c].builtin for o in options if o in table.options for c in table.options[o].components
-    )
-    environment = None
-    if needs_environment:
-        if not url:
+    def explicit_credentials(self, registries: set[str]) -> dict[str, Credentials]:
+        password = os.environ.get("DTBUNDLE_PASSWORD")
+        if self.password_stdin:
+            if sys.stdin.isatty():
+                raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
+            password = sys.stdin.readline().rstrip("\r\n")
+        if self.username is None:
+            if self.password_stdin:
+                raise UsageError("--password-stdin needs --username (or DTBUNDLE_USERNAME)")
+            return {}
+        if not password:
+            raise UsageError("--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD")
+        host = self.auth_registry or (next(iter(registries)) if len(registries) == 1 else None)
+        if host is None:
             raise UsageError(
-                "Classic Full-Stack pulls OneAgent from the environment's built-in registry: "
-                "add --environment-url https://<environment-id>.live.dynatrace.com"
+                "explicit credentials apply to one registry, and these references name several; "
+                "add --auth-registry HOST, or log in with 'docker login' / 'skopeo login'"
             )
-        environment = dynatrace.Environment.parse(
-            str(url), environment_registry or env.get("registry"), environment_id or env.get("id")
+        source = "--username/--password-stdin" if self.password_stdin else "--username/DTBUNDLE_PASSWORD"
+        return {host: Credentials(source=source, username=self.username, password=password)}
+
+
+REGISTRY = OptionGroup(
+    "registry",
+    {
+        "plain_http": panel_option(
+            bool, "--plain-http", panel=REGISTRY_PANEL, help="Talk plain HTTP to the registries of this command."
+        ),
+        "ca_cert": panel_option(
+            Path | None,
+            "--ca-cert",
+            panel=REGISTRY_PANEL,
+            exists=True,
+            dir_okay=False,
+            help="PEM file of CA certificates to trust for registry TLS.",
+        ),
+        "insecure_skip_tls_verify": panel_option(
+            bool,
+            "--insecure-skip-tls-verify",
+            panel=REGISTRY_PANEL,
+            help="Do not verify registry TLS certificates (unsafe).",
+        ),
+        "username": panel_option(
+            str | None,
+            "--username",
+            panel=REGISTRY_PANEL,
+            envvar="DTBUNDLE_USERNAME",
+            help="Registry user (env DTBUNDLE_USERNAME).",
+        ),
+        "password_stdin": panel_option(
+            bool, "--password-stdin", panel=REGISTRY_PANEL, help="Read the registry password from standard input."
+        ),
+        "auth_registry": panel_option(
+            str | None,
+            "--auth-registry",
+            panel=REGISTRY_PANEL,
+            help="Registry host the explicit credentials are for "
+            "(default: the registry of the references, when there is one).",
+        ),
+    },
+    RegistryAccess,
+)
+
+
+# -- image signatures ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SignatureOptions:
+    """What image signatures must verify with, and whether they are required."""
+
+    cosign_key: tuple[Path, ...] = ()
+    trusted_root: Path | None = None
+    certificate_identity: str | None = None
+    certificate_identity_regexp: str | None = None
+    certificate_oidc_issuer: str | None = None
+    certificate_oidc_issuer_regexp: str | None = None
+    require_signatures: bool = False
+
+    def policy(self, default_identity: Identity | None = None) -> Policy | None:
+        """The policy these options ask for, or None when no signature check was asked for.
+
+        ``default_identity`` (Dynatrace mode's keyless signer) applies when a trusted root is
+        given without an identity of the user's own.
+        """
+        identity, identity_re = self.certificate_identity, self.certificate_identity_regexp
+        issuer, issuer_re = self.certificate_oidc_issuer, self.certificate_oidc_issuer_regexp
+        if self.trusted_root is not None and default_identity is not None and not (identity or identity_re):
+            identity, identity_re = default_identity.subject, default_identity.subject_regexp
+            issuer = issuer or default_identity.issuer
+            issuer_re = issuer_re or default_identity.issuer_regexp
+        keyless = any(x is not None for x in (identity, identity_re, issuer, issuer_re))
+        if keyless and self.trusted_root is None:
+            raise UsageError("keyless verification (--certificate-identity…) needs --trusted-root FILE")
+        if self.trusted_root is not None and not keyless and not self.cosign_key:
+            raise UsageError("--trusted-root needs --certificate-identity[-regexp] (who may sign), or --cosign-key")
+        if not self.cosign_key and not keyless:
+            if self.require_signatures:
+                raise UsageError("--require-signatures needs --cosign-key or keyless options to verify with")
+            return None
+        for pattern in (identity_re, issuer_re):
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise UsageError(f"invalid regular expression {pattern!r}: {exc}") from None
+        keys = tuple(load_verify_key(_read(p, "cosign key"), str(p)) for p in self.cosign_key)
+        root = (
+            TrustedRoot.from_json(_read(self.trusted_root, "trusted root"), str(self.trusted_root))
+            if (self.trusted_root)
+            else None
         )
-    return dynatrace.Selection(
-        options, versions, registry or base.registry, with_optional or base.with_optional, environment
-    )
+        identities = (Identity(identity, identity_re, issuer, issuer_re),) if keyless else ()
+        return Policy(keys, root, identities)
+
+
+def _signature_options(cosign_key: list[Path] | None, require_signatures: bool, **keyless: Any) -> SignatureOptions:
+    return SignatureOptions(tuple(cosign_key or ()), require_signatures=require_signatures, **keyless)
+
+
+SIGNATURES = OptionGroup(
+    "signatures",
+    {
+        "cosign_key": panel_option(
+            list[Path] | None,
+            "--cosign-key",
+            panel=SIGNATURES_PANEL,
+            exists=True,
+            dir_okay=False,
+            help="Public key that image signatures must verify with (repeatable), e.g. Dynatrace's cosign.pub.",
+        ),
+        "trusted_root": panel_option(
+            Path | None,
+            "--trusted-root",
+            panel=SIGNATURES_PANEL,
+            exists=True,
+            dir_okay=False,
+            help="Sigstore trusted_root.json for keyless signatures (Fulcio CAs, Rekor keys); used offline.",
+        ),
+        "certificate_identity": panel_option(
+            str | None, "--certificate-identity", panel=SIGNATURES_PANEL, help="Keyless: exact signer identity."
+        ),
+        "certificate_identity_regexp": panel_option(
+            str | None,
+            "--certificate-identity-regexp",
+            panel=SIGNATURES_PANEL,
+            help="Keyless: signer identity regular expression.",
+        ),
+        "certificate_oidc_issuer": panel_option(
+            str | None, "--certificate-oidc-issuer", panel=SIGNATURES_PANEL, help="Keyless: exact OIDC issuer."
+        ),
+        "certificate_oidc_issuer_regexp": panel_option(
+            str | None,
+            "--certificate-oidc-issuer-regexp",
+            panel=SIGNATURES_PANEL,
+            help="Keyless: OIDC issuer regular expression.",
+        ),
+        "require_signatures": panel_option(
+            bool,
+            "--require-signatures",
+            panel=SIGNATURES_PANEL,
+            help="Fail (exit 3) when an image has no valid signature.",
+        ),
+    },
+    _signature_options,
+)
+
+
+# -- output --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputOptions:
+    quiet: bool = False
+    as_json: bool = False
+
+
+OUTPUT = OptionGroup(
+    "output",
+    {
+        "quiet": panel_option(bool, "--quiet", "-q", panel=OUTPUT_PANEL, help="No progress bar."),
+        "as_json": panel_option(bool, "--json", panel=OUTPUT_PANEL, help="Print a JSON report instead of text."),
+    },
+    OutputOptions,
+)
+
+
+# -- bundle keys ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BundleKeys:
+    """The trusted bundle public keys (``--public-key``)."""
+
+    paths: tuple[Path, ...] = field(default=())
+
+    def load(self, command: str) -> list[PublicKey]:
+        """The keys; none given is a usage error (exit 2) naming the option."""
+        if not self.paths:
+            raise UsageError(f"{command} needs --public-key PUB (the dtbundle.pub of the exporting side)")
+        return [load_public_key(p) for p in self.paths]
+
+    def load_optional(self) -> list[PublicKey] | None:
+        return [load_public_key(p) for p in self.paths] if self.paths else None
+
+
+KEYS = OptionGroup(
+    "keys",
+    {
+        "public_key": Annotated[
+            list[Path] | None,
+            typer.Option("--public-key", exists=True, dir_okay=False, help="Trusted bundle public key (repeatable)."),
+        ]
+    },
+    lambda public_key: BundleKeys(tuple(public_key or ())),
+)
 
 
 def read_secret(path: Path | None, variable: str, what: str) -> str:
     """A token from a file or an environment variable; never from the command line."""
     if path is not None:
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        value = _read(path, what).decode("utf-8", "replace").strip()
     else:
         value = os.environ.get(variable, "").strip()
     if not value:
         raise UsageError(f"{what}: set ${variable} or give a token file")
     return value
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
 
 from dtbundle.bundle.format import Catalog
 from dtbundle.bundle.reader import VerifyResult
 from dtbundle.discovery import ResolvedImage
 from dtbundle.export.run import ExportSummary
-from dtbundle.importer.run import ImportReport
+from dtbundle.importer.report import ImportReport
+from dtbundle.trust.evaluate import ImageVerification
 
 
 def human_bytes(size: float) -> str:
@@ -32,25 +33,24 @@ def resolved(image: ResolvedImage) -> str:
     return "\n".join(lines)
 
 
-def signature_lines(verifications: list[dict[str, Any]]) -> list[str]:
+def signature_lines(verifications: Sequence[ImageVerification]) -> list[str]:
     """One block per image: verdict, signers, and what covers each platform manifest."""
     lines = []
     for v in verifications:
-        if not v["verified"] and v.get("unsignedByDesign"):
-            lines.append(f"  unsigned by design: {v['image']} — {v['unsignedByDesign']}")
+        if not v.verified and v.unsigned_by_design:
+            lines.append(f"  unsigned by design: {v.image} — {v.unsigned_by_design}")
             continue
-        mark = "signature OK" if v["verified"] else "NOT VERIFIED"
-        signers = ", ".join(v["signers"]) or "no valid signature"
-        lines.append(f"  {mark}: {v['image']} — {signers}")
-        platforms = v["platforms"]
-        if len(platforms) > 1 or (platforms and v["digest"] not in platforms):
-            index = sum(1 for c in platforms.values() if "index" in c)
-            own = sum(1 for c in platforms.values() if "own" in c)
-            none = sum(1 for c in platforms.values() if c == "none")
+        mark = "signature OK" if v.verified else "NOT VERIFIED"
+        lines.append(f"  {mark}: {v.image} — {', '.join(v.signers) or 'no valid signature'}")
+        coverage = v.coverage
+        if len(coverage) > 1 or (coverage and v.digest not in coverage):
+            index = sum(1 for c in coverage.values() if "index" in c)
+            own = sum(1 for c in coverage.values() if "own" in c)
+            none = sum(1 for c in coverage.values() if c == "none")
             lines.append(f"    platforms: {index} covered by the index signature, {own} by their own, {none} unsigned")
-        for check in v["signatures"]:
-            if not check["valid"]:
-                lines.append(f"    rejected {check['kind']} {check['signatureManifest'][:19]}…: {check['detail']}")
+        for check in v.checks:
+            if not check.verdict.valid:
+                lines.append(f"    rejected {check.verdict.kind} {check.signature[:19]}…: {check.verdict.detail}")
     return lines
 
 
@@ -59,15 +59,15 @@ def export_summary(s: ExportSummary) -> str:
     mbps = s.uncompressed_bytes / 1e6 / s.seconds if s.seconds else 0.0
     lines = []
     for image in s.per_image:
-        found = ", ".join(f"{n} {k}" for k, n in sorted(image["found"].items())) or "no signatures or referrers"
-        plats = ", ".join(p for p in image["platforms"] if p) or "single platform"
-        lines.append(f"  {image['reference']}@{image['digest']}")
+        found = ", ".join(f"{n} {k}" for k, n in sorted(image.found.items())) or "no signatures or referrers"
+        plats = ", ".join(p for p in image.platforms if p) or "single platform"
+        lines.append(f"  {image.reference}@{image.digest}")
         lines.append(f"    platforms: {plats}")
         lines.append(f"    found: {found}")
-        if image["originalDigest"]:
+        if image.original_digest:
             lines.append(
-                f"    trimmed by --platform from {image['originalDigest']}; "
-                f"{image['droppedWithTrim']} signature(s)/referrer(s) of the original index not carried"
+                f"    trimmed by --platform from {image.original_digest}; "
+                f"{image.dropped_with_trim} signature(s)/referrer(s) of the original index not carried"
             )
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(s.artifacts.items())) or "none"
     lines += [
@@ -115,12 +115,12 @@ def import_report(r: ImportReport) -> str:
     signed = f"signature by key {r.signed_by}" if r.signed_by else "signature NOT verified (--insecure-skip-verify)"
     lines = [f"{r.bundle}: {head}; {signed}"]
     lines += [f"  {name}: {count}" for name, count in sorted(r.counts.items())]
-    if r.counts.get("blobs written") is None and r.counts.get("index entries added") is None:
+    if not r.to_layout:
         verb = "would upload" if r.dry_run else "uploaded"
         lines.append(f"  {verb} {human_bytes(r.bytes_uploaded)} in {r.seconds:.1f} s")
     if r.images:
         lines.append("images:" if not r.dry_run else "images (would be):")
-        lines += [f"  {i['target']}" for i in r.images]
+        lines += [f"  {i.target}" for i in r.images]
     elif not r.counts:
         lines.append("  nothing to do")
     lines += signature_lines(r.signatures)

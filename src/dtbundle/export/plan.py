@@ -13,52 +13,26 @@ what lets the catalog be written before any layer is downloaded.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from dtbundle.discovery import COSIGN_SUFFIXES
+from dtbundle.discovery import find_attachments
 from dtbundle.errors import NotFoundError, UnsupportedManifestError, UsageError
-from dtbundle.oci import Descriptor, Platform, compute_digest, load_json_object, referrers_tag
-from dtbundle.oci.reference import Reference, parse_reference
+from dtbundle.limits import TRUST
+from dtbundle.oci import Descriptor, Platform, Reference, compute_digest, load_json_object
+from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.registry import Manifest, RegistryClient
 
-MAX_REFERRER_DEPTH = 4
 _ATTESTATION_TYPE = "vnd.docker.reference.type"
 _ATTESTATION_FOR = "vnd.docker.reference.digest"
-
-
-@dataclass(frozen=True)
-class PlatformFilter:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> PlatformFilter:
-        parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise UsageError(f"invalid platform {text!r}: use os/arch or os/arch/variant, e.g. linux/arm64")
-        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-    def matches(self, platform: Platform) -> bool:
-        return (
-            platform.os == self.os
-            and platform.architecture == self.architecture
-            and (self.variant is None or platform.variant == self.variant)
-        )
-
-    def __str__(self) -> str:
-        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
 
 @dataclass(frozen=True)
 class ImageRequest:
     source: str  # as the user wrote it
     ref: Reference
-    platforms: tuple[PlatformFilter, ...] = ()
+    platforms: tuple[Platform, ...] = ()  # filters: keep only matching platforms
     annotations: dict[str, str] = field(default_factory=dict, compare=False)
 
 
@@ -89,7 +63,7 @@ class PlannedImage:
 
 @dataclass(frozen=True)
 class PlannedArtifact:
-    kind: str  # cosign.sig | cosign.att | cosign.sbom | referrer | referrers-index
+    kind: ArtifactKind
     source: Reference  # repository (and tag, for tagged kinds)
     subject: str
     descriptor: Descriptor
@@ -116,7 +90,7 @@ def _require_sha256(digest: str, what: str) -> None:
         )
 
 
-def trim_index(manifest: Manifest, filters: Sequence[PlatformFilter]) -> tuple[bytes, list[Descriptor]]:
+def trim_index(manifest: Manifest, filters: Sequence[Platform]) -> tuple[bytes, list[Descriptor]]:
     """A new index holding only matching platforms (and buildx attestations of them)."""
     children = manifest.parsed.manifests
     kept = {c.digest for c in children if c.platform and any(f.matches(c.platform) for f in filters)}
@@ -140,7 +114,7 @@ class Planner:
         self.referrers = referrers
         self.concurrency = max(1, concurrency)
         self.plan = ExportPlan()
-        self._artifact_keys: set[tuple[str, str, str | None]] = set()
+        self._artifact_keys: set[tuple[ArtifactKind, str, str | None]] = set()
 
     def build(self, requests: Iterable[ImageRequest]) -> ExportPlan:
         seen: set[Reference] = set()
@@ -188,7 +162,7 @@ class Planner:
             return
         subjects = [image.manifest.digest, *(p.digest for p in image.platforms)]
         if image.original_digest:
-            image.dropped_attachments = len(self._discover(ref, image.original_digest))
+            image.dropped_attachments = len(find_attachments(self.client, ref, image.original_digest, fetch=True))
         self._attachments(ref, subjects, index, depth=1)
 
     def _apply_filter(self, image: PlannedImage) -> None:
@@ -214,37 +188,20 @@ class Planner:
             raise UsageError(f"{image.request.source} is a single {platform} image, which --platform {wanted} excludes")
 
     # -- attachments ------------------------------------------------------------------------------
-    def _discover(self, ref: Reference, subject: str) -> list[tuple[str, Reference, Descriptor, Manifest | None]]:
-        """(kind, source, descriptor, manifest-if-already-fetched) of what refers to ``subject``."""
-        found: list[tuple[str, Reference, Descriptor, Manifest | None]] = []
-        for suffix in COSIGN_SUFFIXES:
-            tagged = Reference(ref.registry, ref.repository, referrers_tag(subject) + suffix)
-            try:
-                manifest = self.client.get_manifest(tagged)
-            except NotFoundError:
-                continue
-            found.append((f"cosign{suffix}", tagged, manifest.descriptor(), manifest))
-        referrers = self.client.list_referrers(ref, subject)
-        repo = Reference(ref.registry, ref.repository, None)
-        found.extend(("referrer", repo, d, None) for d in referrers.descriptors)
-        if referrers.index is not None:
-            tag = Reference(ref.registry, ref.repository, referrers_tag(subject))
-            found.append(("referrers-index", tag, referrers.index.descriptor(), referrers.index))
-        return found
-
     def _attachments(self, ref: Reference, subjects: list[str], image: int, depth: int) -> None:
-        if depth > MAX_REFERRER_DEPTH or not subjects:
+        if depth > TRUST.max_referrer_depth or not subjects:
             return
-        discovered = list(self._pool.map(lambda s: (s, self._discover(ref, s)), subjects))
+        discovered = list(self._pool.map(lambda s: (s, find_attachments(self.client, ref, s, fetch=True)), subjects))
         next_subjects: list[str] = []
         for subject, items in discovered:
             present: set[str] = set()  # referrers of this subject that are in the plan
-            for kind, source, desc, manifest in items:
+            for item in items:
+                kind, source, desc, manifest = item.kind, item.source, item.descriptor, item.manifest
                 key = (kind, desc.digest, source.tag)
                 if key in self._artifact_keys:
                     present.add(desc.digest)
                     continue
-                if manifest is None and kind == "referrer":
+                if manifest is None and kind == ArtifactKind.REFERRER:
                     try:
                         manifest = self.client.get_manifest(Reference(ref.registry, ref.repository, None, desc.digest))
                     except NotFoundError:
@@ -252,7 +209,7 @@ class Planner:
                             f"{ref.name}: referrer {desc.digest} of {subject} is listed but missing; skipped"
                         )
                         continue
-                if kind == "referrers-index":
+                if kind == ArtifactKind.REFERRERS_INDEX:
                     listed = {d.digest for d in manifest.parsed.manifests} if manifest else set()
                     if not listed <= present:
                         # It lists content we could not fetch: import rebuilds the index instead.
@@ -260,7 +217,7 @@ class Planner:
                 assert manifest is not None
                 present.add(desc.digest)
                 self._artifact_keys.add(key)
-                if kind != "referrers-index":
+                if kind != ArtifactKind.REFERRERS_INDEX:
                     self._store_tree(manifest, source)
                 else:
                     _require_sha256(manifest.digest, f"referrers index of {ref.name}")
@@ -272,51 +229,6 @@ class Planner:
                     artifact_type=desc.artifact_type or manifest.parsed.artifact_type,
                 )
                 self.plan.artifacts.append(PlannedArtifact(kind, source, subject, descriptor, image))
-                if kind != "referrers-index":
+                if kind != ArtifactKind.REFERRERS_INDEX:
                     next_subjects.append(manifest.digest)
         self._attachments(ref, next_subjects, image, depth + 1)
-
-
-# -- requests from the command line and the images file ---------------------------------------------
-def requests_from(references: Iterable[str], platforms: Sequence[str] = ()) -> list[ImageRequest]:
-    filters = tuple(PlatformFilter.parse(p) for p in platforms)
-    return [ImageRequest(text, parse_reference(text), filters) for text in references]
-
-
-def load_images_file(path: Path, default_platforms: Sequence[str] = ()) -> list[ImageRequest]:
-    """Read an images file (TOML); see the README for its format."""
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"images file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read images file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"images file {path} is not valid TOML: {exc}") from None
-    unknown = set(document) - {"images", "image", "platforms"}
-    if unknown:
-        raise UsageError(f"images file {path}: unknown key(s) {', '.join(sorted(unknown))}")
-    top_platforms = document.get("platforms", list(default_platforms))
-    if not isinstance(top_platforms, list) or not all(isinstance(p, str) for p in top_platforms):
-        raise UsageError(f"images file {path}: 'platforms' must be a list of strings like \"linux/amd64\"")
-    requests: list[ImageRequest] = []
-    short = document.get("images", [])
-    if not isinstance(short, list) or not all(isinstance(r, str) for r in short):
-        raise UsageError(f"images file {path}: 'images' must be a list of image references")
-    requests.extend(requests_from(short, top_platforms))
-    tables = document.get("image", [])
-    if not isinstance(tables, list):
-        raise UsageError(f"images file {path}: use [[image]] tables")
-    for n, table in enumerate(tables, 1):
-        if not isinstance(table, dict) or not isinstance(table.get("ref"), str):
-            raise UsageError(f'images file {path}: [[image]] number {n} needs ref = "registry/repository:tag"')
-        extra = set(table) - {"ref", "platforms"}
-        if extra:
-            raise UsageError(f"images file {path}: [[image]] number {n} has unknown key(s) {', '.join(sorted(extra))}")
-        platforms = table.get("platforms", top_platforms)
-        if not isinstance(platforms, list) or not all(isinstance(p, str) for p in platforms):
-            raise UsageError(f"images file {path}: [[image]] number {n}: platforms must be a list of strings")
-        requests.extend(requests_from([table["ref"]], platforms))
-    if not requests:
-        raise UsageError(f"images file {path} names no images")
-    return requests

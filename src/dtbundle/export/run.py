@@ -11,7 +11,6 @@ disk and memory stay bounded whatever the image size.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import shutil
 import tempfile
@@ -39,18 +38,20 @@ from dtbundle.bundle.format import (
 from dtbundle.bundle.key import PrivateKey, key_id, sign_catalog
 from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
 from dtbundle.bundle.writer import BundleWriter
-from dtbundle.errors import IntegrityError, UsageError
+from dtbundle.errors import UsageError
 from dtbundle.export.plan import ExportPlan, ImageRequest, Planner, StoredBlob
-from dtbundle.oci import Descriptor, blob_path
+from dtbundle.oci import Descriptor, blob_path, sha256_hex
+from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.registry import RegistryClient
-from dtbundle.trust import cosign
 from dtbundle.trust.evaluate import (
     ImageVerification,
     SignatureArtifact,
     is_signature_artifact,
+    require_verified,
     signature_layers,
     verify_image,
 )
+from dtbundle.trust.policy import Policy
 
 Progress = Callable[[int], None]
 
@@ -65,8 +66,30 @@ class ExportSettings:
     compression_level: int = 3
     force: bool = False
     extensions: dict[str, Any] = field(default_factory=dict)  # catalog extensions (e.g. Dynatrace options)
-    signature_policy: cosign.Policy | None = None  # verify image signatures before writing
+    signature_policy: Policy | None = None  # verify image signatures before writing
     require_signatures: bool = False
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """What export carried for one requested image."""
+
+    reference: str  # as requested
+    digest: str
+    platforms: tuple[str | None, ...]
+    original_digest: str | None  # before --platform trimmed the index
+    found: dict[ArtifactKind, int]  # attachments carried, by kind
+    dropped_with_trim: int  # attachments of the original index, which a trim invalidates
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "platforms": list(self.platforms),
+            "originalDigest": self.original_digest,
+            "found": {str(k): n for k, n in self.found.items()},
+            "droppedWithTrim": self.dropped_with_trim,
+        }
 
 
 @dataclass
@@ -77,15 +100,15 @@ class ExportSummary:
     key_id: str
     images: int
     platforms: int
-    artifacts: dict[str, int]
+    artifacts: dict[ArtifactKind, int]
     manifests: int
     blobs: int
     uncompressed_bytes: int
     compressed_bytes: int
     seconds: float
-    per_image: list[dict[str, Any]] = field(default_factory=list)
+    per_image: list[ImageSummary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    signatures: list[dict[str, Any]] = field(default_factory=list)
+    signatures: list[ImageVerification] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,15 +118,15 @@ class ExportSummary:
             "signingKey": self.key_id,
             "images": self.images,
             "platforms": self.platforms,
-            "artifacts": self.artifacts,
+            "artifacts": {str(k): n for k, n in self.artifacts.items()},
             "manifests": self.manifests,
             "blobs": self.blobs,
             "uncompressedBytes": self.uncompressed_bytes,
             "compressedBytes": self.compressed_bytes,
             "seconds": round(self.seconds, 3),
-            "perImage": self.per_image,
+            "perImage": [i.to_json() for i in self.per_image],
             "warnings": self.warnings,
-            "signatureVerification": self.signatures,
+            "signatureVerification": [v.to_json() for v in self.signatures],
         }
 
 
@@ -139,8 +162,8 @@ def build_catalog(
     ]
     index = index_json(roots)
     files = [
-        CatalogFile(LAYOUT_NAME, len(OCI_LAYOUT_BYTES), _sha256_hex(OCI_LAYOUT_BYTES)),
-        CatalogFile(INDEX_NAME, len(index), _sha256_hex(index)),
+        CatalogFile(LAYOUT_NAME, len(OCI_LAYOUT_BYTES), sha256_hex(OCI_LAYOUT_BYTES)),
+        CatalogFile(INDEX_NAME, len(index), sha256_hex(index)),
     ]
     files += [CatalogFile(blob_path(d), m.manifest.size, d.split(":", 1)[1]) for d, m in plan.manifests.items()]
     files += [
@@ -185,10 +208,6 @@ def build_catalog(
     )
     created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
     return Catalog(created_text, __version__, images, artifacts, tuple(files), dict(extensions or {})), index
-
-
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def run_export(
@@ -236,20 +255,17 @@ def run_export(
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
-    kinds = Counter(a.kind for a in plan.artifacts)
-    per_image = []
-    for n, image in enumerate(plan.images):
-        mine = Counter(a.kind for a in plan.artifacts if a.image == n)
-        per_image.append(
-            {
-                "reference": image.request.source,
-                "digest": image.manifest.digest,
-                "platforms": [str(p.platform) if p.platform else None for p in image.platforms],
-                "originalDigest": image.original_digest,
-                "found": dict(mine),
-                "droppedWithTrim": image.dropped_attachments,
-            }
+    per_image = [
+        ImageSummary(
+            reference=image.request.source,
+            digest=image.manifest.digest,
+            platforms=tuple(str(p.platform) if p.platform else None for p in image.platforms),
+            original_digest=image.original_digest,
+            found=dict(Counter(a.kind for a in plan.artifacts if a.image == n)),
+            dropped_with_trim=image.dropped_attachments,
         )
+        for n, image in enumerate(plan.images)
+    ]
     return ExportSummary(
         path=written.path,
         sidecar=written.sidecar,
@@ -257,7 +273,7 @@ def run_export(
         key_id=key_id(settings.signing_key.public_key()),
         images=len(plan.images),
         platforms=sum(len(i.platforms) or 1 for i in plan.images),
-        artifacts=dict(kinds),
+        artifacts=dict(Counter(a.kind for a in plan.artifacts)),
         manifests=len(plan.manifests),
         blobs=len(catalog.files) - 2 - len(plan.manifests),
         uncompressed_bytes=catalog.total_size,
@@ -265,11 +281,11 @@ def run_export(
         seconds=time.monotonic() - started,
         per_image=per_image,
         warnings=list(plan.warnings),
-        signatures=[v.to_json() for v in verifications or []],
+        signatures=list(verifications or []),
     )
 
 
-def verify_plan(client: RegistryClient, plan: ExportPlan, policy: cosign.Policy) -> list[ImageVerification]:
+def verify_plan(client: RegistryClient, plan: ExportPlan, policy: Policy) -> list[ImageVerification]:
     """Verify each planned image's signatures from what the registry served (small layers only)."""
     artifacts = [
         SignatureArtifact(
@@ -300,16 +316,6 @@ def verify_plan(client: RegistryClient, plan: ExportPlan, policy: cosign.Policy)
         )
         for i in plan.images
     ]
-
-
-def require_verified(verifications: Sequence[ImageVerification]) -> None:
-    """--require-signatures: every image needs a valid signature (its index, or every platform);
-    images unsigned by design (Classic Full-Stack) are reported, never required."""
-    for v in verifications:
-        if not v.verified and not v.unsigned_by_design:
-            reasons = sorted({c.verdict.detail for c in v.checks if not c.verdict.valid})
-            why = "; ".join(reasons) if reasons else "no signature found"
-            raise IntegrityError(f"{v.image} ({v.digest}) has no valid signature: {why}")
 
 
 def _write_blobs(

@@ -87,6 +87,10 @@ class RepositoryMapper:
         if self.default is None and not self.rules:
             raise UsageError("give the target registry: --registry HOST[:PORT][/PREFIX] (or --to-oci DIR)")
 
+    def target_registries(self) -> set[str]:
+        """Every registry host an import with these rules can write to."""
+        return {r.target.registry for r in self.rules} | ({self.default.registry} if self.default else set())
+
     def target(self, registry: str, repository: str) -> tuple[str, str]:
         name = f"{registry}/{repository}"
         best: Rule | None = None
@@ -101,15 +105,25 @@ class RepositoryMapper:
             raise UsageError(f"no --map rule matches {name}, and no --registry was given for the rest")
         return self.default.join(repository)
 
+    def map_private(self, repository: str) -> Reference:
+        """A repository name chosen by the bundle (e.g. ``dynatrace-oneagent-classic``), below --registry."""
+        assert self.default is not None
+        if not is_valid_path(repository):
+            raise UsageError(f"the bundle names an invalid target repository {repository[:80]!r}")
+        return self._checked(Reference(*self.default.join(repository)), repository)
+
     def map_reference(self, ref: Reference) -> Reference:
         registry, repository = self.target(ref.registry, ref.repository)
         if not repository:
             raise UsageError(f"mapping {ref.name} leaves no repository path; map to a prefix with a path")
-        mapped = Reference(registry, repository, ref.tag, ref.digest)
+        return self._checked(Reference(registry, repository, ref.tag, ref.digest), ref.name)
+
+    @staticmethod
+    def _checked(mapped: Reference, source: str) -> Reference:
         try:
-            parse_reference(f"{registry}/{repository}", default_tag=None)
+            parse_reference(mapped.name, default_tag=None)
         except InvalidReferenceError:
-            raise UsageError(f"mapping {ref.name} gives an invalid repository {registry}/{repository}") from None
+            raise UsageError(f"mapping {source} gives an invalid repository {mapped.name}") from None
         return mapped
 
 

@@ -18,12 +18,12 @@ import re
 from dataclasses import dataclass
 
 from dtbundle.errors import InvalidReferenceError
+from dtbundle.limits import REFERENCE_NAME_MAX_LENGTH
 from dtbundle.oci.digest import ALGORITHM_HEX_LENGTHS, is_digest
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-MAX_NAME_LENGTH = 255
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
@@ -158,8 +158,8 @@ def parse_reference(text: str, *, default_tag: str | None = "latest") -> Referen
     for component in path.split("/"):
         if not _PATH_COMPONENT.fullmatch(component):
             raise fail(f"invalid repository path component {component!r}")
-    if len(f"{registry}/{path}") > MAX_NAME_LENGTH:
-        raise fail(f"name longer than {MAX_NAME_LENGTH} characters")
+    if len(f"{registry}/{path}") > REFERENCE_NAME_MAX_LENGTH:
+        raise fail(f"name longer than {REFERENCE_NAME_MAX_LENGTH} characters")
     if tag is None and digest is None:
         tag = default_tag
     return Reference(registry=registry, repository=path, tag=tag, digest=digest)

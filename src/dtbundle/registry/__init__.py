@@ -6,9 +6,10 @@ Public API: :class:`RegistryClient`, :class:`RegistryConfig`, :class:`Credential
 :mod:`dtbundle.errors` classes.
 """
 
-from dtbundle.registry.client import Manifest, PutResult, Referrers, RegistryClient
+from dtbundle.registry.client import RegistryClient
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver, Credentials
+from dtbundle.registry.values import Manifest, PutResult, Referrers
 
 __all__ = [
     "CredentialResolver",

@@ -207,4 +207,3 @@ class Authenticator:
             lifetime = DEFAULT_TOKEN_LIFETIME
         expires = time.monotonic() + max(float(lifetime) - _EXPIRY_MARGIN, float(lifetime) / 2)
         return _Token(value, expires)
-

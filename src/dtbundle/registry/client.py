@@ -15,8 +15,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Literal
 from urllib.parse import urljoin
@@ -28,7 +27,6 @@ from dtbundle.errors import (
     LimitExceededError,
     LocalIOError,
     NotFoundError,
-    RegistryConnectionError,
     RegistryError,
     RegistryProtocolError,
 )
@@ -36,65 +34,23 @@ from dtbundle.oci import (
     INDEX_TYPES,
     MANIFEST_ACCEPT,
     Descriptor,
-    ParsedManifest,
     check_digest,
     compute_digest,
     detect_media_type,
-    new_hasher,
-    parse_manifest,
     referrers_tag,
     verify_bytes,
 )
 from dtbundle.oci.reference import Reference
+from dtbundle.registry import download as _download
 from dtbundle.registry import upload as _upload
 from dtbundle.registry.bounded import read_body, read_json_object
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver
 from dtbundle.registry.session import Session, Target
+from dtbundle.registry.values import Manifest, PutResult, Referrers
 
 Progress = Callable[[int], None]
 UploadOutcome = Literal["exists", "mounted", "uploaded"]
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest exactly as the registry sent it."""
-
-    data: bytes
-    media_type: str
-    digest: str
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    @cached_property
-    def parsed(self) -> ParsedManifest:
-        return parse_manifest(self.data, self.media_type)
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
-
-    def descriptor(self) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, self.size)
-
-
-@dataclass(frozen=True)
-class Referrers:
-    """Manifests whose ``subject`` is a digest, and how they were found."""
-
-    descriptors: tuple[Descriptor, ...]
-    source: Literal["api", "tag-schema", "none"]
-    # The referrers tag schema index itself (source "tag-schema"), byte for byte.
-    index: Manifest | None = None
-
-
-@dataclass(frozen=True)
-class PutResult:
-    digest: str
-    # The registry processed the manifest's subject (OCI 1.1 referrers API present).
-    subject_accepted: bool
 
 
 class RegistryClient:
@@ -220,56 +176,7 @@ class RegistryClient:
         ``out`` must be seekable. What was written is unverified until this returns:
         on error, the caller must discard it.
         """
-        what = f"blob {desc.digest} of {ref.name}"
-        target = self._target(ref)
-        path = f"/v2/{ref.repository}/blobs/{desc.digest}"
-        start = out.tell()
-        hasher, received, resumes = new_hasher(desc.digest), 0, 0
-        while True:
-            headers = {"Range": f"bytes={received}-"} if received else {}
-            response = self._session.request(
-                "GET",
-                target,
-                path,
-                what=what,
-                ok=(200, 206),
-                headers=headers,
-                stream=True,
-                follow_redirects=True,
-            )
-            try:
-                if received and response.status_code == 200:
-                    # The server ignored Range: start again from the first byte.
-                    _seek_truncate(out, start)
-                    if progress:
-                        progress(-received)
-                    hasher, received = new_hasher(desc.digest), 0
-                elif response.status_code == 206:
-                    _check_content_range(response, received, what)
-                # No chunk size: bytes are handed over as they arrive, so a drop loses
-                # nothing already received (iter_bytes(n) would buffer up to n bytes).
-                for chunk in response.iter_bytes():
-                    received += len(chunk)
-                    if received > desc.size:
-                        raise DigestMismatchError(f"{what} is larger than its descriptor's {desc.size} bytes")
-                    hasher.update(chunk)
-                    _write(out, chunk)
-                    if progress:
-                        progress(len(chunk))
-                if received == desc.size:
-                    break
-                failure = f"connection closed after {received} of {desc.size} bytes"
-            except (httpx.TransportError, httpx.StreamError) as exc:
-                failure = f"{type(exc).__name__} after {received} of {desc.size} bytes"
-            finally:
-                response.close()
-            resumes += 1
-            if resumes > self.config.limits.max_resumes:
-                raise RegistryConnectionError(f"download of {what} failed {resumes} times: {failure}")
-            self._sleep(min(self.config.limits.backoff_max, self.config.limits.backoff_initial * resumes))
-        actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
-        if not hmac.compare_digest(actual, desc.digest):
-            raise DigestMismatchError(f"{what}: content has digest {actual}")
+        _download.download(self._session, self._target(ref), ref, desc, out, progress, self._sleep)
 
     def fetch_blob(self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None) -> None:
         """Download into a temp file beside ``dest`` and move it into place once verified."""
@@ -449,24 +356,3 @@ def _next_link(header: str) -> str | None:
             if 0 <= start < end:
                 return part[start + 1 : end]
     return None
-
-
-def _check_content_range(response: httpx.Response, offset: int, what: str) -> None:
-    value = response.headers.get("Content-Range", "")
-    if not value.startswith(f"bytes {offset}-"):
-        raise RegistryProtocolError(f"{what}: asked for bytes from {offset}, got range {value!r}")
-
-
-def _seek_truncate(out: BinaryIO, position: int) -> None:
-    try:
-        out.seek(position)
-        out.truncate()
-    except OSError as exc:
-        raise LocalIOError(f"cannot rewind download file: {exc}") from None
-
-
-def _write(out: BinaryIO, chunk: bytes) -> None:
-    try:
-        out.write(chunk)
-    except OSError as exc:
-        raise LocalIOError(f"cannot write downloaded data: {exc.strerror or exc}") from None

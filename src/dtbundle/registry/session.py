@@ -1,6 +1,6 @@
 """One HTTP session for all registries of a command: TLS, retries, auth, redirects.
 
-This is the only module that talks to httpx directly. It guarantees that:
+It owns the httpx client (only the ``registry`` package talks to httpx) and guarantees that:
 
 * every request has a timeout, and failures that may pass (connection errors,
   429, 500/502/503/504) are retried a bounded number of times with exponential
@@ -313,6 +313,7 @@ def registry_error_detail(response: httpx.Response, limit: int) -> str:
         code, message = errors[0].get("code", ""), errors[0].get("message", "")
         return f"{code}: {message}".strip(": ")[:200]
     return ""
+
 
 def _same_origin(a: str, b: str) -> bool:
     sa, sb = urlsplit(a), urlsplit(b)

@@ -31,7 +31,8 @@ class LocalServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = int(self._httpd.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits for the loop to notice, up to one interval.
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self) -> None:
         self._httpd.shutdown()

@@ -61,17 +61,24 @@ def seed_builtin(client: RegistryClient, registry: str, version: str = SAMPLE_VE
 
 
 class DeploymentApi:
-    """``/api/v1/deployment/installer/agent/...`` answering only to ``Api-Token <token>``."""
+    """``/api/v1/deployment/installer/agent/...`` answering only to ``Api-Token <token>``.
 
-    def __init__(self, token: str, versions: list[str] | None = None) -> None:
+    ``faults``: HTTP statuses to answer first, one request each (e.g. ``[503]``), for retry tests.
+    """
+
+    def __init__(self, token: str, versions: list[str] | None = None, faults: list[int] | None = None) -> None:
         self.token = token
         self.versions = list(versions or AVAILABLE_ONEAGENT)
+        self.faults = list(faults or [])
         self.requests: list[str] = []
         api = self
 
         class Handler(JsonHandler):
             def do_GET(self) -> None:
                 api.requests.append(self.path)
+                if api.faults:
+                    status = api.faults.pop(0)
+                    return self.reply(status, {"error": {"code": status, "message": "injected fault"}})
                 expected = f"Api-Token {api.token}"
                 if not secrets.compare_digest(self.headers.get("Authorization", ""), expected):
                     return self.reply(401, {"error": {"code": 401, "message": "Token Authentication failed"}})

@@ -2,23 +2,27 @@
 
 Given an image (its top digest and platform manifests), the signature artifacts that
 refer to them (cosign ``.sig`` manifests, Sigstore bundle referrers) and a way to
-read small blobs, this says, with :mod:`dtbundle.trust.cosign`, which signatures verify
-and whether each platform manifest is covered by the index signature or its own.
+read small blobs, this says, with :mod:`dtbundle.trust.simple_signing` and
+:mod:`dtbundle.trust.sigstore_bundle`, which signatures verify and whether each platform
+manifest is covered by the index signature or its own, and (:func:`require_verified`)
+whether that satisfies ``--require-signatures``.
 Pure: the caller supplies the bytes (from a registry at export, from the bundle at
 verify and import time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dtbundle.bundle.format import UNSIGNED_ANNOTATION, Catalog, CatalogImage
+from dtbundle.errors import PolicyError
+from dtbundle.limits import TRUST
 from dtbundle.oci import COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03, parse_manifest
-from dtbundle.trust import cosign
-
-MAX_SIGNATURE_LAYER_BYTES = 1024 * 1024
+from dtbundle.trust.policy import Policy, Verdict
+from dtbundle.trust.sigstore_bundle import verify_sigstore_bundle
+from dtbundle.trust.simple_signing import verify_simple_signing
 
 BlobReader = Callable[[str], bytes | None]
 
@@ -36,7 +40,7 @@ class SignatureArtifact:
 class Check:
     subject: str
     signature: str  # the signature manifest digest
-    verdict: cosign.Verdict
+    verdict: Verdict
 
     def to_json(self) -> dict[str, Any]:
         return {"subject": self.subject, "signatureManifest": self.signature, **self.verdict.to_json()}
@@ -82,7 +86,10 @@ def signature_layers(artifact: SignatureArtifact) -> Iterator[tuple[str, str, in
     """(digest, media type, size, annotations) of the layers that may hold signatures."""
     parsed = parse_manifest(artifact.data, artifact.media_type)
     for layer in parsed.layers:
-        if layer.media_type in (COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03) and layer.size <= MAX_SIGNATURE_LAYER_BYTES:
+        if (
+            layer.media_type in (COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03)
+            and layer.size <= TRUST.max_signature_layer_bytes
+        ):
             yield layer.digest, layer.media_type, layer.size, layer.annotations
 
 
@@ -96,7 +103,7 @@ def verify_image(
     platforms: Iterable[str],
     artifacts: Iterable[SignatureArtifact],
     blob: BlobReader,
-    policy: cosign.Policy,
+    policy: Policy,
     unsigned_by_design: str | None = None,
 ) -> ImageVerification:
     platform_list = list(platforms)
@@ -108,9 +115,9 @@ def verify_image(
         for layer_digest, media_type, _, layer_annotations in signature_layers(artifact):
             content = blob(layer_digest)
             if content is None:
-                verdict = cosign.Verdict(False, "cosign", f"signature layer {layer_digest} is not available")
+                verdict = Verdict(False, "cosign", f"signature layer {layer_digest} is not available")
             elif media_type == COSIGN_SIMPLESIGNING:
-                verdict = cosign.verify_simple_signing(
+                verdict = verify_simple_signing(
                     content,
                     layer_annotations,
                     media_type=media_type,
@@ -119,9 +126,7 @@ def verify_image(
                     policy=policy,
                 )
             else:
-                verdict = cosign.verify_sigstore_bundle(
-                    content, image_digest=artifact.subject, artifact=None, policy=policy
-                )
+                verdict = verify_sigstore_bundle(content, image_digest=artifact.subject, artifact=None, policy=policy)
             result.checks.append(Check(artifact.subject, artifact.digest, verdict))
     own = {c.subject for c in result.checks if c.verdict.valid}
     for platform in platform_list:
@@ -132,8 +137,18 @@ def verify_image(
     return result
 
 
+def require_verified(verifications: Sequence[ImageVerification]) -> None:
+    """--require-signatures: every image needs a valid signature (its index, or every platform);
+    images unsigned by design (Classic Full-Stack) are reported, never required."""
+    for v in verifications:
+        if not v.verified and not v.unsigned_by_design:
+            reasons = sorted({c.verdict.detail for c in v.checks if not c.verdict.valid})
+            why = "; ".join(reasons) if reasons else "no signature found"
+            raise PolicyError(f"{v.image} ({v.digest}) has no valid signature: {why}")
+
+
 def verify_catalog_images(
-    catalog: Catalog, manifests: Mapping[str, bytes], blob: BlobReader, policy: cosign.Policy
+    catalog: Catalog, manifests: Mapping[str, bytes], blob: BlobReader, policy: Policy
 ) -> list[ImageVerification]:
     """Evaluate every image of a bundle from its own content."""
     artifacts = [
@@ -145,7 +160,7 @@ def verify_catalog_images(
 
 
 def _verify_catalog_image(
-    image: CatalogImage, artifacts: list[SignatureArtifact], blob: BlobReader, policy: cosign.Policy
+    image: CatalogImage, artifacts: list[SignatureArtifact], blob: BlobReader, policy: Policy
 ) -> ImageVerification:
     return verify_image(
         image.source,
@@ -188,5 +203,5 @@ class SignatureCollector:
             yield chunk
         self.blobs[digest] = bytes(kept)
 
-    def evaluate(self, policy: cosign.Policy) -> list[ImageVerification]:
+    def evaluate(self, policy: Policy) -> list[ImageVerification]:
         return verify_catalog_images(self.catalog, self.manifests, self.blobs.get, policy)

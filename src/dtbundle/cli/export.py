@@ -1,0 +1,90 @@
+"""``dtbundle export``: images, every platform and everything that refers to them -> one signed bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dtbundle.bundle.key import load_private_key
+from dtbundle.cli import render
+from dtbundle.cli.dynatrace import DYNATRACE, DynatraceOptions
+from dtbundle.cli.options import (
+    OUTPUT,
+    REGISTRY,
+    SIGNATURES,
+    OutputOptions,
+    RegistryAccess,
+    SignatureOptions,
+    uses,
+)
+from dtbundle.cli.progress import progress_display
+from dtbundle.errors import UsageError
+from dtbundle.export.requests import load_images_file, requests_from
+from dtbundle.export.run import ExportSettings, created_time, run_export
+
+
+@uses(REGISTRY, SIGNATURES, OUTPUT, DYNATRACE)
+def export(
+    registry: RegistryAccess,
+    signatures: SignatureOptions,
+    output: OutputOptions,
+    dynatrace: DynatraceOptions,
+    references: Annotated[list[str] | None, typer.Argument(help="Image references to carry.")] = None,
+    images_file: Annotated[
+        Path | None,
+        typer.Option("--images-file", exists=True, dir_okay=False, help="TOML file listing images (see README)."),
+    ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Bundle file to write (default: bundle-<UTC time>.tar.zst)."),
+    ] = None,
+    signing_key: Annotated[
+        Path,
+        typer.Option("--signing-key", exists=True, dir_okay=False, help="Private key from 'dtbundle keygen'."),
+    ] = Path("dtbundle.key"),
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--platform",
+            help="Carry only os/arch\\[/variant] (repeatable); trims indexes, changing their digest.",
+        ),
+    ] = None,
+    no_referrers: Annotated[
+        bool,
+        typer.Option("--no-referrers", help="Leave out signatures, attestations, SBOMs and referrers."),
+    ] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel downloads.")] = 8,
+    compression_level: Annotated[int, typer.Option("--compression-level", min=1, max=19, help="zstd level.")] = 3,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+) -> None:
+    """Write every platform of the images, with everything that refers to them, into one signed bundle."""
+    requests = requests_from(references or [], platform or [])
+    if images_file:
+        requests += load_images_file(images_file, platform or [])
+    chosen = dynatrace.selection()
+    if chosen is not None:
+        requests += chosen.requests
+    if not requests:
+        raise UsageError("no images to export: give references or --images-file")
+    settings = ExportSettings(
+        tuple(requests),
+        bundle or Path(f"bundle-{created_time().strftime('%Y%m%d-%H%M%S')}.tar.zst"),
+        load_private_key(signing_key),
+        referrers=not no_referrers,
+        concurrency=concurrency,
+        compression_level=compression_level,
+        force=force,
+        signature_policy=signatures.policy(chosen.keyless_identity if chosen else None),
+        require_signatures=signatures.require_signatures,
+        extensions={"dynatrace": dict(chosen.extensions)} if chosen else {},
+    )
+    built_in = dict(chosen.credentials) if chosen else {}
+    with (
+        registry.client({r.ref.registry for r in requests}, built_in) as client,
+        progress_display(output.quiet, "export") as progress,
+    ):
+        summary = run_export(client, settings, progress)
+    typer.echo(json.dumps(summary.to_json(), indent=2) if output.as_json else render.export_summary(summary))

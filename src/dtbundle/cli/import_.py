@@ -1,0 +1,98 @@
+"""``dtbundle import``: verify a bundle, then push it byte for byte into a registry (or an OCI layout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dtbundle.bundle.key import PublicKey
+from dtbundle.cli import render
+from dtbundle.cli.dynatrace import dynakube_text, emit
+from dtbundle.cli.options import (
+    KEYS,
+    OUTPUT,
+    REGISTRY,
+    SIGNATURES,
+    BundleKeys,
+    OutputOptions,
+    RegistryAccess,
+    SignatureOptions,
+    uses,
+)
+from dtbundle.cli.progress import progress_display
+from dtbundle.errors import UsageError
+from dtbundle.importer.mapping import RepositoryMapper
+from dtbundle.importer.run import ImportSettings, run_import
+
+
+@uses(KEYS, REGISTRY, SIGNATURES, OUTPUT)
+def import_(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    keys: BundleKeys,
+    registry: RegistryAccess,
+    signatures: SignatureOptions,
+    output: OutputOptions,
+    target: Annotated[
+        str | None,
+        typer.Option("--registry", help="Target HOST\\[:PORT]\\[/PREFIX]; source paths are kept below it."),
+    ] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="SRC_PREFIX=DST_PREFIX (repeatable, longest prefix wins).")
+    ] = None,
+    to_oci: Annotated[
+        Path | None, typer.Option("--to-oci", file_okay=False, help="Write an OCI layout directory instead of pushing.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace target tags that point at another digest.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Verify and show what would be pushed where; write nothing.")
+    ] = False,
+    insecure_skip_verify: Annotated[
+        bool, typer.Option("--insecure-skip-verify", help="Import without checking the bundle signature (unsafe).")
+    ] = False,
+    emit_dynakube: Annotated[
+        Path | None,
+        typer.Option("--emit-dynakube", help="After import, write a DynaKube fragment here (Dynatrace mode)."),
+    ] = None,
+) -> None:
+    """Verify a bundle, then push it byte for byte into a registry (or an OCI layout)."""
+    trusted: list[PublicKey] | None
+    if insecure_skip_verify and not keys.paths:
+        trusted = None
+        typer.echo(
+            "dtbundle: WARNING: --insecure-skip-verify: the bundle's signature is NOT checked; "
+            "its content is trusted blindly",
+            err=True,
+        )
+    else:
+        trusted = keys.load("import")
+    if to_oci is not None and (target or map_):
+        raise UsageError("--to-oci writes a directory: do not combine it with --registry or --map")
+    if emit_dynakube is not None and to_oci is not None:
+        raise UsageError("--emit-dynakube needs a registry target (--registry/--map), not --to-oci")
+    mapper = None if to_oci is not None else RepositoryMapper(target, map_ or [])
+    settings = ImportSettings(
+        bundle,
+        trusted,
+        mapper,
+        to_oci,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        signature_policy=signatures.policy(),
+        require_signatures=signatures.require_signatures,
+    )
+    with progress_display(output.quiet, "import") as progress:
+        if mapper is None:
+            report = run_import(None, settings, progress)
+        else:
+            with registry.client(mapper.target_registries()) as client:
+                report = run_import(client, settings, progress)
+    typer.echo(json.dumps(report.to_json(), indent=2) if output.as_json else render.import_report(report))
+    if emit_dynakube is not None and mapper is not None:
+        emit(dynakube_text(bundle, mapper, keys), emit_dynakube)
+        if not output.as_json:
+            typer.echo(f"DynaKube fragment written to {emit_dynakube}")
