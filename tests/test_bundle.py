@@ -234,6 +234,10 @@ def test_signed_but_hostile_catalog_is_rejected(exported: Exported, tmp_path: Pa
         (lambda c: c["images"][0].update(repository="UPPER/case"), "invalid registry"),
         (lambda c: c["images"][0].update(digest="sha256:" + "0" * 64), "not in the bundle"),
         (lambda c: c["artifacts"][0].update(kind="surprise"), "unknown"),
+        (lambda c: c["artifacts"][0].update(kind=[]), "unknown"),  # not a string: still exit 3, not a crash
+        (lambda c: c["artifacts"][0].update(kind={"a": 1}), "unknown"),
+        (lambda c: c["images"][0].update(platforms="linux/amd64"), "not a list"),
+        (lambda c: c["images"][0].update(size=True), "not a int"),
         (lambda c: c["files"].append(dict(c["files"][3])), "listed twice"),
     ],
 )

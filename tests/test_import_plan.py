@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, parse_catalog
 from dtbundle.bundle.key import load_private_key, load_public_key, sign_catalog
-from dtbundle.errors import IntegrityError
+from dtbundle.errors import IntegrityError, LocalIOError
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.plan import build_plan, place
 from dtbundle.importer.report import Count
@@ -102,15 +102,19 @@ def test_a_bundle_that_lacks_a_referenced_blob_pushes_nothing(
 def test_dry_run_into_an_oci_layout_writes_nothing(exported: Exported, tmp_path: Path) -> None:
     keys = [load_public_key(exported.pub)]
     layout = tmp_path / "layout"
-    report = run_import(None, ImportSettings(exported.path, keys, to_oci=layout, dry_run=True))
+    dry = run_import(None, ImportSettings(exported.path, keys, to_oci=layout, dry_run=True))
     assert not layout.exists()
-    assert report.counts[Count.BLOBS_WOULD_WRITE] > 0 and report.counts[Count.INDEX_ENTRIES_WOULD_ADD] > 0
 
-    run_import(None, ImportSettings(exported.path, keys, to_oci=layout))
+    real = run_import(None, ImportSettings(exported.path, keys, to_oci=layout))
+    # The dry run announced exactly what the real run then did.
+    assert dry.counts[Count.BLOBS_WOULD_WRITE] == real.counts[Count.BLOBS_WRITTEN] > 0
+    assert dry.counts[Count.INDEX_ENTRIES_WOULD_ADD] == real.counts[Count.INDEX_ENTRIES_ADDED] > 0
+    assert len(list((layout / "blobs" / "sha256").iterdir())) == real.counts[Count.BLOBS_WRITTEN]
+
     before = _snapshot(layout)
     again = run_import(None, ImportSettings(exported.path, keys, to_oci=layout, dry_run=True))
     assert _snapshot(layout) == before
-    assert again.counts[Count.BLOBS_WOULD_WRITE] == 0 and again.counts[Count.INDEX_ENTRIES_WOULD_ADD] == 0
+    assert Count.BLOBS_WOULD_WRITE not in again.counts and Count.INDEX_ENTRIES_WOULD_ADD not in again.counts
     assert again.counts[Count.INDEX_ENTRIES_UNCHANGED] > 0
 
 
@@ -140,3 +144,16 @@ def test_verify_prints_no_verdict_when_the_policy_fails(
     refused = run_in_process(*args, "--require-signatures")
     assert_clean_error(refused, 3)
     assert "OK" not in refused.stdout
+
+
+def test_a_failed_layout_commit_leaves_no_partial_files(
+    exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("dtbundle.bundle.layout.os.replace", refuse)
+    layout = tmp_path / "layout"
+    with pytest.raises(LocalIOError, match="No space left"):
+        run_import(None, ImportSettings(exported.path, [load_public_key(exported.pub)], to_oci=layout))
+    assert [p.name for p in layout.rglob("*.partial")] == []

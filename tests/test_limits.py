@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from dtbundle import limits
 from dtbundle.limits import BundleLimits, RegistryLimits, TrustLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "specs" / "bundle-format.md", ROOT / "specs" / "registry-client.md", ROOT / "README.md"]
 UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4, "s": 1}
-QUOTE = re.compile(r"`(max_[a-z_]+|[a-z_]+_(?:timeout|initial|max))` = ([0-9.]+)(?: (KiB|MiB|GiB|TiB|s)\b)?")
+QUOTE = re.compile(
+    r"`(max_[a-z_]+|[a-z_]+_(?:timeout|initial|max)|[A-Z_]+_MAX_[A-Z_]+)` = ([0-9.]+)(?: (KiB|MiB|GiB|TiB|s)\b)?"
+)
 
 
 def quoted() -> dict[str, list[float]]:
@@ -33,14 +36,20 @@ def test_every_bound_is_quoted_with_its_value(limits: object) -> None:
         assert all(v == value for v in docs[f.name]), f"{f.name}: docs say {docs[f.name]}, code has {value}"
 
 
+def test_module_bounds_are_quoted_with_their_value() -> None:
+    docs = quoted()
+    assert docs.get("REFERENCE_NAME_MAX_LENGTH") == [limits.REFERENCE_NAME_MAX_LENGTH]
+    assert RegistryLimits().max_manifest_bytes == BundleLimits().max_manifest_bytes == limits.MANIFEST_MAX_BYTES
+
+
 def test_every_quoted_bound_exists() -> None:
     known = {f.name for cls in (RegistryLimits, BundleLimits, TrustLimits) for f in dataclasses.fields(cls)}
-    assert set(quoted()) <= known
+    assert set(quoted()) <= known | {"REFERENCE_NAME_MAX_LENGTH"}
 
 
 def test_no_bound_lives_outside_limits_py() -> None:
     """Module constants named like bounds belong in limits.py (one home for every limit)."""
-    pattern = re.compile(r"^_?(MAX|MIN)_[A-Z_]+\s*=|^_?[A-Z_]*LIMIT[A-Z_]*\s*=", re.MULTILINE)
+    pattern = re.compile(r"^\s*_?[A-Z_]*(MAX|MIN|LIMIT|TIMEOUT)[A-Z_]*\s*[:=]", re.MULTILINE)
     offenders = [
         str(path.relative_to(ROOT))
         for path in (ROOT / "src" / "dtbundle").rglob("*.py")

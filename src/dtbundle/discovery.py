@@ -106,7 +106,9 @@ def resolve_image(client: RegistryClient, ref: Reference, *, attachments: bool =
     if attachments:
         for digest in [manifest.digest, *(p.digest for p in platforms)]:
             # The referrers tag schema index is how referrers were found, not one of them.
-            found += [a for a in find_attachments(client, ref, digest, fetch=False) if a.kind != "referrers-index"]
+            found += [
+                a for a in find_attachments(client, ref, digest, fetch=False) if a.kind != ArtifactKind.REFERRERS_INDEX
+            ]
     return ResolvedImage(ref, manifest.digest, manifest.media_type, manifest.size, tuple(platforms), tuple(found))
 
 

@@ -40,6 +40,8 @@ class RegistryLimits:
     retry_after_max: float = 120.0
     max_resumes: int = 10  # Range resumes of one blob download, in total
     max_chunk_failures: int = 5  # failed PATCHes of one upload chunk before giving up
+    max_connections: int = 32  # open connections of one client, over all registries
+    credential_helper_timeout: float = 30.0  # a docker-credential-* helper must answer within this
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dtbundle.bundle.format import CatalogFile
 from dtbundle.bundle.key import PublicKey
-from dtbundle.bundle.reader import VerifyResult, open_bundle, verify_bundle
+from dtbundle.bundle.reader import VerifyResult, open_bundle
 from dtbundle.limits import BundleLimits
-from dtbundle.trust.evaluate import ImageVerification, SignatureCollector
+from dtbundle.trust.evaluate import ImageVerification, SignatureCollector, require_verified
 from dtbundle.trust.policy import Policy
 
 
@@ -35,10 +36,14 @@ class BundleVerification:
     bundle: VerifyResult
     images: list[ImageVerification] | None  # with a signature policy
 
-    @property
-    def policy_passed(self) -> bool:
-        """Every image verified (or is unsigned by design); True without a policy."""
-        return self.images is None or all(i.verified or i.unsigned_by_design for i in self.images)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "keyId": self.bundle.key_id,
+            "files": self.bundle.files,
+            "bytes": self.bundle.bytes,
+            "images": len(self.bundle.catalog.images),
+            "signatureVerification": [i.to_json() for i in self.images or []],
+        }
 
 
 def verify(
@@ -46,13 +51,21 @@ def verify(
     keys: list[PublicKey],
     policy: Policy | None,
     *,
+    require_signatures: bool = False,
     limits: BundleLimits | None = None,
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
 ) -> BundleVerification:
-    """Raise IntegrityError at the first bundle problem; report each image's signatures."""
-    if policy is None:
-        return BundleVerification(verify_bundle(path, keys, limits, progress_factory), None)
-    with open_bundle(path, keys, limits) as head:
-        collector = SignatureCollector(head.catalog)
-    result = verify_bundle(path, keys, limits, progress_factory, lambda e, d: collect_signatures(collector, e, d))
-    return BundleVerification(result, collector.evaluate(policy))
+    """Verify the bundle (one pass), then each image's signatures under ``policy``.
+
+    Raises IntegrityError at the first bundle problem, and PolicyError when
+    ``require_signatures`` and an image lacks a valid signature.
+    """
+    with open_bundle(path, keys, limits) as bundle:
+        if policy is None:
+            return BundleVerification(bundle.verify_entries(progress_factory), None)
+        collector = SignatureCollector(bundle.catalog)
+        result = bundle.verify_entries(progress_factory, lambda e, d: collect_signatures(collector, e, d))
+    images = collector.evaluate(policy)
+    if require_signatures:
+        require_verified(images)
+    return BundleVerification(result, images)

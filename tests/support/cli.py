@@ -13,7 +13,6 @@ import io
 import os
 import subprocess
 import sys
-import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import Any
@@ -78,35 +77,23 @@ def _exit_status(code: object, stderr: io.StringIO) -> int:
 def run_in_process(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``dtbundle ARGS`` through :func:`dtbundle.cli.main`, in this process.
 
-    ``sys.argv``, ``os.environ`` (as :func:`cli_env` builds it), stdin (empty, not a terminal),
-    stdout and stderr are swapped for the call and restored afterwards. The result is a
+    ``os.environ`` (as :func:`cli_env` builds it), stdin (empty, not a terminal), stdout and
+    stderr are swapped for the call and restored afterwards. The result is a
     CompletedProcess whose returncode is the status ``main()`` exits with.
     """
     from dtbundle.cli import main
 
-    # Where the CLI keeps --debug as module state (``_state``, set by --debug and never reset),
-    # start it as a fresh process would, from DTBUNDLE_DEBUG, and put it back afterwards.
-    state: dict[str, Any] = getattr(sys.modules[main.__module__], "_state", {})
-    full_env = cli_env(env)
     stdout, stderr = io.StringIO(), io.StringIO()
-    saved_argv, saved_stdin, saved_main, saved_state = sys.argv, sys.stdin, sys.modules["__main__"], dict(state)
-    sys.argv, sys.stdin = ["dtbundle", *args], io.StringIO("")
-    # Unless main() names the program itself, Click names it after __main__ and argv[0]: make
-    # that the console script's name, "dtbundle", whichever way pytest itself was started.
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    if "debug" in state:
-        state["debug"] = full_env.get("DTBUNDLE_DEBUG", "") not in ("", "0")
+    saved_stdin, sys.stdin = sys.stdin, io.StringIO("")
     status = 0
     try:
-        with _environment(full_env), redirect_stdout(stdout), redirect_stderr(stderr):
+        with _environment(cli_env(env)), redirect_stdout(stdout), redirect_stderr(stderr):
             try:
-                main()
+                main(list(args))
             except SystemExit as exc:
                 status = _exit_status(exc.code, stderr)
     finally:
-        sys.argv, sys.stdin, sys.modules["__main__"] = saved_argv, saved_stdin, saved_main
-        state.clear()
-        state.update(saved_state)
+        sys.stdin = saved_stdin
     return subprocess.CompletedProcess(["dtbundle", *args], status, stdout.getvalue(), stderr.getvalue())
 
 

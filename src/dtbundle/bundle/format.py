@@ -31,7 +31,7 @@ INDEX_NAME = "index.json"
 # Image annotations dtbundle itself understands (written by export, read by import):
 TARGET_REPOSITORY_ANNOTATION = "dev.dtbundle.repository"  # private repository name at the target
 UNSIGNED_ANNOTATION = "dev.dtbundle.unsigned"  # why the image has no signature, by design
-_FILE_PATH = re.compile(r"(oci-layout|index\.json|blobs/sha256/[0-9a-f]{64})")
+_FILE_PATH = re.compile(rf"(oci-layout|index\.json|blobs/sha256/{SHA256_HEX_PATTERN.pattern})")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _path(value: Any, where: str, ctx: _Context) -> str:
 
 
 def _kind(value: Any, where: str, ctx: _Context) -> ArtifactKind:
-    if value not in ARTIFACT_KINDS:
+    if not isinstance(value, str) or value not in ARTIFACT_KINDS:
         raise CatalogError(f"bundle catalog is invalid: {where} {str(value)[:40]!r} is unknown")
     return ArtifactKind(value)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
 from dtbundle.limits import BUNDLE
+from dtbundle.trust.keys import key_fingerprint
 
 PASSPHRASE_ENV = "DTBUNDLE_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 SIGNATURE_FORMAT = "dtbundle-signature/v1"
@@ -36,9 +36,8 @@ PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
 def key_id(public: PublicKey) -> str:
-    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo: a stable key fingerprint."""
-    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo: a stable key fingerprint (as for cosign keys)."""
+    return key_fingerprint(public)
 
 
 def algorithm_of(key: PrivateKey | PublicKey) -> Algorithm:

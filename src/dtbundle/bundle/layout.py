@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dtbundle.errors import LocalIOError, UsageError
 from dtbundle.oci import OCI_INDEX, Descriptor
+from dtbundle.oci.kinds import ArtifactKind
 
 OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -31,7 +31,7 @@ SUBJECT_ANNOTATION = "dev.dtbundle.subject"
 class LayoutRoot:
     descriptor: Descriptor
     ref_name: str | None
-    kind: str  # "image" or an artifact kind
+    kind: ArtifactKind
     subject: str | None = None
 
 
@@ -51,13 +51,28 @@ def index_json(roots: Iterable[LayoutRoot]) -> bytes:
     return (json.dumps(document, indent=1) + "\n").encode()
 
 
-def merge_index(
-    existing: bytes | None, bundle_index: bytes, overwrite: bool, where: Path
-) -> tuple[bytes, Counter[str]]:
+@dataclass
+class IndexMerge:
+    """What merging a bundle's roots into a layout's ``index.json`` does."""
+
+    added: int = 0
+    unchanged: int = 0
+    overwritten: int = 0
+
+
+@dataclass
+class LayoutWrite:
+    """What :meth:`LayoutWriter.commit` did."""
+
+    blobs_written: int = 0
+    blobs_exist: int = 0
+    index: IndexMerge = field(default_factory=IndexMerge)
+
+
+def merge_index(existing: bytes | None, bundle_index: bytes, overwrite: bool, where: Path) -> tuple[bytes, IndexMerge]:
     """The target layout's ``index.json`` with the bundle's roots merged in (pure).
 
-    Returns the new document and counts ("added", "unchanged", "overwritten"). A ref
-    name that exists with another digest is refused unless ``overwrite``.
+    A ref name that exists with another digest is refused unless ``overwrite``.
     """
     empty: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     try:
@@ -69,19 +84,19 @@ def merge_index(
         raise UsageError(f"{where}/index.json is not an OCI image index; choose another --to-oci directory") from None
     by_name = {_ref_name(e): n for n, e in enumerate(entries) if _ref_name(e)}
     known = {(e.get("digest"), _ref_name(e)) for e in entries}
-    counts: Counter[str] = Counter()
+    counts = IndexMerge()
     for entry in json.loads(bundle_index)["manifests"]:
         name = _ref_name(entry)
         if (entry["digest"], name) in known:
-            counts["unchanged"] += 1
+            counts.unchanged += 1
         elif name is not None and name in by_name:
             if not overwrite:
                 raise UsageError(f"{where} already has {name} with another digest; pass --overwrite")
             entries[by_name[name]] = entry
-            counts["overwritten"] += 1
+            counts.overwritten += 1
         else:
             entries.append(entry)
-            counts["added"] += 1
+            counts.added += 1
     return (json.dumps(document, indent=1) + "\n").encode(), counts
 
 
@@ -118,17 +133,14 @@ class LayoutWriter:
         self.directory, self.overwrite = directory, overwrite
         self.blobs = directory / "blobs" / "sha256"
         self.pending: list[tuple[Path, Path]] = []
-        self.counts: Counter[str] = Counter()
-
-    def has(self, digest: str) -> bool:
-        return (self.blobs / digest.split(":", 1)[1]).exists()
+        self.result = LayoutWrite()
 
     def add(self, digest: str, chunks: Iterator[bytes]) -> None:
         final = self.blobs / digest.split(":", 1)[1]
         if final.exists():
             for _ in chunks:
                 pass
-            self.counts["blobs exist"] += 1
+            self.result.blobs_exist += 1
             return
         tmp = final.with_name(f".{final.name}.partial")
         try:
@@ -146,17 +158,18 @@ class LayoutWriter:
                 tmp.unlink()
         self.pending.clear()
 
-    def commit(self, bundle_index: bytes) -> Counter[str]:
+    def commit(self, bundle_index: bytes) -> LayoutWrite:
         try:
-            index, merged = merge_index(read_index(self.directory), bundle_index, self.overwrite, self.directory)
+            index, self.result.index = merge_index(
+                read_index(self.directory), bundle_index, self.overwrite, self.directory
+            )
         except BaseException:
             self.abort()
             raise
-        self.counts.update({f"index entries {k}": n for k, n in merged.items()})
         try:
             for tmp, final in self.pending:
                 os.replace(tmp, final)
-                self.counts["blobs written"] += 1
+                self.result.blobs_written += 1
             self.pending.clear()
             layout = self.directory / "oci-layout"
             if not layout.exists():
@@ -166,7 +179,7 @@ class LayoutWriter:
             os.replace(tmp_index, self.directory / "index.json")
         except OSError as exc:
             raise LocalIOError(f"cannot write the OCI layout {self.directory}: {exc.strerror or exc}") from None
-        return self.counts
+        return self.result
 
 
 def _ref_name(entry: dict[str, Any]) -> str | None:

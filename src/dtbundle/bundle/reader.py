@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 import zstandard
 
@@ -162,6 +162,17 @@ def _check_sha256(hasher: Any, entry: CatalogFile) -> None:
         raise IntegrityError(f"{entry.path} does not match its catalog sha256: the bundle was modified or is corrupt")
 
 
+Observer = Callable[[CatalogFile, Iterator[bytes]], Iterator[bytes]]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    catalog: Catalog
+    key_id: str
+    files: int
+    bytes: int
+
+
 class VerifiedBundle(Bundle):
     """A bundle whose catalog signature verified with a trusted key (``key_id``)."""
 
@@ -170,7 +181,28 @@ class VerifiedBundle(Bundle):
     def __enter__(self) -> VerifiedBundle:
         return self
 
+    def verify_entries(
+        self, progress_factory: Callable[[int], Callable[[int], None]] | None = None, observe: Observer | None = None
+    ) -> VerifyResult:
+        """Read every entry against the catalog; raise IntegrityError at the first problem.
 
+        ``observe`` sees every entry's data as it streams (e.g. to collect image signatures).
+        """
+        progress = progress_factory(self.catalog.total_size) if progress_factory else None
+        count = total = 0
+        for entry, data in self.files():
+            for chunk in observe(entry, data) if observe is not None else data:
+                total += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            count += 1
+        return VerifyResult(self.catalog, self.key_id, count, total)
+
+
+@overload
+def open_bundle(path: Path, keys: list[PublicKey], limits: BundleLimits | None = None) -> VerifiedBundle: ...
+@overload
+def open_bundle(path: Path, keys: None, limits: BundleLimits | None = None) -> Bundle: ...
 def open_bundle(path: Path, keys: list[PublicKey] | None, limits: BundleLimits | None = None) -> Bundle:
     """Open ``path``, read its head and verify the catalog signature with ``keys``.
 
@@ -190,36 +222,12 @@ def open_bundle(path: Path, keys: list[PublicKey] | None, limits: BundleLimits |
     return bundle
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    catalog: Catalog
-    key_id: str
-    files: int
-    bytes: int
-
-
-Observer = Callable[[CatalogFile, Iterator[bytes]], Iterator[bytes]]
-
-
 def verify_bundle(
     path: Path,
     keys: list[PublicKey],
     limits: BundleLimits | None = None,
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
-    observe: Observer | None = None,
 ) -> VerifyResult:
-    """Verify the signature, then every entry; raise IntegrityError at the first problem.
-
-    ``observe`` sees every entry's data as it streams (e.g. to collect image signatures).
-    """
+    """Verify the signature, then every entry; raise IntegrityError at the first problem."""
     with open_bundle(path, keys, limits) as bundle:
-        assert isinstance(bundle, VerifiedBundle)
-        progress = progress_factory(bundle.catalog.total_size) if progress_factory else None
-        count = total = 0
-        for entry, data in bundle.files():
-            for chunk in observe(entry, data) if observe is not None else data:
-                total += len(chunk)
-                if progress:
-                    progress(len(chunk))
-            count += 1
-        return VerifyResult(bundle.catalog, bundle.key_id, count, total)
+        return bundle.verify_entries(progress_factory)

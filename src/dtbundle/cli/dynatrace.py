@@ -10,15 +10,13 @@ from typing import Annotated
 
 import typer
 
-from dtbundle.bundle.reader import open_bundle
 from dtbundle.cli.options import DYNATRACE_PANEL, KEYS, BundleKeys, OptionGroup, panel_option, read_secret, uses
 from dtbundle.dynatrace.deployment_api import oneagent_versions
-from dtbundle.dynatrace.dynakube import dynakube_yaml, pinned_images
+from dtbundle.dynatrace.dynakube import dynakube_for_bundle
 from dtbundle.dynatrace.selection import DynatraceExport, classic_tag, dynatrace_export, merge_selection
 from dtbundle.dynatrace.table import component_lines
 from dtbundle.errors import UsageError
 from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.importer.plan import place
 from dtbundle.registry import RegistryConfig
 from dtbundle.registry.service import ServiceSession
 
@@ -187,15 +185,7 @@ def dynakube(
     ] = None,
 ) -> None:
     """A DynaKube fragment (and pull-secret command) pointing at the imported images, pinned by digest."""
-    emit(dynakube_text(bundle, RepositoryMapper(registry, map_ or []), keys), output)
-
-
-def dynakube_text(bundle: Path, mapper: RepositoryMapper, keys: BundleKeys) -> str:
-    with open_bundle(bundle, keys.load_optional()) as opened:
-        catalog = opened.catalog
-    if "dynatrace" not in catalog.extensions:
-        raise UsageError(f"{bundle} was not exported in Dynatrace mode (export --dynatrace)")
-    return dynakube_yaml(pinned_images(catalog, place(catalog, mapper).image_targets()))
+    emit(dynakube_for_bundle(bundle, RepositoryMapper(registry, map_ or []), keys.load_optional()), output)
 
 
 def emit(text: str, output: Path | None) -> None:

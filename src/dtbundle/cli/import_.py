@@ -10,7 +10,7 @@ import typer
 
 from dtbundle.bundle.key import PublicKey
 from dtbundle.cli import render
-from dtbundle.cli.dynatrace import dynakube_text, emit
+from dtbundle.cli.dynatrace import emit
 from dtbundle.cli.options import (
     KEYS,
     OUTPUT,
@@ -23,6 +23,7 @@ from dtbundle.cli.options import (
     uses,
 )
 from dtbundle.cli.progress import progress_display
+from dtbundle.dynatrace.dynakube import dynakube_for_bundle
 from dtbundle.errors import UsageError
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.run import ImportSettings, run_import
@@ -69,7 +70,7 @@ def import_(
             err=True,
         )
     else:
-        trusted = keys.load("import")
+        trusted = keys.load("import", ", or --insecure-skip-verify to import unverified content (unsafe)")
     if to_oci is not None and (target or map_):
         raise UsageError("--to-oci writes a directory: do not combine it with --registry or --map")
     if emit_dynakube is not None and to_oci is not None:
@@ -93,6 +94,6 @@ def import_(
                 report = run_import(client, settings, progress)
     typer.echo(json.dumps(report.to_json(), indent=2) if output.as_json else render.import_report(report))
     if emit_dynakube is not None and mapper is not None:
-        emit(dynakube_text(bundle, mapper, keys), emit_dynakube)
+        emit(dynakube_for_bundle(bundle, mapper, trusted), emit_dynakube)
         if not output.as_json:
             typer.echo(f"DynaKube fragment written to {emit_dynakube}")

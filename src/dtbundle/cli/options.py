@@ -57,6 +57,9 @@ def uses(*groups: OptionGroup) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         signature = inspect.signature(command, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name not in {g.name for g in groups}]
+        names = [p.name for p in own] + [name for g in groups for name in g.options]
+        # A clash would silently hand one option's value to another: refuse it at import time.
+        assert len(names) == len(set(names)), f"{command.__name__}: option names clash: {names}"
         extra = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=g.default(name))
             for g in groups
@@ -292,10 +295,10 @@ class BundleKeys:
 
     paths: tuple[Path, ...] = field(default=())
 
-    def load(self, command: str) -> list[PublicKey]:
-        """The keys; none given is a usage error (exit 2) naming the option."""
+    def load(self, command: str, alternative: str = "") -> list[PublicKey]:
+        """The keys; none given is a usage error (exit 2) naming the option (and ``alternative``)."""
         if not self.paths:
-            raise UsageError(f"{command} needs --public-key PUB (the dtbundle.pub of the exporting side)")
+            raise UsageError(f"{command} needs --public-key PUB (the dtbundle.pub of the exporting side){alternative}")
         return [load_public_key(p) for p in self.paths]
 
     def load_optional(self) -> list[PublicKey] | None:

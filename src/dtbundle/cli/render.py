@@ -10,7 +10,8 @@ from dtbundle.bundle.reader import VerifyResult
 from dtbundle.discovery import ResolvedImage
 from dtbundle.export.run import ExportSummary
 from dtbundle.importer.report import ImportReport
-from dtbundle.trust.evaluate import ImageVerification
+from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.trust.evaluate import Coverage, ImageVerification
 
 
 def human_bytes(size: float) -> str:
@@ -26,7 +27,9 @@ def resolved(image: ResolvedImage) -> str:
     for p in image.platforms:
         lines.append(f"  {p.platform or 'unknown'!s:<16} {p.digest}")
     for a in image.attachments:
-        kind = a.kind if a.kind != "referrer" else f"referrer {a.descriptor.artifact_type or a.descriptor.media_type}"
+        kind = str(a.kind)
+        if a.kind == ArtifactKind.REFERRER:
+            kind = f"referrer {a.descriptor.artifact_type or a.descriptor.media_type}"
         lines.append(f"  {kind:<16} {a.descriptor.digest} -> {a.subject[:19]}… (via {a.found_via})")
     if not image.attachments:
         lines.append("  no signatures or referrers found")
@@ -44,9 +47,9 @@ def signature_lines(verifications: Sequence[ImageVerification]) -> list[str]:
         lines.append(f"  {mark}: {v.image} — {', '.join(v.signers) or 'no valid signature'}")
         coverage = v.coverage
         if len(coverage) > 1 or (coverage and v.digest not in coverage):
-            index = sum(1 for c in coverage.values() if "index" in c)
-            own = sum(1 for c in coverage.values() if "own" in c)
-            none = sum(1 for c in coverage.values() if c == "none")
+            index = sum(1 for c in coverage.values() if c.by_index)
+            own = sum(1 for c in coverage.values() if c.by_own)
+            none = sum(1 for c in coverage.values() if c == Coverage.NONE)
             lines.append(f"    platforms: {index} covered by the index signature, {own} by their own, {none} unsigned")
         for check in v.checks:
             if not check.verdict.valid:

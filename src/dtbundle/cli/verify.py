@@ -11,7 +11,6 @@ import typer
 from dtbundle.cli import render
 from dtbundle.cli.options import KEYS, OUTPUT, SIGNATURES, BundleKeys, OutputOptions, SignatureOptions, uses
 from dtbundle.cli.progress import progress_display
-from dtbundle.trust.evaluate import require_verified
 from dtbundle.verify import verify as verify_bundle
 
 
@@ -27,22 +26,12 @@ def verify(
     trusted = keys.load("verify")
     policy = signatures.policy()
     with progress_display(output.quiet, "verify") as progress:
-        outcome = verify_bundle(bundle, trusted, policy, progress_factory=progress)
-    if signatures.require_signatures and outcome.images is not None:
-        require_verified(outcome.images)  # before any verdict is printed
-    result = outcome.bundle
+        outcome = verify_bundle(
+            bundle, trusted, policy, require_signatures=signatures.require_signatures, progress_factory=progress
+        )
     if output.as_json:
-        document = {
-            "bundle": str(bundle),
-            "ok": True,
-            "keyId": result.key_id,
-            "files": result.files,
-            "bytes": result.bytes,
-            "images": len(result.catalog.images),
-            "signatureVerification": [i.to_json() for i in outcome.images or []],
-        }
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps({"bundle": str(bundle), "ok": True, **outcome.to_json()}, indent=2))
         return
-    typer.echo(render.verify_result(str(bundle), result))
+    typer.echo(render.verify_result(str(bundle), outcome.bundle))
     for line in render.signature_lines(outcome.images or []):
         typer.echo(line)

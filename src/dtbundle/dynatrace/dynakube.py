@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dtbundle import __version__
 from dtbundle.bundle.format import Catalog
+from dtbundle.bundle.key import PublicKey
+from dtbundle.bundle.reader import open_bundle
 from dtbundle.dynatrace.table import COMPONENT_ANNOTATION
+from dtbundle.errors import UsageError
+from dtbundle.importer.mapping import RepositoryMapper
+from dtbundle.importer.plan import place
 from dtbundle.oci.reference import Reference
 
 
@@ -107,3 +113,12 @@ def dynakube_yaml(
             f"#   --set image={operator} --set customPullSecret={pull_secret}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def dynakube_for_bundle(bundle: Path, mapper: RepositoryMapper, keys: list[PublicKey] | None) -> str:
+    """The DynaKube fragment for a bundle's Dynatrace images, where ``mapper`` puts them."""
+    with open_bundle(bundle, keys) as opened:
+        catalog = opened.catalog
+    if "dynatrace" not in catalog.extensions:
+        raise UsageError(f"{bundle} was not exported in Dynatrace mode (export --dynatrace)")
+    return dynakube_yaml(pinned_images(catalog, place(catalog, mapper).image_targets()))

@@ -31,7 +31,7 @@ from dtbundle.dynatrace.table import (
 from dtbundle.errors import UsageError
 from dtbundle.export.plan import ImageRequest
 from dtbundle.oci import Platform
-from dtbundle.oci.reference import parse_reference
+from dtbundle.oci.reference import is_valid_tag, parse_reference
 from dtbundle.registry import Credentials
 from dtbundle.trust.policy import Identity
 
@@ -47,7 +47,7 @@ def check_version(component: Component, version: str) -> str:
             f"{component.name}: {text or 'an empty version'!r} is a mutable tag; Dynatrace publishes immutable "
             f"version tags, give one such as {example}"
         )
-    if not re.fullmatch(r"[\w][\w.-]{0,127}", text):
+    if not is_valid_tag(text):
         raise UsageError(f"{component.name}: {text!r} is not a valid image tag; e.g. {example}")
     return text
 

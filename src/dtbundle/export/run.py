@@ -145,7 +145,7 @@ def build_catalog(
     extensions: dict[str, Any] | None = None,
 ) -> tuple[Catalog, bytes]:
     """The catalog and the ``index.json`` bytes for ``plan`` (pure)."""
-    roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, "image") for image in plan.images]
+    roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, ArtifactKind.IMAGE) for image in plan.images]
     roots += [
         LayoutRoot(
             Descriptor(

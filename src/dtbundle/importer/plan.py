@@ -182,9 +182,6 @@ def build_plan(placement: Placement, manifests: Mapping[str, bytes], bundle_file
                     f"bundle manifest {digest} references blob {blob.digest}, which the bundle does not carry"
                 )
             blobs.setdefault(blob.digest, set()).update(repos.get(digest, ()))
-    extra = set(manifests) - set(parsed)
-    if extra:
-        raise IntegrityError(f"bundle holds manifest {sorted(extra)[0]}, which nothing in its catalog references")
     carried = {
         (w.target.with_tag(None), placement.subjects[w.digest]): w.digest
         for w in placement.tags

@@ -55,6 +55,11 @@ class ImportReport:
     images: list[ImportedImage] = field(default_factory=list)
     signatures: list[ImageVerification] = field(default_factory=list)
 
+    def add(self, count: Count, n: int = 1) -> None:
+        """Count what happened; zero is not recorded (the report lists what happened)."""
+        if n:
+            self.counts[count] += n
+
     def to_json(self) -> dict[str, Any]:
         return {
             "bundle": self.bundle,

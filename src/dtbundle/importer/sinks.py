@@ -65,7 +65,7 @@ class RegistrySink:
         present = {r for r in repos if self.client.blob_size(r, entry.digest) is not None}
         missing = sorted(repos - present, key=str)
         if not missing:
-            self.report.counts[Count.BLOBS_EXIST] += 1
+            self.report.add(Count.BLOBS_EXIST)
             return
         holders = {r.registry: r for r in sorted(present, key=str)}
         # Mount first where another repository of the same registry has the blob.
@@ -88,14 +88,14 @@ class RegistrySink:
                 self._uploaded(entry)
 
     def _uploaded(self, entry: CatalogFile) -> None:
-        self.report.counts[Count.BLOBS_UPLOADED] += 1
+        self.report.add(Count.BLOBS_UPLOADED)
         self.report.bytes_uploaded += entry.size
 
     def _mount(self, repo: Reference, desc: Descriptor, holder: Reference | None) -> bool:
         if holder is None or repo.registry != holder.registry:
             return False
         if self.client.mount_blob(repo, desc, holder.repository):
-            self.report.counts[Count.BLOBS_MOUNTED] += 1
+            self.report.add(Count.BLOBS_MOUNTED)
             return True
         return False
 
@@ -117,9 +117,18 @@ class LayoutSink:
         self.writer.abort()
 
     def commit(self, plan: ImportPlan, bundle_index: bytes) -> None:
-        for digest in plan.order:
-            self.writer.add(digest, iter([plan.manifests[digest].data]))
-        self.report.counts.update({Count(k): n for k, n in self.writer.commit(bundle_index).items()})
+        try:
+            for digest in plan.order:
+                self.writer.add(digest, iter([plan.manifests[digest].data]))
+            done = self.writer.commit(bundle_index)
+        except BaseException:
+            self.writer.abort()  # no .partial file is left behind
+            raise
+        self.report.add(Count.BLOBS_WRITTEN, done.blobs_written)
+        self.report.add(Count.BLOBS_EXIST, done.blobs_exist)
+        self.report.add(Count.INDEX_ENTRIES_ADDED, done.index.added)
+        self.report.add(Count.INDEX_ENTRIES_UNCHANGED, done.index.unchanged)
+        self.report.add(Count.INDEX_ENTRIES_OVERWRITTEN, done.index.overwritten)
 
 
 class DryRunSink:
@@ -138,38 +147,44 @@ class DryRunSink:
             self.current = existing_tags(self.client, placement.tags, self.overwrite)
 
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
+        self._probe(entry.digest, entry.size, repos)
+
+    def _probe(self, digest: str, size: int, repos: Repos) -> None:
         if self.client is not None:
             client = self.client
-            present = all(client.blob_size(r, entry.digest) is not None for r in repos)
+            present = all(client.blob_size(r, digest) is not None for r in repos)
             would = Count.BLOBS_WOULD_UPLOAD
         else:
             assert self.directory is not None
-            present = (self.directory / "blobs" / "sha256" / entry.sha256).exists()
+            present = (self.directory / "blobs" / "sha256" / digest.split(":", 1)[1]).exists()
             would = Count.BLOBS_WOULD_WRITE
         if present:
-            self.report.counts[Count.BLOBS_EXIST] += 1
+            self.report.add(Count.BLOBS_EXIST)
         else:
-            self.report.counts[would] += 1
-            self.report.bytes_uploaded += entry.size
+            self.report.add(would)
+            self.report.bytes_uploaded += size
 
     def abort(self) -> None:
         pass
 
     def commit(self, plan: ImportPlan, bundle_index: bytes) -> None:
         if self.directory is not None:
+            # A layout keeps manifests as blobs too: a real run writes those that are missing.
+            for digest in plan.order:
+                self._probe(digest, len(plan.manifests[digest].data), frozenset())
             _, merged = merge_index(read_index(self.directory), bundle_index, self.overwrite, self.directory)
-            self.report.counts[Count.INDEX_ENTRIES_UNCHANGED] += merged["unchanged"]
-            self.report.counts[Count.INDEX_ENTRIES_WOULD_ADD] += merged["added"]
-            self.report.counts[Count.INDEX_ENTRIES_WOULD_OVERWRITE] += merged["overwritten"]
+            self.report.add(Count.INDEX_ENTRIES_UNCHANGED, merged.unchanged)
+            self.report.add(Count.INDEX_ENTRIES_WOULD_ADD, merged.added)
+            self.report.add(Count.INDEX_ENTRIES_WOULD_OVERWRITE, merged.overwritten)
             return
         for write in plan.placement.tags:
             if write.kind == ArtifactKind.REFERRERS_INDEX:
                 continue
             before = self.current.get(write.target)
             if before == write.digest:
-                self.report.counts[Count.TAGS_UNCHANGED] += 1
+                self.report.add(Count.TAGS_UNCHANGED)
             else:
-                self.report.counts[Count.TAGS_WOULD_OVERWRITE if before else Count.TAGS_WOULD_PUSH] += 1
+                self.report.add(Count.TAGS_WOULD_OVERWRITE if before else Count.TAGS_WOULD_PUSH)
 
 
 def _prefetch(source: Iterator[bytes], depth: int = 8) -> Generator[bytes, None, None]:

@@ -23,10 +23,6 @@ def is_digest(text: str) -> bool:
     return DIGEST_PATTERN.fullmatch(text) is not None
 
 
-def is_sha256(text: str) -> bool:
-    return SHA256_PATTERN.fullmatch(text) is not None
-
-
 def check_digest(text: str) -> str:
     """Return ``text`` if it is a sha256/sha512 digest, else raise."""
     if not is_digest(text):

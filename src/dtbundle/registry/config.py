@@ -28,5 +28,4 @@ class RegistryConfig:
     # Uploads from a one-pass stream (import) hold one chunk in memory to retry it.
     stream_chunk_bytes: int = 8 * MiB
 
-    max_connections: int = 32
     user_agent: str = f"dtbundle/{__version__}"

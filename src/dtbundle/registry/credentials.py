@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from dtbundle.errors import CredentialsConfigError
+from dtbundle.limits import REGISTRY
 from dtbundle.oci.reference import DOCKER_HUB, normalize_registry
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
-_HELPER_TIMEOUT_SECONDS = 30.0
 _IDENTITY_TOKEN_USER = "<token>"  # noqa: S105 - how credential helpers mark an identity token
 
 
@@ -204,7 +204,7 @@ class CredentialResolver:
                 [program, "get"],
                 input=server.encode(),
                 capture_output=True,
-                timeout=_HELPER_TIMEOUT_SECONDS,
+                timeout=REGISTRY.credential_helper_timeout,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:

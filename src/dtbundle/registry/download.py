@@ -15,6 +15,7 @@ import httpx
 
 from dtbundle.errors import DigestMismatchError, LocalIOError, RegistryConnectionError, RegistryProtocolError
 from dtbundle.oci import Descriptor, Reference, new_hasher
+from dtbundle.oci.digest import hexdigest_of
 from dtbundle.registry.session import Session, Target
 
 Progress = Callable[[int], None]
@@ -80,7 +81,7 @@ def download(
         if resumes > session.config.limits.max_resumes:
             raise RegistryConnectionError(f"download of {what} failed {resumes} times: {failure}")
         sleep(min(session.config.limits.backoff_max, session.config.limits.backoff_initial * resumes))
-    actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+    actual = hexdigest_of(hasher, desc.digest)
     if not hmac.compare_digest(actual, desc.digest):
         raise DigestMismatchError(f"{what}: content has digest {actual}")
 

@@ -98,8 +98,8 @@ class Session:
             timeout=httpx.Timeout(config.limits.read_timeout, connect=config.limits.connect_timeout),
             follow_redirects=False,
             limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
+                max_connections=config.limits.max_connections,
+                max_keepalive_connections=config.limits.max_connections,
             ),
             # identity: bytes are hashed exactly as sent, and Range offsets stay meaningful.
             headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},

@@ -93,7 +93,7 @@ def registry_binary() -> str:
 
 
 def _htpasswd(users: dict[str, str]) -> str:
-    import bcrypt  # test extra: only the basic-auth variant needs it
+    import bcrypt  # the sandbox extra: only the basic-auth variant needs it
 
     return "".join(
         f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=5)).decode()}\n" for user, pw in users.items()

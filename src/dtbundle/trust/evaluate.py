@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from dtbundle.bundle.format import UNSIGNED_ANNOTATION, Catalog, CatalogImage
 from dtbundle.errors import PolicyError
 from dtbundle.limits import TRUST
 from dtbundle.oci import COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03, parse_manifest
+from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.trust.policy import Policy, Verdict
 from dtbundle.trust.sigstore_bundle import verify_sigstore_bundle
 from dtbundle.trust.simple_signing import verify_simple_signing
@@ -27,9 +29,30 @@ from dtbundle.trust.simple_signing import verify_simple_signing
 BlobReader = Callable[[str], bytes | None]
 
 
+class Coverage(StrEnum):
+    """What signs a platform manifest: the index's signature, its own, both, or nothing."""
+
+    INDEX = "index"
+    OWN = "own"
+    BOTH = "index+own"
+    NONE = "none"
+
+    @classmethod
+    def of(cls, *, index: bool, own: bool) -> Coverage:
+        return cls.BOTH if index and own else cls.INDEX if index else cls.OWN if own else cls.NONE
+
+    @property
+    def by_index(self) -> bool:
+        return self in (Coverage.INDEX, Coverage.BOTH)
+
+    @property
+    def by_own(self) -> bool:
+        return self in (Coverage.OWN, Coverage.BOTH)
+
+
 @dataclass(frozen=True)
 class SignatureArtifact:
-    kind: str  # catalog artifact kind
+    kind: ArtifactKind
     subject: str
     digest: str
     media_type: str
@@ -51,8 +74,8 @@ class ImageVerification:
     image: str  # reference as given
     digest: str
     checks: list[Check] = field(default_factory=list)
-    # platform digest -> "index", "own", "index+own" or "none"
-    coverage: dict[str, str] = field(default_factory=dict)
+    # platform digest -> what covers it
+    coverage: dict[str, Coverage] = field(default_factory=dict)
     unsigned_by_design: str | None = None  # e.g. Classic Full-Stack images: reported, never required
 
     @property
@@ -64,7 +87,7 @@ class ImageVerification:
         """The top manifest verifies, or (no top signature) every platform manifest does."""
         if self.index_signed:
             return True
-        return bool(self.coverage) and all("own" in v for v in self.coverage.values())
+        return bool(self.coverage) and all(c.by_own for c in self.coverage.values())
 
     @property
     def signers(self) -> list[str]:
@@ -93,8 +116,8 @@ def signature_layers(artifact: SignatureArtifact) -> Iterator[tuple[str, str, in
             yield layer.digest, layer.media_type, layer.size, layer.annotations
 
 
-def is_signature_artifact(kind: str, artifact_type: str | None) -> bool:
-    return kind == "cosign.sig" or (kind == "referrer" and artifact_type == SIGSTORE_BUNDLE_V03)
+def is_signature_artifact(kind: ArtifactKind, artifact_type: str | None) -> bool:
+    return kind == ArtifactKind.COSIGN_SIG or (kind == ArtifactKind.REFERRER and artifact_type == SIGSTORE_BUNDLE_V03)
 
 
 def verify_image(
@@ -130,10 +153,9 @@ def verify_image(
             result.checks.append(Check(artifact.subject, artifact.digest, verdict))
     own = {c.subject for c in result.checks if c.verdict.valid}
     for platform in platform_list:
-        covered = [name for name, ok in (("index", digest in own), ("own", platform in own)) if ok]
-        result.coverage[platform] = "+".join(covered) or "none"
+        result.coverage[platform] = Coverage.of(index=digest in own, own=platform in own)
     if not platform_list:
-        result.coverage[digest] = "own" if digest in own else "none"
+        result.coverage[digest] = Coverage.of(index=False, own=digest in own)
     return result
 
 

@@ -1,0 +1,48 @@
+"""Every command's --help renders (at a narrow and a wide terminal), with its options in panels."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.cli import run_in_process
+
+COMMANDS = [
+    [],
+    ["resolve"],
+    ["keygen"],
+    ["export"],
+    ["verify"],
+    ["inspect"],
+    ["import"],
+    ["dynakube"],
+    ["dynatrace"],
+    ["dynatrace", "options"],
+    ["dynatrace", "versions"],
+]
+PANELS = {
+    "export": ["Registry access", "Image signatures", "Output", "Dynatrace"],
+    "import": ["Registry access", "Image signatures", "Output"],
+    "verify": ["Image signatures", "Output"],
+    "resolve": ["Registry access"],
+}
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "dtbundle")
+def test_help_renders(command: list[str], columns: str) -> None:
+    proc = run_in_process(*command, "--help", env={"COLUMNS": columns, "TERM": "dumb"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "Usage:" in proc.stdout and "--help" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= int(columns)
+    for panel in PANELS.get(" ".join(command), []):
+        assert panel in proc.stdout, f"{command}: no {panel!r} panel"
+
+
+def test_help_shows_bracketed_syntax_literally() -> None:
+    """Rich markup must not eat the brackets of HOST[:PORT][/PREFIX] or os/arch[/variant]."""
+    export = run_in_process("export", "--help", env={"COLUMNS": "200"})
+    assert "os/arch[/variant]" in export.stdout
+    imported = run_in_process("import", "--help", env={"COLUMNS": "200"})
+    assert "HOST[:PORT][/PREFIX]" in imported.stdout
