@@ -93,9 +93,9 @@ def test_password_stdin_against_basic_auth_registry(basic_registry: RegistryServ
         ref,
         stdin=PASSWORD + "\n",
     )
-    # Authenticated: the error is 'not found', not 'refused'.
-    line = assert_clean_error(proc, 1)
-    assert "not found" in line and PASSWORD not in proc.stdout + proc.stderr
+    # Authenticated: the error is 'does not exist' (a usage error naming what is there), not 'refused'.
+    line = assert_clean_error(proc, 2)
+    assert "does not exist" in line and PASSWORD not in proc.stdout + proc.stderr
 
 
 def test_env_credentials_and_wrong_password_never_printed(basic_registry: RegistryServer) -> None:
@@ -154,5 +154,5 @@ def test_ca_cert_option_against_tls_registry(tls_registry: RegistryServer, repo:
     ref = f"{tls_registry.address}/{repo}:1"
     line = assert_clean_error(run("resolve", ref), 1)
     assert "--ca-cert" in line
-    line = assert_clean_error(run("resolve", "--ca-cert", str(tls_registry.ca_cert), ref), 1)
-    assert "not found" in line  # TLS now trusted: the registry answered 404 for the tag
+    line = assert_clean_error(run("resolve", "--ca-cert", str(tls_registry.ca_cert), ref), 2)
+    assert "does not exist" in line  # TLS now trusted: the registry answered 404 for the tag

@@ -29,7 +29,9 @@ def test_keygen_export_verify_inspect(
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
     summary = json.loads(proc.stdout)
-    assert summary["images"] == 5 and summary["platforms"] == 11 and summary["artifacts"] == {"cosign.sig": 13}
+    assert summary["counts"]["images"] == 5 and summary["counts"]["platforms"] == 11
+    assert summary["attachmentCounts"] == {"cosignSig": 13, "cosignAtt": 0, "cosignSbom": 0, "referrer": 0,
+                                           "referrersIndex": 0}  # fmt: skip
     assert summary["compressedBytes"] == out.stat().st_size
     assert (tmp_path / "b.tar.zst.sha256").read_text() == f"{summary['sha256']}  b.tar.zst\n"
 
@@ -37,8 +39,8 @@ def test_keygen_export_verify_inspect(
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
     proc = run("inspect", "--json", "--public-key", str(pub), str(out))
     report = json.loads(proc.stdout)
-    assert report["signatureVerifiedBy"] == summary["signingKey"]
-    assert [i["digest"] for i in report["catalog"]["images"]] == [i.digest for i in seeded]
+    assert report["bundleKey"] == summary["bundleKey"]
+    assert [i["digest"] for i in report["images"]] == [i.digest for i in seeded]
     proc = run("inspect", str(out))
     assert "signature NOT checked" in proc.stdout and "linux/s390x" in proc.stdout
 
@@ -130,5 +132,5 @@ def test_export_through_tls_and_token_auth(
         stdin=PASSWORD + "\n",
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["platforms"] == 2 and PASSWORD not in proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["counts"]["platforms"] == 2 and PASSWORD not in proc.stdout + proc.stderr
     assert run("verify", "--public-key", str(exported.pub), str(out)).returncode == 0

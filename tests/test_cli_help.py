@@ -46,3 +46,18 @@ def test_help_shows_bracketed_syntax_literally() -> None:
     assert "os/arch[/variant]" in export.stdout
     imported = run_in_process("import", "--help", env={"COLUMNS": "200"})
     assert "HOST[:PORT][/PREFIX]" in imported.stdout
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ([], ["dynatrace"], ["dynatrace", "options"])])
+def test_help_shows_placeholders_and_examples(command: list[str]) -> None:
+    proc = run_in_process(*command, "--help", env={"COLUMNS": "120"})
+    assert "<bool>" not in proc.stdout and "<str>" not in proc.stdout
+    assert "Examples:" in proc.stdout and "dtbundle " + " ".join(command) in proc.stdout.split("Examples:")[1]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_shell_completion_script(shell: str) -> None:
+    proc = run_in_process("--show-completion", shell)
+    assert proc.returncode == 0, proc.stderr
+    assert "_dtbundle_completion" in proc.stdout or "dtbundle" in proc.stdout
+    assert "_DTBUNDLE_COMPLETE" in proc.stdout

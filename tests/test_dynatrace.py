@@ -346,7 +346,7 @@ def test_cloud_native_fullstack_export_import_and_dynakube(
         args += ["--version", f"{name}={V[name]}"]
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr
-    assert all(v["verified"] for v in json.loads(proc.stdout)["signatureVerification"])
+    assert all(v["verified"] for v in json.loads(proc.stdout)["imageSignatures"]["images"])
     with open_bundle(bundle, None) as reader:
         catalog = reader.catalog
     assert catalog.extensions["dynatrace"]["options"] == ["cloud-native-fullstack", "kspm"]
@@ -425,7 +425,7 @@ def test_classic_fullstack_from_the_builtin_registry(
     proc = run(*args, env={"DT_PAAS_TOKEN": PAAS_TOKEN})
     assert proc.returncode == 0, proc.stderr
     assert PAAS_TOKEN not in proc.stdout + proc.stderr and PAAS_TOKEN.encode() not in bundle.read_bytes()
-    report = {v["image"]: v for v in json.loads(proc.stdout)["signatureVerification"]}
+    report = {v["image"]: v for v in json.loads(proc.stdout)["imageSignatures"]["images"]}
     classic = report[f"{builtin.address}/linux/oneagent:1.305.57-raw"]
     assert not classic["verified"] and "not signed" in classic["unsignedByDesign"]
     target = f"{plain_registry.address}/{uuid.uuid4().hex[:8]}"

@@ -45,7 +45,7 @@ def test_export_verifies_and_records_signatures(
         *(str(i.ref) for i in seeded),
     )
     assert proc.returncode == 0, proc.stderr
-    report = {v["image"]: v for v in json.loads(proc.stdout)["signatureVerification"]}
+    report = {v["image"]: v for v in json.loads(proc.stdout)["imageSignatures"]["images"]}
     fingerprint = "key " + key_fingerprint(load_verify_key(cosign_pub.read_bytes(), "cosign.pub"))
     with open_bundle(out, None) as reader:
         recorded = {i.source: i.verification for i in reader.catalog.images}
@@ -95,7 +95,7 @@ def test_verify_and_import_check_signatures_offline(
         "verify", "--json", "--public-key", str(exported.pub), "--cosign-key", str(cosign_pub), str(exported.path)
     )
     assert proc.returncode == 0
-    verdicts = {v["image"]: v["verified"] for v in json.loads(proc.stdout)["signatureVerification"]}
+    verdicts = {v["image"]: v["verified"] for v in json.loads(proc.stdout)["imageSignatures"]["images"]}
     assert {name for name, ok in verdicts.items() if ok} == set(signed)
     where = f"{plain_registry.address}/{uuid.uuid4().hex[:8]}"
     proc = run(
@@ -111,7 +111,7 @@ def test_verify_and_import_check_signatures_offline(
         str(exported.path),
     )
     assert proc.returncode == 0, proc.stderr
-    assert {v["image"] for v in json.loads(proc.stdout)["signatureVerification"] if v["verified"]} == set(signed)
+    assert {v["image"] for v in json.loads(proc.stdout)["imageSignatures"]["images"] if v["verified"]} == set(signed)
 
 
 def _tagged_nothing(server: RegistryServer, where: str, repository: str) -> bool:
@@ -236,6 +236,6 @@ def test_signatures_still_verify_at_the_private_registry(
         *mirrored,
     )
     assert proc.returncode == 0, proc.stderr
-    verdicts = json.loads(proc.stdout)["signatureVerification"]
+    verdicts = json.loads(proc.stdout)["imageSignatures"]["images"]
     assert [v["digest"] for v in verdicts] == [i.digest for i in signed]
     assert all(v["verified"] for v in verdicts)

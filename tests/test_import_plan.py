@@ -4,6 +4,7 @@ dry runs that write nothing; and the CLI contract around verification verdicts."
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from dtbundle.importer.plan import build_plan, place
 from dtbundle.importer.report import Count
 from dtbundle.importer.run import ImportSettings, run_import
 from dtbundle.limits import BundleLimits
-from dtbundle.oci import Reference
+from dtbundle.oci import Platform, Reference
 from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
 from tests.support.artifacts import write_pub
 from tests.support.bundles import read_entries, write_entries
@@ -157,3 +159,37 @@ def test_a_failed_layout_commit_leaves_no_partial_files(
     with pytest.raises(LocalIOError, match="No space left"):
         run_import(None, ImportSettings(exported.path, [load_public_key(exported.pub)], to_oci=layout))
     assert [p.name for p in layout.rglob("*.partial")] == []
+
+
+def test_dry_run_plan_shows_where_each_image_lands_and_the_conflict(
+    exported: Exported, plain_registry: RegistryServer
+) -> None:
+    where = f"{plain_registry.address}/plan-{uuid.uuid4().hex[:8]}"
+    args = ("import", "--plain-http", "--public-key", str(exported.pub), "--registry", where, str(exported.path))
+    assert run_in_process(*args).returncode == 0
+    # Someone else's image now holds the first image's tag.
+    first = exported.images[0]
+    taken = Reference(plain_registry.address, f"{where.split('/', 1)[1]}/{first.ref.repository}", first.ref.tag)
+    with make_client(plain_registry, user=None) as client:
+        other = images.push(
+            client, taken, images.build_image(Platform("linux", "amd64"), [images.make_layer("someone else", 64)])
+        )
+
+    proc = run_in_process(*args, "--dry-run")
+    assert proc.returncode == 0, proc.stderr  # a dry run reports; the real import would exit 2
+    refusal = next(line for line in proc.stdout.splitlines() if "would be refused" in line)
+    assert str(taken) in refusal and "--overwrite" in refusal
+    plan = proc.stdout[proc.stdout.index("plan (nothing was written):") :].splitlines()[1:]
+    states = {row.split()[1]: row.split()[0] for row in plan if "->" in row}
+    assert states[str(first.ref)] == "conflict" and f"the tag is {other} now" in "\n".join(plan)
+    assert all(state == "present" for source, state in states.items() if source != str(first.ref))
+    assert len(states) == len(exported.images)
+    with make_client(plain_registry, user=None) as client:
+        assert client.head_manifest(taken).digest == other  # type: ignore[union-attr]  # untouched
+
+    as_json = json.loads(run_in_process(*args, "--dry-run", "--json").stdout)
+    assert {p["source"]: p["state"] for p in as_json["plan"]} == states
+    assert assert_clean_error(run_in_process(*args), 2)  # the real import is refused, before any byte
+    overwrite = run_in_process(*args, "--dry-run", "--overwrite")
+    assert overwrite.returncode == 0, overwrite.stderr
+    assert f"overwrite {first.ref}" in overwrite.stdout.replace("  ", " ")

@@ -156,7 +156,7 @@ def test_plain_http_flag_against_tls_registry_fails_cleanly(tls_registry: Regist
         pytest.raises(RegistryError) as info,
     ):
         client.get_manifest(ref_in(tls_registry, repo, "x"))
-    assert "HTTPS server" in str(info.value) and "400" in str(info.value)
+    assert "speaks HTTPS, not plain HTTP: drop --plain-http" in str(info.value)
 
 
 def test_password_never_appears_in_repr() -> None:

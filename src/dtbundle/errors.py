@@ -11,7 +11,9 @@ translated at the boundary into one of these classes.
     ├── UsageError                      exit 2  bad options or input from the user
     │   ├── InvalidReferenceError               an image reference does not parse
     │   ├── CredentialsConfigError              a credentials file or helper is unusable
-    │   └── TagConflictError                    a target tag exists with another digest
+    │   ├── TagConflictError                    a target tag exists with another digest
+    │   └── ReferenceNotFoundError              a requested tag, digest or repository does not
+    │                                           exist (names the nearest tags)
     ├── OperationalError                exit 1  network, registry or disk failed
     │   ├── RegistryError                       the registry answered, but not as hoped
     │   │   ├── AuthenticationError             401/403: which registry refused which source
@@ -22,13 +24,14 @@ translated at the boundary into one of these classes.
     │   ├── DynatraceApiError                   the Dynatrace Deployment API answered, but not as hoped
     │   │   └── DynatraceAuthError              it refused the API token
     │   └── LocalIOError                        reading or writing a local file failed
-    └── IntegrityError                  exit 3  verification or integrity failure
-        ├── DigestMismatchError                 content does not match its digest or size
-        ├── LimitExceededError                  content larger than a configured bound
-        ├── CatalogError                        a bundle catalog that breaks the format
-        ├── SignatureError                      one image signature failed one check (the
-        │                                       trust module turns it into a verdict)
-        └── PolicyError                         images lack a valid signature under the policy
+    ├── IntegrityError                  exit 3  verification or integrity failure
+    │   ├── DigestMismatchError                 content does not match its digest or size
+    │   ├── LimitExceededError                  content larger than a configured bound
+    │   ├── CatalogError                        a bundle catalog that breaks the format
+    │   ├── SignatureError                      one image signature failed one check (the
+    │   │                                       trust module turns it into a verdict)
+    │   └── PolicyError                         images lack a valid signature under the policy
+    └── Interrupted                     exit 130  Ctrl-C or SIGTERM; says what state things were left in
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ EXIT_OK = 0
 EXIT_OPERATIONAL = 1
 EXIT_USAGE = 2
 EXIT_INTEGRITY = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class DtbundleError(Exception):
@@ -135,5 +139,15 @@ class SignatureError(IntegrityError):
     """One image signature failed one verification step; the message says which and why."""
 
 
+class ReferenceNotFoundError(UsageError):
+    """A reference the user asked for names a tag, digest or repository the registry does not have."""
+
+
 class PolicyError(IntegrityError):
     """Images lack a valid signature under the image-signature policy (--require-signatures)."""
+
+
+class Interrupted(DtbundleError):
+    """The user interrupted a command (Ctrl-C, SIGTERM); the message says what state it left behind."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -8,7 +8,7 @@ need" step, used here and by the importer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,9 @@ from dtbundle.bundle.format import CatalogFile
 from dtbundle.bundle.key import PublicKey
 from dtbundle.bundle.reader import VerifyResult, open_bundle
 from dtbundle.limits import BundleLimits
+from dtbundle.progress import NO_PROGRESS, Progress, byte_counter
 from dtbundle.trust.evaluate import ImageVerification, SignatureCollector, require_verified
+from dtbundle.trust.outcome import SignatureOutcome
 from dtbundle.trust.policy import Policy
 
 
@@ -38,11 +40,10 @@ class BundleVerification:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "keyId": self.bundle.key_id,
-            "files": self.bundle.files,
-            "bytes": self.bundle.bytes,
-            "images": len(self.bundle.catalog.images),
-            "signatureVerification": [i.to_json() for i in self.images or []],
+            "bundleKey": self.bundle.key_id,
+            "counts": {"images": len(self.bundle.catalog.images), "files": self.bundle.files},
+            "uncompressedBytes": self.bundle.bytes,
+            "imageSignatures": SignatureOutcome.of(self.images).to_json(),
         }
 
 
@@ -53,18 +54,19 @@ def verify(
     *,
     require_signatures: bool = False,
     limits: BundleLimits | None = None,
-    progress_factory: Callable[[int], Callable[[int], None]] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> BundleVerification:
     """Verify the bundle (one pass), then each image's signatures under ``policy``.
 
     Raises IntegrityError at the first bundle problem, and PolicyError when
     ``require_signatures`` and an image lacks a valid signature.
     """
+    progress.phase(f"verifying {path.name}")
     with open_bundle(path, keys, limits) as bundle:
         if policy is None:
-            return BundleVerification(bundle.verify_entries(progress_factory), None)
+            return BundleVerification(bundle.verify_entries(byte_counter(progress)), None)
         collector = SignatureCollector(bundle.catalog)
-        result = bundle.verify_entries(progress_factory, lambda e, d: collect_signatures(collector, e, d))
+        result = bundle.verify_entries(byte_counter(progress), lambda e, d: collect_signatures(collector, e, d))
     images = collector.evaluate(policy)
     if require_signatures:
         require_verified(images)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -102,22 +103,33 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_private_key(path: Path, passphrase: str | None = None) -> PrivateKey:
-    """Load a PKCS#8 PEM private key; the passphrase defaults to $DTBUNDLE_KEY_PASSPHRASE."""
-    if passphrase is None:
-        passphrase = os.environ.get(PASSPHRASE_ENV) or None
+def load_private_key(
+    path: Path, passphrase: str | None = None, *, prompt: Callable[[str], str | None] | None = None
+) -> PrivateKey:
+    """Load a PKCS#8 PEM private key; the passphrase defaults to $DTBUNDLE_KEY_PASSPHRASE.
+
+    An encrypted key without either asks ``prompt`` (the CLI's hidden terminal prompt; it
+    returns None where it cannot ask): this module never reads a terminal itself.
+    """
+    source = "given"
+    if passphrase is None and os.environ.get(PASSPHRASE_ENV):
+        passphrase, source = os.environ[PASSPHRASE_ENV], f"in {PASSPHRASE_ENV}"
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read signing key {path}: {exc.strerror or exc}") from None
+    if not passphrase and prompt is not None and b"ENCRYPTED" in data:  # PKCS#8 or traditional PEM
+        passphrase, source = prompt(f"Passphrase for signing key {path}: "), "typed"
     try:
         key = serialization.load_pem_private_key(data, passphrase.encode() if passphrase else None)
     except TypeError:
         if passphrase:
             raise UsageError(f"signing key {path} is not encrypted; unset {PASSPHRASE_ENV}") from None
-        raise UsageError(f"signing key {path} is encrypted; set {PASSPHRASE_ENV} to its passphrase") from None
+        raise UsageError(
+            f"signing key {path} is encrypted; set {PASSPHRASE_ENV} to its passphrase (or run at a terminal to type it)"
+        ) from None
     except (ValueError, UnsupportedAlgorithm):
-        hint = f" or the passphrase in {PASSPHRASE_ENV} is wrong" if passphrase else ""
+        hint = f" or the passphrase {source} is wrong" if passphrase else ""
         raise UsageError(f"{path} is not a PKCS#8 PEM private key{hint}") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
         raise UsageError(f"{path} holds an unsupported key type; use Ed25519 or ECDSA P-256")

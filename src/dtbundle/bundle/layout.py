@@ -100,6 +100,15 @@ def merge_index(existing: bytes | None, bundle_index: bytes, overwrite: bool, wh
     return (json.dumps(document, indent=1) + "\n").encode(), counts
 
 
+def ref_names(index: bytes | None) -> dict[str, str]:
+    """Ref name -> digest of an ``index.json`` (unreadable entries are left out)."""
+    try:
+        entries = json.loads(index).get("manifests", []) if index else []
+    except (ValueError, AttributeError, RecursionError):
+        return {}
+    return {name: str(e.get("digest")) for e in entries if isinstance(e, dict) and (name := _ref_name(e)) is not None}
+
+
 def check_layout_dir(directory: Path) -> None:
     """Refuse a directory that holds an OCI layout of another version (reads only)."""
     layout = directory / "oci-layout"

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from dtbundle.cli import jsonout
+from dtbundle.cli.help import EPILOGS, Command
 from dtbundle.cli.options import DYNATRACE_PANEL, KEYS, BundleKeys, OptionGroup, panel_option, read_secret, uses
 from dtbundle.dynatrace.deployment_api import oneagent_versions
 from dtbundle.dynatrace.dynakube import dynakube_for_bundle
@@ -17,7 +19,7 @@ from dtbundle.dynatrace.selection import DynatraceExport, classic_tag, dynatrace
 from dtbundle.dynatrace.table import component_lines
 from dtbundle.errors import UsageError
 from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.registry import RegistryConfig
+from dtbundle.registry import ProxySettings, RegistryConfig
 from dtbundle.registry.service import ServiceSession
 
 
@@ -133,14 +135,14 @@ DYNATRACE = OptionGroup(
 dynatrace_app = typer.Typer(help="Dynatrace helpers: options and components, OneAgent versions.", no_args_is_help=True)
 
 
-@dynatrace_app.command("options")
+@dynatrace_app.command("options", cls=Command)
 def dynatrace_options() -> None:
     """The observability options, the components each needs, and how each is signed."""
     for line in component_lines():
         typer.echo(line)
 
 
-@dynatrace_app.command("versions")
+@dynatrace_app.command("versions", cls=Command, epilog=EPILOGS["dynatrace versions"])
 def dynatrace_versions(
     environment_url: Annotated[str, typer.Option("--environment-url", help="e.g. https://abc12345.live.dynatrace.com")],
     api_token_file: Annotated[
@@ -153,16 +155,27 @@ def dynatrace_versions(
         Path | None,
         typer.Option("--ca-cert", exists=True, dir_okay=False, help="PEM file of CA certificates to trust for TLS."),
     ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy",
+            metavar="URL",
+            help="HTTP(S) proxy URL, http://\\[USER:PASSWORD@]HOST:PORT; overrides HTTPS_PROXY/ALL_PROXY "
+            '(NO_PROXY still applies; "" for none).',
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report instead of text.")] = False,
 ) -> None:
     """OneAgent versions the environment offers (Deployment API), newest marked."""
     token = read_secret(
         api_token_file, "DT_API_TOKEN", "the Deployment API needs an API token (InstallerDownload scope)"
     )
-    with ServiceSession(RegistryConfig(ca_cert=ca_cert)) as session:
+    config = RegistryConfig(ca_cert=ca_cert, proxy=ProxySettings.from_environment(os.environ, proxy))
+    with ServiceSession(config) as session:
         found = oneagent_versions(environment_url, token, session)
     if as_json:
-        typer.echo(json.dumps({"versions": list(found.versions), "latest": found.latest}, indent=2))
+        fields = {"environmentUrl": environment_url, "versions": list(found.versions), "latest": found.latest}
+        typer.echo(jsonout.document("dynatrace versions", fields))
         return
     for item in found.versions:
         typer.echo(f"{item}{'  (latest)' if item == found.latest else ''}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dtbundle.bundle.key import load_private_key
-from dtbundle.cli import render
+from dtbundle.cli import jsonout, render
 from dtbundle.cli.dynatrace import DYNATRACE, DynatraceOptions
 from dtbundle.cli.options import (
     OUTPUT,
@@ -18,6 +17,7 @@ from dtbundle.cli.options import (
     OutputOptions,
     RegistryAccess,
     SignatureOptions,
+    prompt_secret,
     uses,
 )
 from dtbundle.cli.progress import progress_display
@@ -72,7 +72,7 @@ def export(
     settings = ExportSettings(
         tuple(requests),
         bundle or Path(f"bundle-{created_time().strftime('%Y%m%d-%H%M%S')}.tar.zst"),
-        load_private_key(signing_key),
+        load_private_key(signing_key, prompt=prompt_secret),  # an encrypted key's passphrase, typed hidden
         referrers=not no_referrers,
         concurrency=concurrency,
         compression_level=compression_level,
@@ -84,7 +84,10 @@ def export(
     built_in = dict(chosen.credentials) if chosen else {}
     with (
         registry.client({r.ref.registry for r in requests}, built_in) as client,
-        progress_display(output.quiet, "export") as progress,
+        progress_display(output.quiet) as progress,
     ):
         summary = run_export(client, settings, progress)
-    typer.echo(json.dumps(summary.to_json(), indent=2) if output.as_json else render.export_summary(summary))
+    if output.quiet and not output.as_json:
+        typer.echo(render.export_line(summary))
+        return
+    typer.echo(jsonout.document("export", summary.to_json()) if output.as_json else render.export_summary(summary))

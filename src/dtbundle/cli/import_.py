@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dtbundle.bundle.key import PublicKey
-from dtbundle.cli import render
+from dtbundle.cli import jsonout, render
 from dtbundle.cli.dynatrace import emit
 from dtbundle.cli.options import (
     KEYS,
@@ -86,14 +85,21 @@ def import_(
         signature_policy=signatures.policy(),
         require_signatures=signatures.require_signatures,
     )
-    with progress_display(output.quiet, "import") as progress:
+    with progress_display(output.quiet) as progress:
         if mapper is None:
             report = run_import(None, settings, progress)
         else:
             with registry.client(mapper.target_registries()) as client:
                 report = run_import(client, settings, progress)
-    typer.echo(json.dumps(report.to_json(), indent=2) if output.as_json else render.import_report(report))
+    if output.quiet and not output.as_json:
+        typer.echo(render.import_line(report))
+    elif not output.as_json:
+        typer.echo(render.import_report(report))
+    if dry_run and not (output.as_json or output.quiet):
+        typer.echo(render.dry_run_plan(report))
     if emit_dynakube is not None and mapper is not None:
         emit(dynakube_for_bundle(bundle, mapper, trusted), emit_dynakube)
-        if not output.as_json:
+        if not (output.as_json or output.quiet):
             typer.echo(f"DynaKube fragment written to {emit_dynakube}")
+    if output.as_json:  # last: a run that fails above prints the error document instead (specs/json-output.md)
+        typer.echo(jsonout.document("import", report.to_json()))

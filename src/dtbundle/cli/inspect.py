@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.cli import render
+from dtbundle.cli import jsonout, render
 from dtbundle.cli.options import KEYS, BundleKeys, uses
 
 
@@ -23,8 +22,7 @@ def inspect(
     with open_bundle(bundle, keys.load_optional()) as opened:
         catalog, key = opened.catalog, opened.key_id
     if as_json:
-        document = {"bundle": str(bundle), "signatureVerifiedBy": key, "catalog": catalog.to_json()}
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(jsonout.document("inspect", jsonout.inspect_fields(bundle, key, catalog)))
         return
     note = f"catalog signature verified (key {key})" if key else "signature NOT checked (run 'dtbundle verify')"
     typer.echo(render.catalog(catalog, signature_note=note))

@@ -10,6 +10,7 @@ token files) happens here too: it is input parsing, not library logic.
 from __future__ import annotations
 
 import functools
+import getpass
 import inspect
 import os
 import re
@@ -24,7 +25,7 @@ import typer
 
 from dtbundle.bundle.key import PublicKey, load_public_key
 from dtbundle.errors import UsageError
-from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
+from dtbundle.registry import CredentialResolver, Credentials, ProxySettings, RegistryClient, RegistryConfig
 from dtbundle.trust.keys import load_verify_key
 from dtbundle.trust.policy import Identity, Policy
 from dtbundle.trust.root import TrustedRoot
@@ -93,10 +94,14 @@ class RegistryAccess:
     username: str | None = None
     password_stdin: bool = False
     auth_registry: str | None = None
+    proxy: str | None = None
 
     def config(self) -> RegistryConfig:
         return RegistryConfig(
-            plain_http=self.plain_http, ca_cert=self.ca_cert, insecure_skip_tls_verify=self.insecure_skip_tls_verify
+            plain_http=self.plain_http,
+            ca_cert=self.ca_cert,
+            insecure_skip_tls_verify=self.insecure_skip_tls_verify,
+            proxy=ProxySettings.from_environment(os.environ, self.proxy),
         )
 
     def client(self, registries: set[str], extra: dict[str, Credentials] | None = None) -> RegistryClient:
@@ -105,25 +110,37 @@ class RegistryAccess:
         explicit.update(extra or {})
         return RegistryClient(self.config(), CredentialResolver(explicit))
 
-    def explicit_credentials(self, registries: set[str]) -> dict[str, Credentials]:
+    def explicit_credentials(
+        self, registries: set[str], prompt: Callable[[str], str | None] | None = None
+    ) -> dict[str, Credentials]:
+        """--username with its password: from stdin, $DTBUNDLE_PASSWORD, else typed at the terminal
+        (``prompt``, default :func:`prompt_secret`: hidden, and only when stdin is a terminal)."""
         password = os.environ.get("DTBUNDLE_PASSWORD")
+        source = "--username/DTBUNDLE_PASSWORD"
         if self.password_stdin:
             if sys.stdin.isatty():
                 raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
-            password = sys.stdin.readline().rstrip("\r\n")
+            password, source = sys.stdin.readline().rstrip("\r\n"), "--username/--password-stdin"
         if self.username is None:
             if self.password_stdin:
                 raise UsageError("--password-stdin needs --username (or DTBUNDLE_USERNAME)")
             return {}
-        if not password:
-            raise UsageError("--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD")
         host = self.auth_registry or (next(iter(registries)) if len(registries) == 1 else None)
         if host is None:
             raise UsageError(
                 "explicit credentials apply to one registry, and these references name several; "
                 "add --auth-registry HOST, or log in with 'docker login' / 'skopeo login'"
             )
-        source = "--username/--password-stdin" if self.password_stdin else "--username/DTBUNDLE_PASSWORD"
+        if not password and not self.password_stdin:
+            source = "--username/typed password"
+            password = (prompt or prompt_secret)(f"Password for {self.username} at {host}: ")
+        if not password:
+            if self.password_stdin:
+                raise UsageError("--password-stdin read an empty password from standard input")
+            raise UsageError(
+                "--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD "
+                "(or run at a terminal to type it)"
+            )
         return {host: Credentials(source=source, username=self.username, password=password)}
 
 
@@ -163,6 +180,14 @@ REGISTRY = OptionGroup(
             panel=REGISTRY_PANEL,
             help="Registry host the explicit credentials are for "
             "(default: the registry of the references, when there is one).",
+        ),
+        "proxy": panel_option(
+            str | None,
+            "--proxy",
+            panel=REGISTRY_PANEL,
+            metavar="URL",
+            help="HTTP(S) proxy URL, http://\\[USER:PASSWORD@]HOST:PORT, for every request; overrides "
+            'HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (NO_PROXY still applies; "" for none).',
         ),
     },
     RegistryAccess,
@@ -281,7 +306,9 @@ class OutputOptions:
 OUTPUT = OptionGroup(
     "output",
     {
-        "quiet": panel_option(bool, "--quiet", "-q", panel=OUTPUT_PANEL, help="No progress bar."),
+        "quiet": panel_option(
+            bool, "--quiet", "-q", panel=OUTPUT_PANEL, help="Print only errors and the one-line result; no progress."
+        ),
         "as_json": panel_option(bool, "--json", panel=OUTPUT_PANEL, help="Print a JSON report instead of text."),
     },
     OutputOptions,
@@ -315,6 +342,17 @@ KEYS = OptionGroup(
     },
     lambda public_key: BundleKeys(tuple(public_key or ())),
 )
+
+
+def prompt_secret(prompt: str) -> str | None:
+    """A secret typed at the terminal, not echoed (``getpass``); None when standard input is not
+    a terminal (then nobody can type it) or at end of input."""
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        return None
 
 
 def read_secret(path: Path | None, variable: str, what: str) -> str:

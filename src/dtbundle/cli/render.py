@@ -9,17 +9,42 @@ from dtbundle.bundle.format import Catalog
 from dtbundle.bundle.reader import VerifyResult
 from dtbundle.discovery import ResolvedImage
 from dtbundle.export.run import ExportSummary
-from dtbundle.importer.report import ImportReport
+from dtbundle.importer.report import ImportReport, Landing
 from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.progress import format_bytes
 from dtbundle.trust.evaluate import Coverage, ImageVerification
+from dtbundle.trust.outcome import ImageStatus, PolicyResult, SignatureOutcome
 
 
 def human_bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+    """IEC units (``1.5 GiB``), the same as progress shows."""
+    return format_bytes(size)
+
+
+# --quiet: one line per command, the final result.
+def export_line(s: ExportSummary) -> str:
+    return f"wrote {s.path} ({human_bytes(s.compressed_bytes)}, sha256 {s.sha256})"
+
+
+def verify_line(path: str, r: VerifyResult, images: Sequence[ImageVerification] | None) -> str:
+    line = f"verified {path}: {r.files} files, {len(r.catalog.images)} images"
+    if images is not None:
+        line += f", {sum(1 for v in images if v.verified)} of {len(images)} with a valid signature"
+    return line
+
+
+def import_line(r: ImportReport) -> str:
+    what = "index entries" if r.to_layout else "tags"
+    counts = {k.value: n for k, n in r.counts.items() if k.value.startswith(what)}
+    unchanged = counts.get(f"{what} unchanged", 0)
+    line = (
+        f"{'dry run of' if r.dry_run else 'imported'} {r.bundle} into {r.target}: {sum(counts.values())} {what} "
+        f"({sum(counts.values()) - unchanged} {'would change' if r.dry_run else 'new or replaced'}, "
+        f"{unchanged} unchanged)"
+    )
+    if not r.to_layout:
+        line += f", {human_bytes(r.bytes_uploaded)} {'would be uploaded' if r.dry_run else 'uploaded'}"
+    return line + ("; nothing was written" if r.dry_run else "")
 
 
 def resolved(image: ResolvedImage) -> str:
@@ -37,13 +62,27 @@ def resolved(image: ResolvedImage) -> str:
 
 
 def signature_lines(verifications: Sequence[ImageVerification]) -> list[str]:
-    """One block per image: verdict, signers, and what covers each platform manifest."""
-    lines = []
+    """The policy's verdict with its counts (nothing when no policy was given), then one block per
+    image: verdict, signers, and what covers each platform manifest."""
+    outcome = SignatureOutcome.of(verifications)
+    if not outcome.checked:
+        return []
+    n = outcome.counts
+    verdict = (
+        "the policy passed"
+        if outcome.result == PolicyResult.PASSED
+        else "the policy FAILED (--require-signatures refuses this)"
+    )
+    lines = [
+        f"image signatures: {n[ImageStatus.VERIFIED]} of {len(verifications)} verified, "
+        f"{n[ImageStatus.UNSIGNED_BY_DESIGN]} unsigned by design, {n[ImageStatus.UNSIGNED]} unsigned, "
+        f"{n[ImageStatus.REJECTED]} rejected: {verdict}"
+    ]
     for v in verifications:
         if not v.verified and v.unsigned_by_design:
             lines.append(f"  unsigned by design: {v.image} — {v.unsigned_by_design}")
             continue
-        mark = "signature OK" if v.verified else "NOT VERIFIED"
+        mark = "signature OK" if v.verified else f"NOT VERIFIED ({ImageStatus.of(v)})"
         lines.append(f"  {mark}: {v.image} — {', '.join(v.signers) or 'no valid signature'}")
         coverage = v.coverage
         if len(coverage) > 1 or (coverage and v.digest not in coverage):
@@ -59,7 +98,7 @@ def signature_lines(verifications: Sequence[ImageVerification]) -> list[str]:
 
 def export_summary(s: ExportSummary) -> str:
     ratio = s.uncompressed_bytes / s.compressed_bytes if s.compressed_bytes else 0.0
-    mbps = s.uncompressed_bytes / 1e6 / s.seconds if s.seconds else 0.0
+    rate = s.uncompressed_bytes / s.seconds if s.seconds else 0.0
     lines = []
     for image in s.per_image:
         found = ", ".join(f"{n} {k}" for k, n in sorted(image.found.items())) or "no signatures or referrers"
@@ -78,18 +117,25 @@ def export_summary(s: ExportSummary) -> str:
         f"  checksum file {s.sidecar}; catalog signed with key {s.key_id}",
         f"  {s.images} image(s), {s.platforms} platform manifest(s), signatures and referrers: {kinds}",
         f"  {s.manifests} manifests, {s.blobs} blobs, {human_bytes(s.uncompressed_bytes)} -> "
-        f"{human_bytes(s.compressed_bytes)} (x{ratio:.2f}) in {s.seconds:.1f} s ({mbps:.1f} MB/s)",
+        f"{human_bytes(s.compressed_bytes)} (x{ratio:.2f}) in {s.seconds:.1f} s ({human_bytes(rate)}/s)",
     ]
     lines += [f"  warning: {w}" for w in s.warnings]
     lines += signature_lines(s.signatures)
     return "\n".join(lines)
 
 
-def verify_result(path: str, r: VerifyResult) -> str:
-    return (
-        f"{path}: OK — signature by key {r.key_id}; {r.files} files, {human_bytes(r.bytes)} "
+def verify_result(path: str, r: VerifyResult, images: Sequence[ImageVerification] | None = None) -> str:
+    """The headline: OK only when the bundle verified and the image-signature policy (if given) passed."""
+    facts = (
+        f"signature by key {r.key_id}; {r.files} files, {human_bytes(r.bytes)} "
         f"match the catalog ({len(r.catalog.images)} images)"
     )
+    result = SignatureOutcome.of(images).result
+    if result == PolicyResult.FAILED:
+        return f"{path}: bundle intact, but image signatures FAILED the policy — {facts}"
+    if result == PolicyResult.NOT_CHECKED:
+        return f"{path}: OK — {facts}; image signatures not checked (no --cosign-key or keyless identity)"
+    return f"{path}: OK — {facts}; image signatures passed the policy"
 
 
 def catalog(c: Catalog, *, signature_note: str) -> str:
@@ -116,6 +162,9 @@ def catalog(c: Catalog, *, signature_note: str) -> str:
 def import_report(r: ImportReport) -> str:
     head = "dry run: nothing was pushed" if r.dry_run else f"imported into {r.target}"
     signed = f"signature by key {r.signed_by}" if r.signed_by else "signature NOT verified (--insecure-skip-verify)"
+    result = SignatureOutcome.of(r.signatures).result
+    if result != PolicyResult.NOT_CHECKED:
+        signed += f"; image signatures {'passed' if result == PolicyResult.PASSED else 'FAILED'} the policy"
     lines = [f"{r.bundle}: {head}; {signed}"]
     lines += [f"  {name}: {count}" for name, count in sorted(r.counts.items())]
     if not r.to_layout:
@@ -127,4 +176,20 @@ def import_report(r: ImportReport) -> str:
     elif not r.counts:
         lines.append("  nothing to do")
     lines += signature_lines(r.signatures)
+    return "\n".join(lines)
+
+
+def dry_run_plan(r: ImportReport) -> str:
+    """Per image of a dry run: where it would land, and whether it is new, present or a conflict."""
+    width = max((len(p.source) for p in r.plan), default=0)
+    lines = ["plan (nothing was written):"]
+    for p in r.plan:
+        note = f" (the tag is {p.current} now)" if p.state in (Landing.CONFLICT, Landing.OVERWRITE) else ""
+        lines.append(f"  {p.state.value:<9} {p.source:<{width}} -> {p.target}@{p.digest}{note}")
+    if r.conflicts:
+        first = r.conflicts[0]
+        lines.append(
+            f"the import would be refused: {len(r.conflicts)} tag(s) point at another digest "
+            f"({first.target} is {first.current}); pass --overwrite to replace them or --map to import elsewhere"
+        )
     return "\n".join(lines)

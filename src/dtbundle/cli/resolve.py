@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
-from dtbundle.cli import render
+from dtbundle.cli import jsonout, render
 from dtbundle.cli.options import REGISTRY, RegistryAccess, uses
 from dtbundle.discovery import resolve_all
 from dtbundle.oci import parse_reference
@@ -30,7 +29,7 @@ def resolve(
     with registry.client({r.registry for r in refs}) as client:
         images = resolve_all(client, refs, attachments=not no_referrers)
     if as_json:
-        typer.echo(json.dumps({"images": [i.to_json() for i in images]}, indent=2))
+        typer.echo(jsonout.document("resolve", {"images": [i.to_json() for i in images]}))
     else:
         for image in images:
             typer.echo(render.resolved(image))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dtbundle.cli import render
+from dtbundle.cli import jsonout, render
 from dtbundle.cli.options import KEYS, OUTPUT, SIGNATURES, BundleKeys, OutputOptions, SignatureOptions, uses
 from dtbundle.cli.progress import progress_display
 from dtbundle.verify import verify as verify_bundle
@@ -25,13 +24,16 @@ def verify(
     with --cosign-key or keyless options, the images' signatures too, offline."""
     trusted = keys.load("verify")
     policy = signatures.policy()
-    with progress_display(output.quiet, "verify") as progress:
+    with progress_display(output.quiet) as progress:
         outcome = verify_bundle(
-            bundle, trusted, policy, require_signatures=signatures.require_signatures, progress_factory=progress
+            bundle, trusted, policy, require_signatures=signatures.require_signatures, progress=progress
         )
-    if output.as_json:
-        typer.echo(json.dumps({"bundle": str(bundle), "ok": True, **outcome.to_json()}, indent=2))
+    if output.quiet and not output.as_json:
+        typer.echo(render.verify_line(str(bundle), outcome.bundle, outcome.images))
         return
-    typer.echo(render.verify_result(str(bundle), outcome.bundle))
+    if output.as_json:
+        typer.echo(jsonout.document("verify", {"bundle": str(bundle), **outcome.to_json()}))
+        return
+    typer.echo(render.verify_result(str(bundle), outcome.bundle, outcome.images))
     for line in render.signature_lines(outcome.images or []):
         typer.echo(line)

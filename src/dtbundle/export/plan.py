@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dtbundle.discovery import find_attachments
+from dtbundle.discovery import fetch_requested, find_attachments
 from dtbundle.errors import NotFoundError, UnsupportedManifestError, UsageError
 from dtbundle.limits import TRUST
 from dtbundle.oci import Descriptor, Platform, Reference, compute_digest, load_json_object
@@ -151,7 +151,7 @@ class Planner:
 
     def _add_image(self, request: ImageRequest) -> None:
         ref = request.ref
-        top = self.client.get_manifest(ref)
+        top = fetch_requested(self.client, ref)  # a missing tag or repository names the nearest tags
         image = PlannedImage(request, top, top.parsed.manifests if top.is_index else ())
         if request.platforms:
             self._apply_filter(image)

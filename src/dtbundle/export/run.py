@@ -14,9 +14,10 @@ import datetime
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +39,11 @@ from dtbundle.bundle.format import (
 from dtbundle.bundle.key import PrivateKey, key_id, sign_catalog
 from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
 from dtbundle.bundle.writer import BundleWriter
-from dtbundle.errors import UsageError
+from dtbundle.errors import Interrupted, LocalIOError, UsageError
 from dtbundle.export.plan import ExportPlan, ImageRequest, Planner, StoredBlob
 from dtbundle.oci import Descriptor, blob_path, sha256_hex
 from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.progress import NO_PROGRESS, Progress, format_bytes, plural
 from dtbundle.registry import RegistryClient
 from dtbundle.trust.evaluate import (
     ImageVerification,
@@ -51,9 +53,8 @@ from dtbundle.trust.evaluate import (
     signature_layers,
     verify_image,
 )
+from dtbundle.trust.outcome import SignatureOutcome
 from dtbundle.trust.policy import Policy
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,17 @@ class ImageSummary:
         return {
             "reference": self.reference,
             "digest": self.digest,
-            "platforms": list(self.platforms),
+            "platformNames": list(self.platforms),
             "originalDigest": self.original_digest,
-            "found": {str(k): n for k, n in self.found.items()},
+            "attachmentCounts": self.attachment_counts(self.found),
             "droppedWithTrim": self.dropped_with_trim,
         }
+
+    @staticmethod
+    def attachment_counts(counts: Mapping[ArtifactKind, int]) -> dict[str, int]:
+        """``attachmentCounts`` (specs/json-output.md): every kind but IMAGE, zero included; COSIGN_SIG -> cosignSig."""
+        words = {kind: kind.name.lower().split("_") for kind in ArtifactKind if kind != ArtifactKind.IMAGE}
+        return {w[0] + "".join(x.title() for x in w[1:]): counts.get(kind, 0) for kind, w in words.items()}
 
 
 @dataclass
@@ -115,18 +122,15 @@ class ExportSummary:
             "bundle": str(self.path),
             "sha256": self.sha256,
             "sidecar": str(self.sidecar),
-            "signingKey": self.key_id,
-            "images": self.images,
-            "platforms": self.platforms,
-            "artifacts": {str(k): n for k, n in self.artifacts.items()},
-            "manifests": self.manifests,
-            "blobs": self.blobs,
+            "bundleKey": self.key_id,
+            "counts": dict(images=self.images, platforms=self.platforms, manifests=self.manifests, blobs=self.blobs),
+            "attachmentCounts": ImageSummary.attachment_counts(self.artifacts),
             "uncompressedBytes": self.uncompressed_bytes,
             "compressedBytes": self.compressed_bytes,
             "seconds": round(self.seconds, 3),
-            "perImage": [i.to_json() for i in self.per_image],
-            "warnings": self.warnings,
-            "signatureVerification": [v.to_json() for v in self.signatures],
+            "images": [i.to_json() for i in self.per_image],
+            "warnings": list(self.warnings),
+            "imageSignatures": SignatureOutcome.of(self.signatures).to_json(),
         }
 
 
@@ -210,12 +214,9 @@ def build_catalog(
     return Catalog(created_text, __version__, images, artifacts, tuple(files), dict(extensions or {})), index
 
 
-def run_export(
-    client: RegistryClient,
-    settings: ExportSettings,
-    progress_factory: Callable[[int], Progress] | None = None,
-) -> ExportSummary:
-    """Export ``settings.requests`` into one signed bundle at ``settings.output``."""
+def run_export(client: RegistryClient, settings: ExportSettings, progress: Progress = NO_PROGRESS) -> ExportSummary:
+    """Export ``settings.requests`` into one signed bundle at ``settings.output``; refuse before the first
+    blob without the disk space it may need; KeyboardInterrupt becomes Interrupted, after the cleanup."""
     started = time.monotonic()
     output = settings.output
     if output.exists() and not settings.force:
@@ -224,36 +225,54 @@ def run_export(
         raise UsageError(f"output directory {output.parent} does not exist")
     if not settings.requests:
         raise UsageError("no images to export: give references or --images-file")
-    plan = Planner(client, referrers=settings.referrers, concurrency=settings.concurrency).build(settings.requests)
-    verifications = None
-    if settings.signature_policy is not None:
-        verifications = verify_plan(client, plan, settings.signature_policy)
-        if settings.require_signatures:
-            require_verified(verifications)
-    created = created_time()
-    catalog, index = build_catalog(plan, created, verifications, settings.extensions)
-    catalog_bytes = catalog.to_bytes()
-    signature = sign_catalog(settings.signing_key, catalog_bytes)
-    progress = progress_factory(catalog.total_size) if progress_factory else None
-
-    spool = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".spool", dir=output.parent))
+    finishing = False
     try:
-        with BundleWriter(output, mtime=int(created.timestamp()), level=settings.compression_level) as writer:
-            writer.add_bytes(CATALOG_NAME, catalog_bytes)
-            writer.add_bytes(SIGNATURE_NAME, signature)
-            for name, data in ((LAYOUT_NAME, OCI_LAYOUT_BYTES), (INDEX_NAME, index)):
-                writer.add_bytes(name, data)
-                if progress:
-                    progress(len(data))
-            for digest, stored in plan.manifests.items():
-                writer.add_bytes(blob_path(digest), stored.manifest.data)
-                if progress:
-                    progress(stored.manifest.size)
-            blobs = [b for d, b in plan.blobs.items() if d not in plan.manifests]
-            _write_blobs(client, writer, blobs, spool, settings.concurrency, progress)
-            written = writer.commit()
-    finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        progress.phase(f"resolving {plural(len(settings.requests), 'image')}")
+        plan = Planner(client, referrers=settings.referrers, concurrency=settings.concurrency).build(settings.requests)
+        verifications = None
+        if settings.signature_policy is not None:
+            progress.phase(f"verifying the signatures of {plural(len(plan.images), 'image')}")
+            verifications = verify_plan(client, plan, settings.signature_policy)
+            if settings.require_signatures:
+                require_verified(verifications)
+        created = created_time()
+        catalog, index = build_catalog(plan, created, verifications, settings.extensions)
+        catalog_bytes = catalog.to_bytes()
+        signature = sign_catalog(settings.signing_key, catalog_bytes)
+        blobs = [b for d, b in plan.blobs.items() if d not in plan.manifests]
+        # Room for the tar through zstd (< 1 % growth) and the blobs _write_blobs spools at once (window + 1).
+        window = max(1, 2 * settings.concurrency)
+        tar = catalog.total_size + len(catalog_bytes) + len(signature) + 1024 * (len(catalog.files) + 4)
+        room, spooled = tar + tar // 100 + (1 << 20), sum(sorted(b.descriptor.size for b in blobs)[-window - 1 :])
+        if room + spooled > (free := shutil.disk_usage(output.parent).free):
+            raise LocalIOError(
+                f"needs up to {format_bytes(room + spooled)} in {output.parent} (bundle {format_bytes(room)} + "
+                f"temporary files {format_bytes(spooled)}), {format_bytes(free)} free: free space or write "
+                "elsewhere with --output"
+            )
+        progress.phase(f"writing the catalog and {plural(len(plan.manifests), 'manifest')}")
+        spool = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".spool", dir=output.parent))
+        try:
+            with BundleWriter(output, mtime=int(created.timestamp()), level=settings.compression_level) as writer:
+                writer.add_bytes(CATALOG_NAME, catalog_bytes)
+                writer.add_bytes(SIGNATURE_NAME, signature)
+                writer.add_bytes(LAYOUT_NAME, OCI_LAYOUT_BYTES)
+                writer.add_bytes(INDEX_NAME, index)
+                for digest, stored in plan.manifests.items():
+                    writer.add_bytes(blob_path(digest), stored.manifest.data)
+                progress.phase(f"downloading {plural(len(blobs), 'blob')}")
+                progress.start(sum(b.descriptor.size for b in blobs))
+                _write_blobs(client, writer, blobs, spool, window, progress)
+                progress.phase(f"finishing {output.name}")
+                finishing = True
+                written = writer.commit()
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+    except KeyboardInterrupt:
+        state = "no bundle was written and temporary files were removed; run the same command again"
+        if finishing:
+            state = f"{output} may be incomplete (it was being finished); run the same command again with --force"
+        raise Interrupted(f"interrupted: {state}") from None
 
     per_image = [
         ImageSummary(
@@ -319,24 +338,25 @@ def verify_plan(client: RegistryClient, plan: ExportPlan, policy: Policy) -> lis
 
 
 def _write_blobs(
-    client: RegistryClient,
-    writer: BundleWriter,
-    blobs: list[StoredBlob],
-    spool: Path,
-    concurrency: int,
-    progress: Progress | None,
+    client: RegistryClient, writer: BundleWriter, blobs: list[StoredBlob], spool: Path, window: int, progress: Progress
 ) -> None:
-    """Download ahead concurrently (bounded window), append to the tar in order."""
+    """Download ahead (``window`` blobs, by ``window // 2`` threads; bytes counted as they arrive), append to the
+    tar in order. When the writer stops (error, Ctrl-C), running downloads stop at their next chunk."""
+    stop = threading.Event()
+
+    def arrived(n: int) -> None:
+        if stop.is_set():
+            raise Interrupted("download stopped: the export ended")
+        progress.advance(n)
 
     def fetch(blob: StoredBlob) -> Path:
         dest = spool / blob.descriptor.digest.replace(":", "-")
-        client.fetch_blob(blob.source, blob.descriptor, dest)
+        client.fetch_blob(blob.source, blob.descriptor, dest, arrived)
         return dest
 
-    window = max(1, 2 * concurrency)
     pending: deque[tuple[StoredBlob, Future[Path]]] = deque()
     queue = iter(blobs)
-    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="dtbundle-fetch") as pool:
+    with ThreadPoolExecutor(max(1, window // 2), thread_name_prefix="dtbundle-fetch") as pool:
         try:
 
             def top_up() -> None:
@@ -352,14 +372,10 @@ def _write_blobs(
                 path = future.result()
                 top_up()
                 with path.open("rb") as handle:
-                    writer.add_stream(
-                        blob_path(blob.descriptor.digest),
-                        blob.descriptor.size,
-                        _chunks(handle),
-                        progress,
-                    )
+                    writer.add_stream(blob_path(blob.descriptor.digest), blob.descriptor.size, _chunks(handle))
                 path.unlink()
         except BaseException:
+            stop.set()
             for _, future in pending:
                 future.cancel()
             raise

@@ -11,6 +11,9 @@ path components) to a destination prefix; the longest matching SRC_PREFIX wins.
 A DST_PREFIX whose first component is not a host is relative to ``--registry``::
 
     --map public.ecr.aws/dynatrace=reg.corp  -> reg.corp/dynatrace-operator
+
+A rule that matches no image of the bundle is refused (:meth:`RepositoryMapper.check_rules_match`):
+it is a typo, and ignoring it would push the images somewhere the user did not mean.
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ def parse_target(text: str, what: str = "--registry") -> Prefix:
 class Rule:
     source: str  # registry/path prefix, normalised
     target: Prefix
+    text: str = ""  # SRC_PREFIX=DST_PREFIX as the user wrote it
+
+    def matches(self, name: str) -> bool:
+        """Whether ``registry/repository`` lies at or below this rule's source prefix."""
+        return name == self.source or name.startswith(self.source + "/")
 
 
 class RepositoryMapper:
@@ -83,7 +91,7 @@ class RepositoryMapper:
                 if self.default is None:
                     raise UsageError(f"--map {item!r}: {target!r} has no registry host; add --registry HOST")
                 dst = Prefix(self.default.registry, "/".join(p for p in (self.default.path, target) if p))
-            self.rules.append(Rule(src, dst))
+            self.rules.append(Rule(src, dst, item.strip()))
         if self.default is None and not self.rules:
             raise UsageError("give the target registry: --registry HOST[:PORT][/PREFIX] (or --to-oci DIR)")
 
@@ -95,15 +103,26 @@ class RepositoryMapper:
         name = f"{registry}/{repository}"
         best: Rule | None = None
         for rule in self.rules:
-            if (name == rule.source or name.startswith(rule.source + "/")) and (
-                best is None or len(rule.source) > len(best.source)
-            ):
+            if rule.matches(name) and (best is None or len(rule.source) > len(best.source)):
                 best = rule
         if best is not None:
             return best.target.join(name[len(best.source) + 1 :] if name != best.source else "")
         if self.default is None:
             raise UsageError(f"no --map rule matches {name}, and no --registry was given for the rest")
         return self.default.join(repository)
+
+    def check_rules_match(self, names: Iterable[str]) -> None:
+        """Refuse a rule that matches none of ``names`` (every ``registry/repository`` of the bundle's images)."""
+        names = set(names)
+        for rule in self.rules:
+            if not any(rule.matches(name) for name in names):
+                origins = sorted({"/".join(name.split("/")[:2]) for name in names})
+                hint = (
+                    f"whose images come from {', '.join(origins)}; start SRC_PREFIX with one of these"
+                    if origins
+                    else "which holds no images"
+                )
+                raise UsageError(f"--map {rule.text}: matches no image in the bundle, {hint}")
 
     def map_private(self, repository: str) -> Reference:
         """A repository name chosen by the bundle (e.g. ``dynatrace-oneagent-classic``), below --registry."""

@@ -115,6 +115,8 @@ def place(catalog: Catalog, mapper: RepositoryMapper | None) -> Placement:
         if repo is not None and source.tag:
             tags.append(TagWrite(repo.with_tag(source.tag), digest, media_type, kind, source))
 
+    if mapper is not None:  # a --map rule that matches nothing is a mistake: refuse it before any byte moves
+        mapper.check_rules_match(f"{image.registry}/{image.repository}" for image in catalog.images)
     for image in catalog.images:
         repo = target(image.registry, image.repository, image.annotations.get(TARGET_REPOSITORY_ANNOTATION))
         root(image.digest, image.media_type, repo)

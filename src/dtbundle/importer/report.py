@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from dtbundle.trust.evaluate import ImageVerification
+from dtbundle.trust.outcome import SignatureOutcome
 
 
 class Count(StrEnum):
@@ -36,6 +37,26 @@ class Count(StrEnum):
     INDEX_ENTRIES_WOULD_OVERWRITE = "index entries would be overwritten"
 
 
+class Landing(StrEnum):
+    """What an import does (or, in a dry run, would do) to an image's target tag."""
+
+    NEW = "new"  # the tag does not exist yet
+    PRESENT = "present"  # the tag already points at this image
+    CONFLICT = "conflict"  # the tag points at another digest: refused without --overwrite
+    OVERWRITE = "overwrite"  # the tag points at another digest and --overwrite replaces it
+
+
+@dataclass(frozen=True)
+class PlannedLanding:
+    """Where one image of the bundle lands, and in what state it finds its target tag."""
+
+    source: str  # source reference with tag
+    target: str  # target reference with tag (a ref name in an OCI layout)
+    digest: str
+    state: Landing
+    current: str | None = None  # the digest the target tag has now
+
+
 @dataclass(frozen=True)
 class ImportedImage:
     source: str  # source reference with tag
@@ -54,6 +75,11 @@ class ImportReport:
     seconds: float = 0.0
     images: list[ImportedImage] = field(default_factory=list)
     signatures: list[ImageVerification] = field(default_factory=list)
+    plan: list[PlannedLanding] = field(default_factory=list)  # dry runs: each image's landing
+
+    @property
+    def conflicts(self) -> list[PlannedLanding]:
+        return [p for p in self.plan if p.state == Landing.CONFLICT]
 
     def add(self, count: Count, n: int = 1) -> None:
         """Count what happened; zero is not recorded (the report lists what happened)."""
@@ -61,14 +87,31 @@ class ImportReport:
             self.counts[count] += n
 
     def to_json(self) -> dict[str, Any]:
+        """The ``import --json`` fields (specs/json-output.md): every counter, zero included."""
+
+        def key(count: Count) -> str:  # BLOBS_EXIST -> blobsExist: the enum fixes the set of keys
+            first, *rest = count.name.lower().split("_")
+            return first + "".join(word.title() for word in rest)
+
         return {
             "bundle": self.bundle,
             "target": self.target,
             "dryRun": self.dry_run,
-            "signedBy": self.signed_by,
-            "counts": {str(k): n for k, n in sorted(self.counts.items())},
-            "bytesUploaded": self.bytes_uploaded,
+            "toLayout": self.to_layout,
+            "bundleKey": self.signed_by,
+            "counts": {key(count): self.counts[count] for count in Count},
+            "uploadedBytes": self.bytes_uploaded,
             "seconds": round(self.seconds, 3),
             "images": [{"source": i.source, "target": i.target} for i in self.images],
-            "signatureVerification": [v.to_json() for v in self.signatures],
+            "plan": [
+                {
+                    "source": p.source,
+                    "target": p.target,
+                    "digest": p.digest,
+                    "state": str(p.state),
+                    "currentDigest": p.current,
+                }
+                for p in self.plan
+            ],
+            "imageSignatures": SignatureOutcome.of(self.signatures).to_json(),
         }

@@ -24,22 +24,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dtbundle.bundle.format import INDEX_NAME, LAYOUT_NAME
+from dtbundle.bundle.format import INDEX_NAME, LAYOUT_NAME, Catalog
 from dtbundle.bundle.key import PublicKey
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.errors import IntegrityError
+from dtbundle.errors import IntegrityError, Interrupted
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.plan import ImportPlan, build_plan, parse_bundle_manifest, place
 from dtbundle.importer.report import ImportedImage, ImportReport
 from dtbundle.importer.sinks import DryRunSink, LayoutSink, RegistrySink, Sink
 from dtbundle.limits import BundleLimits
 from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.progress import NO_PROGRESS, Progress, plural
 from dtbundle.registry import RegistryClient
 from dtbundle.trust.evaluate import SignatureCollector, require_verified
 from dtbundle.trust.policy import Policy
 from dtbundle.verify import collect_signatures
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,10 @@ class ImportSettings:
     require_signatures: bool = False
 
 
-def _sink(client: RegistryClient | None, settings: ImportSettings, report: ImportReport) -> Sink:
+def _sink(client: RegistryClient | None, settings: ImportSettings, report: ImportReport, catalog: Catalog) -> Sink:
     if settings.dry_run:
-        return DryRunSink(report, settings.overwrite, client if settings.to_oci is None else None, settings.to_oci)
+        registry = client if settings.to_oci is None else None
+        return DryRunSink(report, settings.overwrite, registry, settings.to_oci, catalog.images)
     if settings.to_oci is not None:
         return LayoutSink(settings.to_oci, report, settings.overwrite)
     assert client is not None
@@ -65,7 +65,34 @@ def _sink(client: RegistryClient | None, settings: ImportSettings, report: Impor
 
 
 def run_import(
-    client: RegistryClient | None, settings: ImportSettings, progress_factory: Callable[[int], Progress] | None = None
+    client: RegistryClient | None, settings: ImportSettings, progress: Progress = NO_PROGRESS
+) -> ImportReport:
+    """Import ``settings.bundle``; KeyboardInterrupt (Ctrl-C, SIGTERM) becomes :class:`Interrupted`,
+    whose message says what state the target was left in."""
+    publishing: list[bool] = []  # not empty once the sink commits (tags may move from then on)
+    try:
+        return _import(client, settings, progress, publishing)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted(settings, bool(publishing))) from None
+
+
+def _interrupted(settings: ImportSettings, publishing: bool) -> str:
+    if settings.dry_run:
+        return "interrupted: nothing was written (dry run)"
+    if settings.to_oci is not None and not publishing:
+        return f"interrupted: the index.json of {settings.to_oci} was not changed; run the same command again"
+    if settings.to_oci is not None:
+        return f"interrupted while writing {settings.to_oci}: run the same command again to finish it"
+    if publishing:
+        return (
+            "interrupted while pushing manifests and tags: some tags may already point at the new (verified) "
+            "images, others not yet; run the same command again to finish"
+        )
+    return "interrupted: no tag was changed; blobs already pushed are reused when you run the same command again"
+
+
+def _import(
+    client: RegistryClient | None, settings: ImportSettings, progress: Progress, publishing: list[bool]
 ) -> ImportReport:
     started = time.monotonic()
     if settings.to_oci is None and (settings.mapper is None or client is None):
@@ -81,9 +108,15 @@ def run_import(
             str(settings.bundle), target, settings.dry_run, settings.to_oci is not None, bundle.key_id
         )
         placement = place(catalog, settings.mapper if settings.to_oci is None else None)
-        sink = _sink(client, settings, report)
+        sink = _sink(client, settings, report, catalog)
+        if settings.to_oci is None:
+            progress.phase(f"checking {plural(len(placement.tags), 'target tag')}")
         sink.prepare(placement)
-        progress = progress_factory(catalog.total_size) if progress_factory else None
+        doing = (
+            "verifying" if settings.dry_run else "verifying and writing" if settings.to_oci else "verifying and pushing"
+        )
+        progress.phase(f"{doing} {plural(len(catalog.files), 'file')}")
+        progress.start(catalog.total_size)
         collector = SignatureCollector(catalog) if settings.signature_policy is not None else None
         blob_files = frozenset(f.digest for f in catalog.files if f.path.startswith("blobs/"))
         manifest_types = {d: t for d, (t, _) in placement.roots.items()}
@@ -92,7 +125,7 @@ def run_import(
         index_bytes = b""
         try:
             for entry, data in bundle.files():
-                data = _counted(data, progress)
+                data = _counted(data, progress.advance)
                 if collector is not None:
                     data = collect_signatures(collector, entry, data)
                 if entry.path in (LAYOUT_NAME, INDEX_NAME):
@@ -125,6 +158,9 @@ def run_import(
         except BaseException:
             sink.abort()
             raise
+    if not settings.dry_run:
+        progress.phase("writing manifests and index.json" if settings.to_oci else "pushing manifests and tags")
+    publishing.append(True)
     sink.commit(plan, index_bytes)
     report.images = [
         ImportedImage(str(w.source), f"{w.target}@{w.digest}") for w in placement.tags if w.kind == ArtifactKind.IMAGE
@@ -133,8 +169,7 @@ def run_import(
     return report
 
 
-def _counted(data: Iterator[bytes], progress: Progress | None) -> Iterator[bytes]:
+def _counted(data: Iterator[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
     for chunk in data:
-        if progress:
-            progress(len(chunk))
+        advance(len(chunk))
         yield chunk

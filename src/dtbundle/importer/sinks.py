@@ -16,15 +16,15 @@ import contextlib
 import queue
 import tempfile
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from dtbundle.bundle.format import CatalogFile
-from dtbundle.bundle.layout import LayoutWriter, check_layout_dir, merge_index, read_index
+from dtbundle.bundle.format import CatalogFile, CatalogImage
+from dtbundle.bundle.layout import LayoutWriter, check_layout_dir, merge_index, read_index, ref_names
 from dtbundle.importer.plan import ImportPlan, Placement, Repos
 from dtbundle.importer.publish import Publisher, existing_tags
-from dtbundle.importer.report import Count, ImportReport
+from dtbundle.importer.report import Count, ImportReport, Landing, PlannedLanding
 from dtbundle.oci import Descriptor, Reference
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.registry import RegistryClient
@@ -135,19 +135,35 @@ class DryRunSink:
     """Reads the target (a registry, or a layout directory) and counts what an import would do."""
 
     def __init__(
-        self, report: ImportReport, overwrite: bool, client: RegistryClient | None, directory: Path | None
+        self,
+        report: ImportReport,
+        overwrite: bool,
+        client: RegistryClient | None,
+        directory: Path | None,
+        catalog_images: Sequence[CatalogImage] = (),
     ) -> None:
         self.report, self.overwrite, self.client, self.directory = report, overwrite, client, directory
+        self.catalog_images = catalog_images  # a layout's plan: images land under their ref names
         self.current: dict[Reference, str] = {}
         if directory is not None:
             check_layout_dir(directory)
 
     def prepare(self, placement: Placement) -> None:
+        # A dry run reports conflicts in its plan instead of refusing before showing it.
         if self.client is not None:
-            self.current = existing_tags(self.client, placement.tags, self.overwrite)
+            self.current = existing_tags(self.client, placement.tags, overwrite=True)
 
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
         self._probe(entry.digest, entry.size, repos)
+
+    def _landing(self, source: Reference, target: str, digest: str, current: str | None) -> PlannedLanding:
+        if current is None:
+            state = Landing.NEW
+        elif current == digest:
+            state = Landing.PRESENT
+        else:
+            state = Landing.OVERWRITE if self.overwrite else Landing.CONFLICT
+        return PlannedLanding(str(source), target, digest, state, current)
 
     def _probe(self, digest: str, size: int, repos: Repos) -> None:
         if self.client is not None:
@@ -172,11 +188,27 @@ class DryRunSink:
             # A layout keeps manifests as blobs too: a real run writes those that are missing.
             for digest in plan.order:
                 self._probe(digest, len(plan.manifests[digest].data), frozenset())
-            _, merged = merge_index(read_index(self.directory), bundle_index, self.overwrite, self.directory)
+            existing = read_index(self.directory)
+            _, merged = merge_index(existing, bundle_index, True, self.directory)
+            names = ref_names(existing)
+            self.report.plan = [
+                self._landing(
+                    Reference(image.registry, image.repository, image.tag),
+                    image.ref_name,
+                    image.digest,
+                    names.get(image.ref_name),
+                )
+                for image in self.catalog_images
+            ]
             self.report.add(Count.INDEX_ENTRIES_UNCHANGED, merged.unchanged)
             self.report.add(Count.INDEX_ENTRIES_WOULD_ADD, merged.added)
             self.report.add(Count.INDEX_ENTRIES_WOULD_OVERWRITE, merged.overwritten)
             return
+        self.report.plan = [
+            self._landing(w.source, str(w.target), w.digest, self.current.get(w.target))
+            for w in plan.placement.tags
+            if w.kind == ArtifactKind.IMAGE
+        ]
         for write in plan.placement.tags:
             if write.kind == ArtifactKind.REFERRERS_INDEX:
                 continue

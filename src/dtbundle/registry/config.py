@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dtbundle import __version__
 from dtbundle.limits import MiB, RegistryLimits
+from dtbundle.registry.proxy import ProxySettings
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class RegistryConfig:
     # Loopback registries may speak plain HTTP when HTTPS fails, as Docker allows for localhost.
     loopback_plain_http_fallback: bool = True
     limits: RegistryLimits = field(default_factory=RegistryLimits)
+    # Proxies for registries, token services and the Deployment API (none: direct), from
+    # ProxySettings.from_environment(os.environ, --proxy); see specs/registry-client.md.
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     # Transfer sizes (tuning, not bounds).
     # Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks.

@@ -1,6 +1,6 @@
 """JSON from an HTTP API next to the registries (the Dynatrace Deployment API), spoken
 through the registry session so that it gets the same guarantees as registry traffic:
-the TLS settings of :class:`RegistryConfig` (``--ca-cert``), timeouts, bounded retries
+the TLS and proxy settings of :class:`RegistryConfig` (``--ca-cert``, ``--proxy``), timeouts, bounded retries
 with backoff (connection errors, 429, 5xx), and a body read with the ``max_json_bytes``
 bound. Unlike registry requests, these never carry registry credentials (the caller sends
 its own ``Authorization`` header) and never fall back from HTTPS to plain HTTP. No httpx
@@ -69,6 +69,8 @@ class ServiceSession(Session):
         except RegistryConnectionError as exc:  # the session's wording is about registries; this host is not one
             raise RegistryConnectionError(exc.message.replace(f"registry {host} ", f"{host} ", 1)) from None
         try:
+            if (refused := self._proxy_refused(response, host, what)) is not None:  # not the service's 401
+                raise RegistryConnectionError(refused.message.replace(f"registry {host} ", f"{host} ", 1))
             if response.status_code != 200:
                 return JsonAnswer(response.status_code)
             return JsonAnswer(200, read_json_object(response, limits.max_json_bytes, what))

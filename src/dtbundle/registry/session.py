@@ -1,4 +1,4 @@
-"""One HTTP session for all registries of a command: TLS, retries, auth, redirects.
+"""One HTTP session for all registries of a command: TLS, proxies, retries, auth, redirects.
 
 It owns the httpx client (only the ``registry`` package talks to httpx) and guarantees that:
 
@@ -18,7 +18,6 @@ import email.utils
 import ipaddress
 import json
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,7 +29,6 @@ import httpx
 
 from dtbundle.errors import (
     AuthenticationError,
-    LocalIOError,
     NotFoundError,
     RegistryConnectionError,
     RegistryError,
@@ -39,9 +37,13 @@ from dtbundle.registry.auth import Authenticator
 from dtbundle.registry.bounded import read_prefix
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver
+from dtbundle.registry.proxy import Proxy, ProxySettings
+from dtbundle.registry.transport import build_transport, proxy_refusal, proxy_transport_failure, through
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# What a TLS port answers a plain HTTP request with: Go (distribution, Harbor), nginx.
+_PLAIN_TO_TLS = ("Client sent an HTTP request to an HTTPS server", "The plain HTTP request was sent to HTTPS port")
 
 Body = bytes | Callable[[], Iterable[bytes]] | None
 
@@ -84,26 +86,15 @@ class Session:
     ) -> None:
         self.config = config
         self._sleep = sleep
-        verify: ssl.SSLContext | bool = True
-        if config.insecure_skip_tls_verify:
-            verify = False
-        elif config.ca_cert is not None:
-            try:
-                verify = ssl.create_default_context(cafile=str(config.ca_cert))
-            except (OSError, ssl.SSLError) as exc:
-                raise LocalIOError(f"cannot load CA certificate {config.ca_cert}: {exc}") from None
+        # An injected transport (tests) is used as is; otherwise TLS, limits and proxies come from config.
+        self._proxy_for = (config.proxy if transport is None else ProxySettings()).proxy_for
         self._client = httpx.Client(
-            transport=transport,
-            verify=verify,
+            transport=transport if transport is not None else build_transport(config),
             timeout=httpx.Timeout(config.limits.read_timeout, connect=config.limits.connect_timeout),
             follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=config.limits.max_connections,
-                max_keepalive_connections=config.limits.max_connections,
-            ),
             # identity: bytes are hashed exactly as sent, and Range offsets stay meaningful.
             headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
-            trust_env=False,
+            trust_env=False,  # proxies come from config.proxy, with NO_PROXY read as curl reads it
         )
         self.auth = Authenticator(credentials, self._send_plain, config.limits.max_json_bytes)
         self._schemes: dict[str, str] = {}
@@ -173,9 +164,12 @@ class Session:
                 if not challenge:
                     raise AuthenticationError(f"registry {target.registry} refused {what} (HTTP 401, no challenge)")
                 self.auth.forget(target.host)
-                authorization = self.auth.respond(
-                    target.host, target.registry, target.repository, target.scopes, challenge
-                )
+                try:
+                    authorization = self.auth.respond(
+                        target.host, target.registry, target.repository, target.scopes, challenge
+                    )
+                except AuthenticationError as exc:  # or was it the proxy, refusing its credentials?
+                    raise self._proxy_refused(response, target.host, what) or exc from None
                 continue
             break
         if follow_redirects:
@@ -204,14 +198,14 @@ class Session:
         if response.status_code in accepted:
             return response
         try:
-            raise self._status_error(response, target, what)
+            raise self._proxy_refused(response, target.host, what) or self._status_error(response, target, what)
         finally:
             response.close()
 
     def _send_plain(self, request: httpx.Request) -> httpx.Response:
         """Token-service requests: retried, never authenticated by us."""
         host = request.url.netloc.decode()
-        return self._send_with_retries(
+        response = self._send_with_retries(
             request.method,
             str(request.url),
             host,
@@ -222,6 +216,17 @@ class Session:
             False,
             self.config.limits.max_attempts,
         )
+        if refused := self._proxy_refused(response, host, "token request"):
+            response.close()
+            raise refused
+        return response
+
+    def _proxy_refused(self, response: httpx.Response, host: str, what: str) -> RegistryConnectionError | None:
+        """The error for a proxy's own 407 (or 401) to a request it was to forward; None for other answers."""
+        proxy = self._proxy_for(str(response.request.url))
+        if (reason := proxy_refusal(response, proxy)) is None:
+            return None
+        return RegistryConnectionError(f"cannot reach registry {host} for {what}{through(proxy)}: {reason}")
 
     def _send_with_retries(
         self,
@@ -248,15 +253,25 @@ class Session:
                     url = url.replace("https://", "http://", 1)
                     attempt -= 1
                     continue
-                # A certificate the client does not trust will not be trusted next time either.
-                permanent = isinstance(exc, httpx.UnsupportedProtocol) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+                proxy = self._proxy_for(url)
+                # A certificate the client does not trust will not be trusted next time either,
+                # nor will a proxy accept credentials (or a tunnel) it refused.
+                permanent = (
+                    isinstance(exc, httpx.UnsupportedProtocol)
+                    or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+                    or _speaks_no_tls(exc)  # a plain-HTTP registry will not learn TLS on the next attempt
+                    or (isinstance(exc, httpx.ProxyError) and str(exc).startswith("4"))
+                )
                 if attempt >= max_attempts or permanent:
                     raise RegistryConnectionError(
-                        f"cannot reach registry {host} for {what} after {attempt} attempt(s): "
-                        f"{_describe_transport_error(exc)}"
+                        f"cannot reach registry {host} for {what}{through(proxy)} after {attempt} attempt(s): "
+                        f"{_describe_transport_error(exc, proxy)}"
                     ) from None
                 self._sleep(self._backoff(attempt))
                 continue
+            if response.status_code == 407 and (refused := self._proxy_refused(response, host, what)):
+                response.close()  # the proxy's answer to a forwarded (plain HTTP) request
+                raise refused
             if response.status_code in RETRY_STATUSES and attempt < max_attempts:
                 delay = self._backoff(attempt)
                 if response.status_code == 429:
@@ -277,6 +292,11 @@ class Session:
         status = response.status_code
         detail = registry_error_detail(response, self.config.limits.max_error_body_bytes)
         suffix = f" ({detail})" if detail else ""
+        if status == 400 and response.request.url.scheme == "http" and any(p in detail for p in _PLAIN_TO_TLS):
+            return RegistryError(
+                f"registry {target.registry} speaks HTTPS, not plain HTTP: drop --plain-http "
+                "(and pass --ca-cert FILE if its certificate is not publicly trusted)"
+            )
         if status == 404:
             return NotFoundError(f"{what} not found at registry {target.registry}{suffix}")
         if status in (401, 403):
@@ -287,6 +307,8 @@ class Session:
                 f"registry {target.registry} refused {who}: not allowed to {verb} "
                 f"{target.repository or what} (HTTP {status}){suffix}"
             )
+        # Through a proxy, a 5xx may be the proxy's own answer (it could not reach the registry).
+        suffix += through(self._proxy_for(str(response.request.url)))
         if status in RETRY_STATUSES:
             return RegistryError(
                 f"registry {target.registry} kept failing for {what}: HTTP {status} after "
@@ -307,6 +329,8 @@ def registry_error_detail(response: httpx.Response, limit: int) -> str:
         if response.headers.get("Content-Type", "text/plain").startswith("text/plain"):
             line = data[:200].decode("utf-8", "replace").strip().splitlines()[:1]
             return "".join(ch for ch in "".join(line) if ch.isprintable())[:120]
+        if _PLAIN_TO_TLS[1].encode() in data[:2000]:  # nginx says so in an HTML page
+            return _PLAIN_TO_TLS[1]
         return ""
     errors = obj.get("errors") if isinstance(obj, dict) else None
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
@@ -338,15 +362,17 @@ def _speaks_no_tls(exc: Exception) -> bool:
     return "WRONG_VERSION_NUMBER" in text or "record layer failure" in text
 
 
-def _describe_transport_error(exc: httpx.TransportError) -> str:
+def _describe_transport_error(exc: httpx.TransportError, proxy: Proxy | None = None) -> str:
     text = str(exc) or type(exc).__name__
+    if proxy is not None and (about_proxy := proxy_transport_failure(exc, proxy)):
+        return about_proxy
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return (
             "TLS certificate not trusted; pass --ca-cert FILE with the registry's CA "
             "(or --insecure-skip-tls-verify to opt out)"
         )
     if _speaks_no_tls(exc):
-        return "the registry does not speak TLS; pass --plain-http if that is intended"
+        return "the registry does not speak TLS (it answers plain HTTP); pass --plain-http to talk plain HTTP to it"
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text}"[:300]

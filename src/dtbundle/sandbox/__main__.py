@@ -7,17 +7,23 @@
           auth); then runs the Dynatrace flow end to end and prints the DynaKube fragments.
           ``--keep`` leaves everything up until Ctrl-C.
 ``serve`` only starts and seeds the registries, and prints how to reach them.
+
+Both print every credential they created (fresh for each run) and, on Ctrl-C, SIGTERM or
+SIGHUP, stop every process they started and remove their temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +33,37 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient, RegistryConfig
 from dtbundle.sandbox import dynatrace as dtsandbox
 from dtbundle.sandbox import images
+from dtbundle.sandbox.lifecycle import Stopped, StopSignals, stop_stray_children
 from dtbundle.sandbox.pki import make_ca
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
 
-ADMIN, ADMIN_PASSWORD = "sandbox-admin", "sandbox-admin-password"  # local throwaway registries only
-PAAS_TOKEN, API_TOKEN = "dt0c01.SANDBOX-PAAS-TOKEN", "dt0c01.SANDBOX-API-TOKEN"  # sandbox only
+ADMIN = "sandbox-admin"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Every credential of one sandbox run: fresh each time, printed, valid only on these local servers."""
+
+    source_password: str  # ADMIN on the source registry (pushes; pulls of the public prefixes are anonymous)
+    target_password: str  # ADMIN on the target registry
+    paas_token: str  # the built-in registry's password (user: the environment ID)
+    api_token: str  # the Deployment API's token
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(
+            secrets.token_urlsafe(12),
+            secrets.token_urlsafe(12),
+            f"dt0c01.{secrets.token_hex(12).upper()}",
+            f"dt0c01.{secrets.token_hex(12).upper()}",
+        )
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # nobody reads any more (``| head``): carry on, and clean up, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _run_dtbundle(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> None:
@@ -59,38 +87,75 @@ class Sandbox:
     builtin: RegistryServer  # a Dynatrace environment's built-in registry: user = environment ID, PaaS token
     api: dtsandbox.DeploymentApi
     samples: list[images.SampleImage]
+    cosign_key: Path  # the vendor's signing key (PKCS#8 PEM), which signed the samples
     cosign_pub: Path
-
-    def stop(self) -> None:
-        for server in (self.source, self.target, self.builtin):
-            server.stop()
-        self.api.stop()
+    secrets: Secrets
 
 
-def start(workdir: Path) -> Sandbox:
+def start(workdir: Path, credentials: Secrets, running: contextlib.ExitStack, check: Callable[[], None]) -> Sandbox:
+    """Start and seed everything; each server's stop goes on ``running`` as soon as it exists.
+    ``check`` raises when a stop signal arrived: it is called after every step."""
+
+    def started(server: RegistryServer) -> RegistryServer:
+        running.callback(server.stop)
+        check()
+        return server
+
     ca = make_ca()
-    source = start_registry(
-        workdir / "source", auth="token", ca=ca, users={ADMIN: ADMIN_PASSWORD}, public_prefixes=("samples", "dynatrace")
+    source_users, target_users = {ADMIN: credentials.source_password}, {ADMIN: credentials.target_password}
+    public = ("samples", "dynatrace")
+    source = started(
+        start_registry(workdir / "source", auth="token", ca=ca, users=source_users, public_prefixes=public)
     )
-    target = start_registry(workdir / "target", auth="basic", tls=True, ca=ca, users={ADMIN: ADMIN_PASSWORD})
-    builtin = start_registry(workdir / "builtin", auth="basic", users={dtsandbox.ENVIRONMENT_ID: PAAS_TOKEN})
+    target = started(start_registry(workdir / "target", auth="basic", tls=True, ca=ca, users=target_users))
+    builtin_users = {dtsandbox.ENVIRONMENT_ID: credentials.paas_token}
+    builtin = started(start_registry(workdir / "builtin", auth="basic", users=builtin_users))
+    api = dtsandbox.DeploymentApi(credentials.api_token)
+    running.callback(api.stop)
+    check()
     key = ec.generate_private_key(ec.SECP256R1())
-    cosign_pub = workdir / "cosign.pub"
+    cosign_key, cosign_pub = workdir / "cosign.key", workdir / "cosign.pub"
+    cosign_key.touch(mode=0o600)
+    cosign_key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     cosign_pub.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     creds = CredentialResolver(
         {
-            source.address: Credentials("sandbox", ADMIN, ADMIN_PASSWORD),
-            builtin.address: Credentials("sandbox", dtsandbox.ENVIRONMENT_ID, PAAS_TOKEN),
+            source.address: Credentials("sandbox", ADMIN, credentials.source_password),
+            builtin.address: Credentials("sandbox", dtsandbox.ENVIRONMENT_ID, credentials.paas_token),
         },
         use_config_files=False,
     )
     with RegistryClient(RegistryConfig(plain_http=True), creds) as client:
         samples = images.seed(client, source.address, key)
+        check()
         dtsandbox.seed_public(client, source.address, key)
+        check()
         dtsandbox.seed_builtin(client, builtin.address)
-    return Sandbox(source, target, builtin, dtsandbox.DeploymentApi(API_TOKEN), samples, cosign_pub)
+    return Sandbox(source, target, builtin, api, samples, cosign_key, cosign_pub, credentials)
+
+
+def describe(box: Sandbox, workdir: Path) -> None:
+    """Where everything is, and every credential this run created."""
+    source, target, builtin = box.source, box.target, box.builtin
+    token_service = source.token_server.realm if source.token_server else "none"
+    _say(f"  source (public-like, anonymous pulls through Bearer tokens): {source.url}")
+    _say(f"    {source.address}/dynatrace/dynatrace-<component>  (5 components, 3 platforms, signed)")
+    _say(f"    {source.address}/samples/...  (generic samples: OCI and Docker types, one unsigned)")
+    _say(f"    token service: {token_service}")
+    _say(f"  built-in registry of environment {dtsandbox.ENVIRONMENT_ID} (Basic auth, PaaS token): {builtin.url}")
+    _say(f"  Deployment API: {box.api.url}")
+    _say(f"  target (private-like, TLS + Basic auth): {target.url}  CA {target.ca_cert}")
+    _say("Credentials (created for this run; throwaway, valid only on these local servers):")
+    _say(f"  source {source.address}: user {ADMIN}  password {box.secrets.source_password}  (to push)")
+    _say(f"  target {target.address}: user {ADMIN}  password {box.secrets.target_password}")
+    _say(f"  built-in {builtin.address}: user {dtsandbox.ENVIRONMENT_ID}  PaaS token {box.secrets.paas_token}")
+    _say(f"  Deployment API {box.api.url}: API token {box.secrets.api_token}")
+    _say(f"  vendor cosign key: {box.cosign_key} (private, PKCS#8 PEM)  {box.cosign_pub} (public)")
+    _say(f"Work directory (CA, keys, registry storage; removed on exit): {workdir}")
 
 
 def demo(box: Sandbox, workdir: Path) -> None:
@@ -114,7 +179,9 @@ def demo(box: Sandbox, workdir: Path) -> None:
     ]
     _say("\n=== Internet side ===")
     _run_dtbundle("dynatrace", "options")
-    _run_dtbundle("dynatrace", "versions", "--environment-url", box.api.url, env={"DT_API_TOKEN": API_TOKEN})
+    _run_dtbundle(
+        "dynatrace", "versions", "--environment-url", box.api.url, env={"DT_API_TOKEN": box.secrets.api_token}
+    )
     _run_dtbundle("keygen", "--output-dir", str(keys))
     bundle = out / "dynatrace.tar.zst"
     _run_dtbundle(
@@ -140,7 +207,7 @@ def demo(box: Sandbox, workdir: Path) -> None:
             "--emit-dynakube",
             str(dynakube),
             str(bundle),
-            stdin=ADMIN_PASSWORD,
+            stdin=box.secrets.target_password,
         )
     _say(f"\n$ cat {dynakube}")
     _say(dynakube.read_text())
@@ -160,7 +227,7 @@ def demo(box: Sandbox, workdir: Path) -> None:
         f"--version=activegate={dtsandbox.SAMPLE_VERSIONS['activegate']}",
         "--output",
         str(classic),
-        env={"DT_PAAS_TOKEN": PAAS_TOKEN},
+        env={"DT_PAAS_TOKEN": box.secrets.paas_token},
     )
     classic_yaml = out / "dynakube-classic.yaml"
     _run_dtbundle(
@@ -172,7 +239,7 @@ def demo(box: Sandbox, workdir: Path) -> None:
         "--emit-dynakube",
         str(classic_yaml),
         str(classic),
-        stdin=ADMIN_PASSWORD,
+        stdin=box.secrets.target_password,
     )
     _say(f"\n$ cat {classic_yaml}")
     _say(classic_yaml.read_text())
@@ -192,33 +259,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["demo", "serve"])
     parser.add_argument("--keep", action="store_true", help="demo: keep the registries running afterwards")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="dtbundle-sandbox-") as tmp:
-        workdir = Path(tmp)
-        _say("Starting sample registries on 127.0.0.1 (Debian's docker-registry) ...")
-        box = start(workdir)
-        try:
-            _say(f"  source (public-like, anonymous pulls through Bearer tokens): {box.source.url}")
-            _say(f"    {box.source.address}/dynatrace/dynatrace-<component>  (5 components, 3 platforms, signed)")
-            _say(f"    {box.source.address}/samples/...  (generic samples: OCI and Docker types, one unsigned)")
-            _say(
-                f"  built-in registry of environment {dtsandbox.ENVIRONMENT_ID} (Basic auth, PaaS token): "
-                f"{box.builtin.url}"
-            )
-            _say(f"  Deployment API: {box.api.url}")
-            _say(f"  target (private-like, TLS + Basic auth): {box.target.url}  CA {box.target.ca_cert}  user {ADMIN}")
-            _say(f"  vendor cosign key: {box.cosign_pub}")
-            if args.command == "demo":
-                demo(box, workdir)
-            if args.command == "serve" or args.keep:
-                _say("\nRegistries are up; press Ctrl-C to stop them.")
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    pass
-        finally:
-            box.stop()
-    return 0
+    signals = StopSignals()  # from here on, SIGTERM, SIGINT and SIGHUP unwind the stack below
+    running = contextlib.ExitStack()  # undone in reverse: servers, stray children, the directory
+    workdir: Path | None = None
+    serving, status = False, 0
+    try:
+        workdir = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="dtbundle-sandbox-")))
+        running.callback(stop_stray_children)
+        _say(f"Starting sample registries on 127.0.0.1 (Debian's docker-registry) in {workdir} ...")
+        box = start(workdir, Secrets.generate(), running, signals.check)
+        describe(box, workdir)
+        if args.command == "demo":
+            demo(box, workdir)
+        signals.check()
+        if args.command == "serve" or args.keep:
+            serving = True
+            _say("\nRegistries are up; press Ctrl-C (or send SIGTERM) to stop them.")
+            while True:  # short naps: the signal is acted on at the next check
+                time.sleep(0.1)
+                signals.check()
+    except Stopped as stop:
+        # Asked to stop while serving: that is how serving ends. Earlier: interrupted.
+        status = 0 if serving else 128 + stop.signum
+        _say(f"\n{stop}: stopping the registries ...")
+    finally:
+        signals.stopping = True  # a second Ctrl-C must not cut the cleanup short
+        running.close()
+    if workdir is not None:
+        _say(f"Stopped every registry and server; removed {workdir}.")
+    return status
 
 
 if __name__ == "__main__":

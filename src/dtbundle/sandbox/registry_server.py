@@ -195,10 +195,16 @@ def start_registry(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=_registry_env(),
         )
         log.close()
         server = RegistryServer(port, workdir, process, auth, tls, ca_path, users, token)
-        if _wait_ready(server):
+        try:
+            ready = _wait_ready(server)
+        except BaseException:  # e.g. the sandbox was told to stop: leave no registry behind
+            server.stop()
+            raise
+        if ready:
             return server
         last_error = server.log()
         server.token_server = None  # keep the token server for the next attempt
@@ -206,6 +212,12 @@ def start_registry(
     if token is not None:
         token.stop()
     raise RegistryStartError(f"docker-registry did not start: {last_error[-500:]}")
+
+
+def _registry_env() -> dict[str, str]:
+    """Our environment without REGISTRY_*: distribution reads those as configuration overrides, and
+    skopeo's and podman's REGISTRY_AUTH_FILE (the auth.json path) would break the ``auth`` section."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
 
 
 def _wait_ready(server: RegistryServer) -> bool:

@@ -22,6 +22,7 @@ from dtbundle.errors import PolicyError
 from dtbundle.limits import TRUST
 from dtbundle.oci import COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03, parse_manifest
 from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.trust.outcome import ImageStatus
 from dtbundle.trust.policy import Policy, Verdict
 from dtbundle.trust.sigstore_bundle import verify_sigstore_bundle
 from dtbundle.trust.simple_signing import verify_simple_signing
@@ -94,12 +95,14 @@ class ImageVerification:
         return sorted({c.verdict.signer for c in self.checks if c.verdict.valid and c.verdict.signer})
 
     def to_json(self) -> dict[str, Any]:
+        # Also the catalog's ``verification`` record (specs/bundle-format.md); specs/json-output.md.
         return {
             "image": self.image,
             "digest": self.digest,
+            "status": str(ImageStatus.of(self)),
             "verified": self.verified,
             "signers": self.signers,
-            "platforms": dict(self.coverage),
+            "platforms": {digest: str(coverage) for digest, coverage in self.coverage.items()},
             "signatures": [c.to_json() for c in self.checks],
             "unsignedByDesign": self.unsigned_by_design,
         }

@@ -1,0 +1,112 @@
+"""The ``--json`` contract (``specs/json-output.md``): one JSON object per run, on stdout.
+
+Every document starts with ``"schemaVersion": 1`` and ``"command"``; the fields after them
+come from the typed results' ``to_json`` (``inspect``, which has no result type of its own,
+reads the catalog through :func:`inspect_fields`). A command prints its document last, with
+:func:`document`, so a run that fails prints only the error document, which
+:func:`dtbundle.cli.app.main` writes (:func:`report_error`) when the command line asks for ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dtbundle.bundle.format import Catalog, CatalogImage
+from dtbundle.export.run import ImageSummary
+from dtbundle.oci import Reference
+
+SCHEMA_VERSION = 1
+FLAG = "--json"
+_GROUPS = frozenset({"dynatrace"})  # commands whose subcommand is part of the command name
+
+
+def document(command: str, fields: Mapping[str, Any]) -> str:
+    """The document of a successful run of ``command``."""
+    return json.dumps({"schemaVersion": SCHEMA_VERSION, "command": command, **fields}, indent=2)
+
+
+def error_document(command: str | None, exit_code: int, kind: str, message: str) -> str:
+    """The document of a failed run: ``kind`` is the error class name, ``message`` the one-line error."""
+    error = {"exitCode": exit_code, "kind": kind, "message": message}
+    return json.dumps({"schemaVersion": SCHEMA_VERSION, "command": command, "error": error}, indent=2)
+
+
+def report_error(args: Sequence[str], exit_code: int, kind: str, message: str) -> None:
+    """Print the error document on stdout when ``args`` ask for ``--json`` (the one-line error goes to
+    stderr as always)."""
+    if requested(args):
+        typer.echo(error_document(command_of(args), exit_code, kind, message))
+
+
+def requested(args: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON (``--json`` before a ``--`` that ends the options)."""
+    options = args[: list(args).index("--")] if "--" in args else args
+    return FLAG in options
+
+
+def command_of(args: Sequence[str]) -> str | None:
+    """The command a command line names ('import', 'dynatrace versions'), or None when it names none."""
+    words = [a for a in args if not a.startswith("-")]
+    if not words:
+        return None
+    if words[0] in _GROUPS and len(words) > 1:
+        return f"{words[0]} {words[1]}"
+    return words[0]
+
+
+def inspect_fields(bundle: Path, key_id: str | None, catalog: Catalog) -> dict[str, Any]:
+    """``inspect --json``: the catalog's content, with the key that verified it (None: not checked)."""
+    return {
+        "bundle": str(bundle),
+        "bundleKey": key_id,
+        "created": catalog.created,
+        "toolVersion": catalog.tool_version,
+        "counts": {
+            "images": len(catalog.images),
+            "platforms": sum(len(i.platforms) or 1 for i in catalog.images),
+            "files": len(catalog.files),
+        },
+        "attachmentCounts": ImageSummary.attachment_counts(Counter(a.kind for a in catalog.artifacts)),
+        "uncompressedBytes": catalog.total_size,
+        "images": [_image(i, catalog) for i in catalog.images],
+        "attachments": [
+            {
+                "kind": str(a.kind),
+                "subject": a.subject,
+                "reference": str(Reference(a.registry, a.repository, a.tag)),
+                "digest": a.digest,
+                "mediaType": a.media_type,
+                "artifactType": a.artifact_type,
+                "sizeBytes": a.size,
+            }
+            for a in catalog.artifacts
+        ],
+    }
+
+
+def _image(image: CatalogImage, catalog: Catalog) -> dict[str, Any]:
+    subjects = {image.digest, *(p.digest for p in image.platforms)}
+    verified = (image.verification or {}).get("verified")
+    return {
+        "reference": image.source,
+        "pinned": str(image.reference),
+        "digest": image.digest,
+        "mediaType": image.media_type,
+        "sizeBytes": image.size,
+        "originalDigest": image.original_digest,
+        "platforms": [
+            {"platform": p.platform, "digest": p.digest, "mediaType": p.media_type, "sizeBytes": p.size}
+            for p in image.platforms
+        ],
+        "annotations": dict(image.annotations),
+        "attachmentCounts": ImageSummary.attachment_counts(
+            Counter(a.kind for a in catalog.artifacts if a.subject in subjects)
+        ),
+        "verifiedAtExport": verified if isinstance(verified, bool) else None,
+    }
