@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dtbundle.sandbox.lifecycle import stop_process
 from dtbundle.sandbox.pki import KeyPair, issue
 from dtbundle.sandbox.registry_server import free_port
 
@@ -54,13 +55,7 @@ class TinyProxy:
         return [line.split("): ", 1)[1] for line in self.lines_since(mark) if "]: Request (file descriptor" in line]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def tinyproxy_binary() -> str:

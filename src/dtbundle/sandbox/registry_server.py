@@ -21,6 +21,7 @@ from typing import Literal
 
 import httpx
 
+from dtbundle.sandbox.lifecycle import stop_process
 from dtbundle.sandbox.pki import KeyPair, issue
 from dtbundle.sandbox.token_server import TokenPolicy, TokenServer
 
@@ -64,13 +65,7 @@ class RegistryServer:
         return (self.workdir / "registry.log").read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         if self.token_server is not None:
             self.token_server.stop()
 
