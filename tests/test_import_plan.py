@@ -177,6 +177,7 @@ def test_dry_run_plan_shows_where_each_image_lands_and_the_conflict(
 
     proc = run_in_process(*args, "--dry-run")
     assert proc.returncode == 0, proc.stderr  # a dry run reports; the real import would exit 2
+    assert "tags in conflict: 1" in proc.stdout and "would be overwritten" not in proc.stdout
     refusal = next(line for line in proc.stdout.splitlines() if "would be refused" in line)
     assert str(taken) in refusal and "--overwrite" in refusal
     plan = proc.stdout[proc.stdout.index("plan (nothing was written):") :].splitlines()[1:]

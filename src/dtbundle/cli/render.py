@@ -170,8 +170,8 @@ def import_report(r: ImportReport) -> str:
     if not r.to_layout:
         verb = "would upload" if r.dry_run else "uploaded"
         lines.append(f"  {verb} {human_bytes(r.bytes_uploaded)} in {r.seconds:.1f} s")
-    if r.images:
-        lines.append("images:" if not r.dry_run else "images (would be):")
+    if r.images and not r.plan:  # a dry run's plan lists them, with their state
+        lines.append("images:")
         lines += [f"  {i.target}" for i in r.images]
     elif not r.counts:
         lines.append("  nothing to do")

@@ -27,6 +27,7 @@ class Count(StrEnum):
     TAGS_OVERWRITTEN = "tags overwritten"
     TAGS_WOULD_PUSH = "tags would be pushed"
     TAGS_WOULD_OVERWRITE = "tags would be overwritten"
+    TAGS_IN_CONFLICT = "tags in conflict"  # dry run without --overwrite: the import would be refused
     REFERRERS_VIA_API = "referrers via API"
     REFERRERS_INDEXES_WRITTEN = "referrers indexes written"
     REFERRERS_INDEXES_UNCHANGED = "referrers indexes unchanged"

@@ -216,7 +216,8 @@ class DryRunSink:
             if before == write.digest:
                 self.report.add(Count.TAGS_UNCHANGED)
             else:
-                self.report.add(Count.TAGS_WOULD_OVERWRITE if before else Count.TAGS_WOULD_PUSH)
+                changed = Count.TAGS_WOULD_OVERWRITE if self.overwrite else Count.TAGS_IN_CONFLICT
+                self.report.add(changed if before else Count.TAGS_WOULD_PUSH)
 
 
 def _prefetch(source: Iterator[bytes], depth: int = 8) -> Generator[bytes, None, None]:
