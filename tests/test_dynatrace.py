@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle.bundle.reader import open_bundle
 from dtbundle.dynatrace.deployment_api import oneagent_versions
+from dtbundle.dynatrace.operator_api import operator_api
 from dtbundle.dynatrace.selection import (
     Environment,
     Selection,
@@ -257,17 +258,17 @@ def test_keyless_default_identity_comes_from_the_table() -> None:
     versions = ["operator=v1.4.0", "activegate=1.2.3"]
     selection = merge_selection(["kubernetes-platform-monitoring"], versions)
     chosen = dynatrace_export(selection)
-    assert operator.signing == "keyless" and operator.identity_regexp and operator.issuer
-    assert chosen.keyless_identity == Identity(subject_regexp=operator.identity_regexp, issuer=operator.issuer)
+    assert operator.signing == "release-key+keyless" and operator.identity_regexp and operator.issuer
+    assert chosen.keyless_identities == (Identity(subject_regexp=operator.identity_regexp, issuer=operator.issuer),)
     # The table is the only source: change it and the default follows.
     signer = replace(operator, identity_regexp=r"^https://example\.com/.+", issuer="https://issuer.example")
     other = replace(table, components={**table.components, "operator": signer})
-    assert dynatrace_export(selection, table=other).keyless_identity == Identity(
-        subject_regexp=r"^https://example\.com/.+", issuer="https://issuer.example"
+    assert dynatrace_export(selection, table=other).keyless_identities == (
+        Identity(subject_regexp=r"^https://example\.com/.+", issuer="https://issuer.example"),
     )
     unsigned = replace(operator, signing="vendor-key", identity_regexp=None, issuer=None)
     no_keyless = replace(table, components={**table.components, "operator": unsigned})
-    assert dynatrace_export(selection, table=no_keyless).keyless_identity is None
+    assert dynatrace_export(selection, table=no_keyless).keyless_identities == ()
 
 
 def test_dynatrace_export_asks_for_the_paas_token_only_when_needed() -> None:
@@ -308,9 +309,9 @@ def test_dynatrace_export_asks_for_the_paas_token_only_when_needed() -> None:
 
 def _image_refs(fragment: str) -> list[str]:
     found = re.findall(r"(?:image|codeModulesImage): (\S+)", fragment)
-    repo = re.search(r"repository: (\S+)\n\s+tag: (\S+)", fragment)
-    if repo:
-        found.append(f"{repo.group(1)}:{repo.group(2)}")
+    # imageRef: tag@digest before Operator 1.10, a digest field from 1.10
+    for repo, tag, digest in re.findall(r'repository: (\S+)\n\s+tag: "?([^"\s]+)"?(?:\n\s+digest: (\S+))?', fragment):
+        found.append(f"{repo}:{tag}" + (f"@{digest}" if digest else ""))
     return found
 
 
@@ -367,6 +368,9 @@ def test_cloud_native_fullstack_export_import_and_dynakube(
     assert proc.returncode == 0, proc.stderr
     fragment = fragment_file.read_text()
     assert "cloudNativeFullStack:" in fragment and "kspmNodeConfigurationCollector:" in fragment
+    # The DynaKube follows the bundle's Operator; without --environment-url apiUrl is a placeholder, and said so.
+    assert f"\napiVersion: {operator_api(V['operator']).api_version}\n" in fragment
+    assert f"{fragment_file}, line " in proc.stderr and "apiUrl is a placeholder" in proc.stderr
     refs = _image_refs(fragment)
     assert len(refs) == 4  # oneagent, codemodules, activegate, node config collector
     with make_client(plain_registry, user=None) as client:
@@ -380,6 +384,10 @@ def test_cloud_native_fullstack_export_import_and_dynakube(
     assert operator and parse_reference(operator.group(1)).repository.endswith("dynatrace-operator")
     # The standalone verb gives the same fragment from the bundle alone.
     assert run("dynakube", "--registry", target, str(bundle)).stdout == fragment
+    given = run(
+        "dynakube", "--registry", target, "--environment-url", "https://abc12345.live.dynatrace.com", str(bundle)
+    )
+    assert "  apiUrl: https://abc12345.live.dynatrace.com/api\n" in given.stdout and "WARNING" not in given.stderr
 
 
 def test_classic_fullstack_from_the_builtin_registry(

@@ -317,9 +317,7 @@ def test_verify_says_ok_only_when_the_signature_policy_passed(
     assert unchecked.stdout.startswith(f"{exported.path}: OK") and "not checked" in unchecked.stdout
 
 
-def test_import_reports_the_signature_policy(
-    exported: Exported, cosign_pub: Path, tmp_path: Path
-) -> None:
+def test_import_reports_the_signature_policy(exported: Exported, cosign_pub: Path, tmp_path: Path) -> None:
     proc = run_in_process("import", "--public-key", str(exported.pub), "--cosign-key", str(cosign_pub),
                           "--to-oci", str(tmp_path / "layout"), "--dry-run", str(exported.path))  # fmt: skip
     assert proc.returncode == 0, proc.stderr

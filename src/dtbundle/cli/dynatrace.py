@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ from dtbundle.cli import jsonout
 from dtbundle.cli.help import EPILOGS, Command
 from dtbundle.cli.options import DYNATRACE_PANEL, KEYS, BundleKeys, OptionGroup, panel_option, read_secret, uses
 from dtbundle.dynatrace.deployment_api import oneagent_versions
-from dtbundle.dynatrace.dynakube import dynakube_for_bundle
+from dtbundle.dynatrace.dynakube import Dynakube, dynakube_for_bundle
 from dtbundle.dynatrace.selection import DynatraceExport, classic_tag, dynatrace_export, merge_selection
 from dtbundle.dynatrace.table import component_lines
 from dtbundle.errors import UsageError
@@ -38,8 +39,10 @@ class DynatraceOptions:
     environment_id: str | None = None
     paas_token_file: Path | None = None
 
-    def selection(self) -> DynatraceExport | None:
-        """The Dynatrace images of this export, or None without --dynatrace/--dynatrace-file."""
+    def selection(self, platforms: Sequence[str] = ()) -> DynatraceExport | None:
+        """The Dynatrace images of this export, or None without --dynatrace/--dynatrace-file.
+
+        ``platforms`` are the export's ``--platform`` filters: they narrow Dynatrace images too."""
         if not (self.enabled or self.dynatrace_file):
             if self.option or self.version or self.environment_url or self.with_optional or self.dynatrace_registry:
                 raise UsageError("--option, --version, --environment-url and --dynatrace-registry go with --dynatrace")
@@ -53,6 +56,7 @@ class DynatraceOptions:
             environment_url=self.environment_url,
             environment_registry=self.environment_registry,
             environment_id=self.environment_id,
+            platforms=platforms,
         )
         return dynatrace_export(
             selection,
@@ -196,9 +200,25 @@ def dynakube(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the fragment here instead of stdout.")
     ] = None,
+    environment_url: Annotated[
+        str | None,
+        typer.Option(
+            "--environment-url",
+            help="Dynatrace environment for apiUrl: https://<id>.live.dynatrace.com or https://<domain>/e/<id>.",
+        ),
+    ] = None,
 ) -> None:
-    """A DynaKube fragment (and pull-secret command) pointing at the imported images, pinned by digest."""
-    emit(dynakube_for_bundle(bundle, RepositoryMapper(registry, map_ or []), keys.load_optional()), output)
+    """A DynaKube for the bundle's Operator version (and pull-secret command), images pinned by digest."""
+    mapper = RepositoryMapper(registry, map_ or [])
+    emit_dynakube(dynakube_for_bundle(bundle, mapper, keys.load_optional(), environment_url=environment_url), output)
+
+
+def emit_dynakube(dynakube: Dynakube, output: Path | None) -> None:
+    """Write the DynaKube (stdout without ``output``), then its warnings on stderr, each naming its line."""
+    emit(dynakube.text, output)
+    where = str(output) if output is not None else "DynaKube on stdout"
+    for warning in dynakube.warnings:
+        typer.echo(f"dtbundle: WARNING: {where}, line {warning.line}: {warning.message}", err=True)
 
 
 def emit(text: str, output: Path | None) -> None:

@@ -64,7 +64,7 @@ def export(
     requests = requests_from(references or [], platform or [])
     if images_file:
         requests += load_images_file(images_file, platform or [])
-    chosen = dynatrace.selection()
+    chosen = dynatrace.selection(platform or [])
     if chosen is not None:
         requests += chosen.requests
     if not requests:
@@ -77,7 +77,7 @@ def export(
         concurrency=concurrency,
         compression_level=compression_level,
         force=force,
-        signature_policy=signatures.policy(chosen.keyless_identity if chosen else None),
+        signature_policy=signatures.policy(chosen.keyless_identities if chosen else ()),
         require_signatures=signatures.require_signatures,
         extensions={"dynatrace": dict(chosen.extensions)} if chosen else {},
     )

@@ -9,7 +9,7 @@ import typer
 
 from dtbundle.bundle.key import PublicKey
 from dtbundle.cli import jsonout, render
-from dtbundle.cli.dynatrace import emit
+from dtbundle.cli.dynatrace import emit_dynakube as emit_dynakube_file
 from dtbundle.cli.options import (
     KEYS,
     OUTPUT,
@@ -58,6 +58,14 @@ def import_(
         Path | None,
         typer.Option("--emit-dynakube", help="After import, write a DynaKube fragment here (Dynatrace mode)."),
     ] = None,
+    environment_url: Annotated[
+        str | None,
+        typer.Option(
+            "--environment-url",
+            help="With --emit-dynakube: Dynatrace environment for apiUrl, https://<id>.live.dynatrace.com "
+            "or https://<domain>/e/<id>.",
+        ),
+    ] = None,
 ) -> None:
     """Verify a bundle, then push it byte for byte into a registry (or an OCI layout)."""
     trusted: list[PublicKey] | None
@@ -74,7 +82,15 @@ def import_(
         raise UsageError("--to-oci writes a directory: do not combine it with --registry or --map")
     if emit_dynakube is not None and to_oci is not None:
         raise UsageError("--emit-dynakube needs a registry target (--registry/--map), not --to-oci")
+    if environment_url is not None and emit_dynakube is None:
+        raise UsageError("--environment-url goes with --emit-dynakube (it sets the DynaKube's apiUrl)")
     mapper = None if to_oci is not None else RepositoryMapper(target, map_ or [])
+    # Before anything is pushed: a bundle the DynaKube cannot be written for fails here, not after the import.
+    dynakube = (
+        dynakube_for_bundle(bundle, mapper, trusted, environment_url=environment_url)
+        if emit_dynakube is not None and mapper is not None
+        else None
+    )
     settings = ImportSettings(
         bundle,
         trusted,
@@ -97,8 +113,8 @@ def import_(
         typer.echo(render.import_report(report))
     if dry_run and not (output.as_json or output.quiet):
         typer.echo(render.dry_run_plan(report))
-    if emit_dynakube is not None and mapper is not None:
-        emit(dynakube_for_bundle(bundle, mapper, trusted), emit_dynakube)
+    if emit_dynakube is not None and dynakube is not None:
+        emit_dynakube_file(dynakube, emit_dynakube)
         if not (output.as_json or output.quiet):
             typer.echo(f"DynaKube fragment written to {emit_dynakube}")
     if output.as_json:  # last: a run that fails above prints the error document instead (specs/json-output.md)

@@ -207,19 +207,22 @@ class SignatureOptions:
     certificate_oidc_issuer_regexp: str | None = None
     require_signatures: bool = False
 
-    def policy(self, default_identity: Identity | None = None) -> Policy | None:
+    def policy(self, default_identities: tuple[Identity, ...] = ()) -> Policy | None:
         """The policy these options ask for, or None when no signature check was asked for.
 
-        ``default_identity`` (Dynatrace mode's keyless signer) applies when a trusted root is
-        given without an identity of the user's own.
+        ``default_identities`` (Dynatrace mode's keyless signers; a signature verifies if one of
+        them made it) apply when a trusted root is given without an identity of the user's own;
+        ``--certificate-oidc-issuer[-regexp]`` still overrides their issuer.
         """
         identity, identity_re = self.certificate_identity, self.certificate_identity_regexp
         issuer, issuer_re = self.certificate_oidc_issuer, self.certificate_oidc_issuer_regexp
-        if self.trusted_root is not None and default_identity is not None and not (identity or identity_re):
-            identity, identity_re = default_identity.subject, default_identity.subject_regexp
-            issuer = issuer or default_identity.issuer
-            issuer_re = issuer_re or default_identity.issuer_regexp
-        keyless = any(x is not None for x in (identity, identity_re, issuer, issuer_re))
+        defaults: tuple[Identity, ...] = ()
+        if self.trusted_root is not None and default_identities and not (identity or identity_re):
+            defaults = tuple(
+                Identity(d.subject, d.subject_regexp, issuer or d.issuer, issuer_re or d.issuer_regexp)
+                for d in default_identities
+            )
+        keyless = bool(defaults) or any(x is not None for x in (identity, identity_re, issuer, issuer_re))
         if keyless and self.trusted_root is None:
             raise UsageError("keyless verification (--certificate-identity…) needs --trusted-root FILE")
         if self.trusted_root is not None and not keyless and not self.cosign_key:
@@ -228,7 +231,7 @@ class SignatureOptions:
             if self.require_signatures:
                 raise UsageError("--require-signatures needs --cosign-key or keyless options to verify with")
             return None
-        for pattern in (identity_re, issuer_re):
+        for pattern in (identity_re, issuer_re, *(p for d in defaults for p in (d.subject_regexp, d.issuer_regexp))):
             if pattern is not None:
                 try:
                     re.compile(pattern)
@@ -240,7 +243,7 @@ class SignatureOptions:
             if (self.trusted_root)
             else None
         )
-        identities = (Identity(identity, identity_re, issuer, issuer_re),) if keyless else ()
+        identities = defaults or ((Identity(identity, identity_re, issuer, issuer_re),) if keyless else ())
         return Policy(keys, root, identities)
 
 

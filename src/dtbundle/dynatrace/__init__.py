@@ -7,7 +7,9 @@ One module per concept; import from them directly (this package module imports n
 * :mod:`~dtbundle.dynatrace.selection`: options + versions + environment -> image requests,
   built-in registry credentials and the keyless-verification default (:func:`dynatrace_export`);
 * :mod:`~dtbundle.dynatrace.deployment_api`: OneAgent versions from the Deployment API;
-* :mod:`~dtbundle.dynatrace.dynakube`: the DynaKube fragment for the imported images.
+* :mod:`~dtbundle.dynatrace.dynakube`: the DynaKube (and EdgeConnect) for the imported images,
+  shaped by :mod:`~dtbundle.dynatrace.operator_api` (what each Operator version serves) and
+  written by :mod:`~dtbundle.dynatrace.yamltext`.
 
 Nothing here logs or returns a token.
 """

@@ -4,7 +4,7 @@ what it turns into for the exporter.
 :func:`dynatrace_export` is the entry point: it merges a ``--dynatrace-file`` with the
 command-line options, expands the options into image requests at immutable versions,
 builds the credentials of the environment's built-in registry (Classic Full-Stack) from a
-PaaS token it asks for only when the selection needs one, and names the signer that keyless
+PaaS token it asks for only when the selection needs one, and names the signers that keyless
 verification defaults to, taken from the component table. Nothing here logs or returns a
 token except inside :class:`~dtbundle.registry.Credentials`.
 """
@@ -27,6 +27,8 @@ from dtbundle.dynatrace.table import (
     Component,
     DynatraceTable,
     load_table,
+    minor_version,
+    patch_version,
 )
 from dtbundle.errors import UsageError
 from dtbundle.export.plan import ImageRequest
@@ -101,6 +103,7 @@ class Selection:
     registry: str = "ecr"  # a key of [registries] or HOST[/PATH]
     with_optional: bool = False
     environment: Environment | None = None
+    platforms: tuple[Platform, ...] = ()  # --platform: carry only these (empty: every platform)
 
     @property
     def needs_paas_token(self) -> bool:
@@ -136,10 +139,12 @@ def expand(selection: Selection, table: DynatraceTable | None = None) -> list[Im
     """The image requests for the selected options (components in a stable order)."""
     table = table or load_table()
     prefix = table.registries.get(selection.registry, selection.registry).rstrip("/")
+    names = component_names(selection, table)
+    versions = {name: check_version(table.components[name], selection.versions[name]) for name in names}
+    _check_operator(selection, versions.get("operator"), table)
     requests = []
-    for name in component_names(selection, table):
-        component = table.components[name]
-        version = check_version(component, selection.versions[name])
+    for name in names:
+        component, version = table.components[name], versions[name]
         annotations = {COMPONENT_ANNOTATION: name, VERSION_ANNOTATION: version}
         if component.builtin:
             if selection.environment is None:
@@ -151,26 +156,70 @@ def expand(selection: Selection, table: DynatraceTable | None = None) -> list[Im
                 annotations[REPOSITORY_ANNOTATION] = component.target_repository
             annotations[UNSIGNED_ANNOTATION] = "Classic Full-Stack images from the built-in registry are not signed"
         else:
+            if selection.registry in table.registries and selection.registry not in component.registries:
+                confirmed = ", ".join(component.registries)
+                raise UsageError(
+                    f"{component.title} ({name}): its repository name on {prefix} is not confirmed by any source; "
+                    f"use --dynatrace-registry {confirmed} or HOST/PATH of a mirror that holds "
+                    f"{component.repository}"
+                )
             text = f"{prefix}/{component.repository}:{version}"
-        platforms = (Platform.parse(component.platform),) if component.platform else ()
-        requests.append(ImageRequest(text, parse_reference(text), platforms, annotations))
+            unsigned = _unsigned_release(component, version)
+            if unsigned:
+                annotations[UNSIGNED_ANNOTATION] = unsigned
+        requests.append(ImageRequest(text, parse_reference(text), _platforms(selection, component), annotations))
     return requests
 
 
-def keyless_identity(names: Iterable[str], table: DynatraceTable | None = None) -> Identity | None:
-    """Who signs the keylessly signed components among ``names`` (the table's ``identity_regexp``
-    and ``issuer``): the default for keyless verification. None when none of them is signed
-    keylessly, or when they disagree (then the user has to say whom to trust)."""
-    table = table or load_table()
-    signers = {
-        (c.identity_regexp, c.issuer)
-        for c in (table.components[n] for n in names)
-        if c.signing == "keyless" and c.identity_regexp
-    }
-    if len(signers) != 1:
+def _check_operator(selection: Selection, version: str | None, table: DynatraceTable) -> None:
+    """An option that needs a newer Operator than ``--version operator=…`` is a usage error."""
+    if version is None:
+        return
+    given = minor_version(version)
+    if given is None:
+        raise UsageError(f"operator: {version!r} is not an Operator release tag such as v1.10.2")
+    for name in selection.options:
+        minimum = table.operator_minimum(table.options[name], selection.with_optional)
+        if given < (minor_version(minimum) or (0, 0)):
+            raise UsageError(
+                f"--option {name} needs Dynatrace Operator {minimum} or newer, not {version}: "
+                f"give --version operator=v{minimum}.0 or later"
+            )
+
+
+def _platforms(selection: Selection, component: Component) -> tuple[Platform, ...]:
+    """``--platform`` filters, combined with the one platform a component exists for."""
+    if component.platform is None:
+        return selection.platforms
+    fixed = Platform.parse(component.platform)
+    if selection.platforms and not any(f.matches(fixed) for f in selection.platforms):
+        wanted = ", ".join(map(str, selection.platforms))
+        raise UsageError(
+            f"{component.title} exists only for {fixed}, which --platform {wanted} excludes: add --platform {fixed}"
+        )
+    return (fixed,)
+
+
+def _unsigned_release(component: Component, version: str) -> str | None:
+    """Why this release of a component carries no signature (released before its project signed), or None."""
+    first, given = patch_version(component.signed_from_version or ""), patch_version(version)
+    if first is None or given is None or given >= first:
         return None
-    ((identity_regexp, issuer),) = signers
-    return Identity(subject_regexp=identity_regexp, issuer=issuer)
+    return f"{component.title} releases before {component.signed_from_version} are not signed"
+
+
+def keyless_identities(names: Iterable[str], table: DynatraceTable | None = None) -> tuple[Identity, ...]:
+    """Who signs the keylessly signed components among ``names`` (the table's ``identity_regexp``
+    and ``issuer``), each distinct signer once, in table order: the defaults for keyless
+    verification (a signature verifies if one of them made it). Empty when none is signed keylessly."""
+    table = table or load_table()
+    wanted = set(names)
+    signers = dict.fromkeys(
+        Identity(subject_regexp=c.identity_regexp, issuer=c.issuer)
+        for c in table.components.values()
+        if c.name in wanted and c.keyless
+    )
+    return tuple(signers)
 
 
 def load_selection_file(path: Path) -> tuple[Selection, Mapping[str, Any]]:
@@ -219,6 +268,7 @@ def merge_selection(
     environment_url: str | None = None,
     environment_registry: str | None = None,
     environment_id: str | None = None,
+    platforms: Sequence[str] = (),
     table: DynatraceTable | None = None,
 ) -> Selection:
     """Options, versions (``COMPONENT=VERSION``) and environment from ``file`` (a ``--dynatrace-file``),
@@ -242,7 +292,12 @@ def merge_selection(
             str(url), environment_registry or env.get("registry"), environment_id or env.get("id")
         )
     return Selection(
-        merged_options, merged_versions, registry or base.registry, with_optional or base.with_optional, environment
+        merged_options,
+        merged_versions,
+        registry or base.registry,
+        with_optional or base.with_optional,
+        environment,
+        tuple(Platform.parse(p) for p in platforms),
     )
 
 
@@ -254,7 +309,7 @@ class DynatraceExport:
     requests: tuple[ImageRequest, ...]
     credentials: Mapping[str, Credentials]  # host -> the built-in registry's PaaS-token login
     extensions: Mapping[str, Any]  # the catalog's "dynatrace" extension: {"options": [...], "registry": ...}
-    keyless_identity: Identity | None  # default signer for keyless verification, from the table
+    keyless_identities: tuple[Identity, ...]  # default signers for keyless verification, from the table
 
 
 def dynatrace_export(
@@ -285,5 +340,7 @@ def dynatrace_export(
         requests,
         credentials,
         {"options": list(selection.options), "registry": selection.registry},
-        keyless_identity((r.annotations[COMPONENT_ANNOTATION] for r in requests), table),
+        keyless_identities(
+            (r.annotations[COMPONENT_ANNOTATION] for r in requests if UNSIGNED_ANNOTATION not in r.annotations), table
+        ),
     )

@@ -1,7 +1,8 @@
 """``python -m dtbundle.sandbox``: local sample registries for the demo and for trying dtbundle.
 
 ``demo``  starts a public-like source registry (Bearer tokens, anonymous pulls, like
-          public.ecr.aws) with the five Dynatrace components (multi-arch, cosign-signed)
+          public.ecr.aws) with every public Dynatrace component (multi-arch, signed where the
+          vendor signs with a key)
           and generic samples, a Dynatrace environment's built-in registry (Basic auth,
           PaaS token) and Deployment API, and a private-like target registry (TLS + Basic
           auth); then runs the Dynatrace flow end to end and prints the DynaKube fragments.
@@ -143,7 +144,11 @@ def describe(box: Sandbox, workdir: Path) -> None:
     source, target, builtin = box.source, box.target, box.builtin
     token_service = source.token_server.realm if source.token_server else "none"
     _say(f"  source (public-like, anonymous pulls through Bearer tokens): {source.url}")
-    _say(f"    {source.address}/dynatrace/dynatrace-<component>  (5 components, 3 platforms, signed)")
+    count = len(dtsandbox.ALL_VERSIONS)
+    _say(
+        f"    {source.address}/dynatrace/<component repository>"
+        f"  ({count} components, 3 platforms, the key-signed ones signed)"
+    )
     _say(f"    {source.address}/samples/...  (generic samples: OCI and Docker types, one unsigned)")
     _say(f"    token service: {token_service}")
     _say(f"  built-in registry of environment {dtsandbox.ENVIRONMENT_ID} (Basic auth, PaaS token): {builtin.url}")

@@ -1,5 +1,6 @@
-"""Dynatrace-like sample content: the five public components (multi-arch, cosign-signed), a
-Classic Full-Stack built-in registry image, and a Deployment API stub, all on 127.0.0.1."""
+"""Dynatrace-like sample content: the public components (multi-arch; signed with the sandbox key
+where the table says the vendor signs with a key), a Classic Full-Stack built-in registry image,
+and a Deployment API stub, all on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle import oci
+from dtbundle.dynatrace.table import KEY_KINDS, load_table
 from dtbundle.oci import Platform
 from dtbundle.oci.reference import Reference
 from dtbundle.registry import RegistryClient
@@ -15,6 +17,7 @@ from dtbundle.sandbox import images
 from dtbundle.sandbox._http import JsonHandler, LocalServer
 
 ENVIRONMENT_ID = "abc12345"
+# The components of the demo's cloud-native-fullstack + kspm export (and oneagent-classic's version).
 SAMPLE_VERSIONS = {
     "operator": "v1.4.0",
     "oneagent": "1.305.57.20250115-123456",
@@ -22,6 +25,17 @@ SAMPLE_VERSIONS = {
     "activegate": "1.305.57.20250115-123456",
     "k8s-node-config-collector": "1.3.0",
 }
+# The other public components, so that every option exports from the sample registry.
+MORE_VERSIONS = {
+    "logmodule": "1.309.59.20250319-140247",
+    "otel-collector": "0.54.0",
+    "eec": "1.327.30.20251107-111521",
+    "database-datasource-executor": "1.327.41.20251114-153023",
+    "edgeconnect": "1.724.3",
+}
+# The sample Operator index is also tagged with a release new enough for every option (database-extensions: 1.8+).
+NEWER_OPERATOR = "v1.10.2"
+ALL_VERSIONS = {**SAMPLE_VERSIONS, **MORE_VERSIONS, "operator": NEWER_OPERATOR}
 AVAILABLE_ONEAGENT = ["1.303.62.20250101-090000", "1.305.57.20250115-123456"]
 _PLATFORMS = [Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "s390x")]
 
@@ -29,19 +43,26 @@ _PLATFORMS = [Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("
 def seed_public(
     client: RegistryClient, registry: str, key: ec.EllipticCurvePrivateKey, prefix: str = "dynatrace"
 ) -> dict[str, Reference]:
-    """Push the five components (3 platforms each, index and platforms signed) below ``prefix``."""
+    """Push every public component (3 platforms each) below ``prefix``, under the table's repository
+    names. Index and platforms are signed with ``key`` where the table says Dynatrace signs with a key
+    (vendor-key; the Operator's release key); keyless-only (otel-collector: no Fulcio here) and
+    ``unconfirmed`` components stay unsigned."""
+    table = load_table()
     base = images.make_layer("dt-base", 40 * 1024)
     pushed = {}
-    for name, version in SAMPLE_VERSIONS.items():
-        repository = f"{prefix}/dynatrace-{name}"
+    for name, version in {**SAMPLE_VERSIONS, **MORE_VERSIONS}.items():
+        component = table.components[name]
         index = images.build_index(
             [images.build_image(p, [base, images.make_layer(f"{name}-{p}", 24 * 1024)], label=name) for p in _PLATFORMS]
         )
-        ref = Reference(registry, repository, version)
+        ref = Reference(registry, f"{prefix}/{component.repository}", version)
         images.push(client, ref, index)
-        for target in [index, *index.children]:
-            signature = images.cosign_signature(ref.name, target.digest, key)
-            images.push(client, ref.with_tag(oci.referrers_tag(target.digest) + ".sig"), signature)
+        if name == "operator":
+            images.push(client, ref.with_tag(NEWER_OPERATOR), index)
+        if component.signing in KEY_KINDS:
+            for target in [index, *index.children]:
+                signature = images.cosign_signature(ref.name, target.digest, key)
+                images.push(client, ref.with_tag(oci.referrers_tag(target.digest) + ".sig"), signature)
         pushed[name] = ref
     return pushed
 
