@@ -168,7 +168,10 @@ def demo(box: Sandbox, workdir: Path) -> None:
     keys, out = workdir / "keys", workdir / "out"
     out.mkdir()
     pub, cosign_pub = str(keys / "dtbundle.pub"), str(box.cosign_pub)
-    versions = [f"--version={n}={v}" for n, v in dtsandbox.SAMPLE_VERSIONS.items()]
+    # A current Operator (its DynaKube is v1beta6, images pinned with imageRef.digest).
+    sample = {**dtsandbox.SAMPLE_VERSIONS, "operator": dtsandbox.NEWER_OPERATOR}
+    versions = [f"--version={n}={v}" for n, v in sample.items()]
+    environment = ["--environment-url", f"https://{dtsandbox.ENVIRONMENT_ID}.live.dynatrace.com"]
     # Both exports: Dynatrace mode from the sample registry, vendor signatures required, signed bundle.
     dynatrace_export = [
         "export",
@@ -211,6 +214,7 @@ def demo(box: Sandbox, workdir: Path) -> None:
             *target,
             "--emit-dynakube",
             str(dynakube),
+            *environment,
             str(bundle),
             stdin=box.secrets.target_password,
         )
@@ -227,7 +231,7 @@ def demo(box: Sandbox, workdir: Path) -> None:
         f"http://{box.builtin.address}",
         "--environment-id",
         dtsandbox.ENVIRONMENT_ID,
-        f"--version=operator={dtsandbox.SAMPLE_VERSIONS['operator']}",
+        f"--version=operator={sample['operator']}",
         f"--version=oneagent-classic={dtsandbox.SAMPLE_VERSIONS['oneagent']}",
         f"--version=activegate={dtsandbox.SAMPLE_VERSIONS['activegate']}",
         "--output",
@@ -243,6 +247,7 @@ def demo(box: Sandbox, workdir: Path) -> None:
         *target,
         "--emit-dynakube",
         str(classic_yaml),
+        *environment,
         str(classic),
         stdin=box.secrets.target_password,
     )
