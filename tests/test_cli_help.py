@@ -44,6 +44,7 @@ def test_help_shows_bracketed_syntax_literally() -> None:
     """Rich markup must not eat the brackets of HOST[:PORT][/PREFIX] or os/arch[/variant]."""
     export = run_in_process("export", "--help", env={"COLUMNS": "200"})
     assert "os/arch[/variant]" in export.stdout
+    assert "(default: https://tuf-repo-cdn.sigstore.dev)" in export.stdout
     imported = run_in_process("import", "--help", env={"COLUMNS": "200"})
     assert "HOST[:PORT][/PREFIX]" in imported.stdout
 

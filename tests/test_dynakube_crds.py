@@ -5,10 +5,8 @@ name, that apiVersion is the newest the Operator serves, and every image is pinn
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -22,8 +20,8 @@ from dtbundle.dynatrace.table import COMPONENT_ANNOTATION, VERSION_ANNOTATION
 from dtbundle.dynatrace.yamltext import scalar
 from dtbundle.errors import UsageError
 from dtbundle.oci.reference import Reference
+from tests.support.crds import CRDS, crd, documents, served, validate
 
-CRDS = Path(__file__).parent / "data" / "dynatrace-crds"
 OPERATORS = ["v1.4.2", "v1.5.1", "v1.6.3", "v1.7.3", "v1.8.1", "v1.9.0", "v1.10.2"]
 TARGET = "registry.example.com/mirror"
 VERSIONS = {
@@ -95,54 +93,6 @@ def pinned_for(catalog: Catalog) -> PinnedImages:
     return pinned_images(catalog, targets)
 
 
-# -- the CRDs as JSON Schema ----------------------------------------------------------------------
-@functools.cache
-def crd(name: str) -> dict[str, Any]:
-    document = yaml.safe_load((CRDS / name).read_text("utf-8"))
-    assert isinstance(document, dict)
-    return document
-
-
-def served(document: dict[str, Any]) -> list[str]:
-    return [v["name"] for v in document["spec"]["versions"] if v["served"]]
-
-
-def strict_schema(node: Any) -> Any:
-    """A Kubernetes structural schema as JSON Schema: x-kubernetes-* keys dropped (int-or-string
-    becomes integer|string, preserve-unknown-fields keeps the object open), ``nullable`` allows
-    null, and every other object is closed, as ``kubectl --validate=strict`` does:
-    a field the Operator does not know fails instead of being pruned silently."""
-    if isinstance(node, list):
-        return [strict_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: strict_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    closable = node.get("type") == "object" or "properties" in node
-    if closable and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
-    return out
-
-
-def validate(document: dict[str, Any], crd_name: str) -> None:
-    group, _, version = document["apiVersion"].partition("/")
-    definition = crd(crd_name)
-    assert group == definition["spec"]["group"] and document["kind"] == definition["spec"]["names"]["kind"]
-    assert version in served(definition), f"{document['apiVersion']} is not served by {crd_name}"
-    (entry,) = [v for v in definition["spec"]["versions"] if v["name"] == version]
-    schema = strict_schema(entry["schema"]["openAPIV3Schema"])
-    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked by the API server itself
-    jsonschema.Draft202012Validator(schema).validate(document)
-
-
-def documents(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
-
-
 # -- every option x every Operator minor -------------------------------------------------------------
 @pytest.mark.parametrize("operator", OPERATORS)
 @pytest.mark.parametrize("option", list(OPTIONS))
@@ -195,8 +145,8 @@ def assert_pinned(catalog: Catalog, text: str, docs: list[dict[str, Any]], minor
     for image in catalog.images:
         name = image.annotations[COMPONENT_ANNOTATION]
         target = f"registry.example.com/mirror/{image.repository}"
-        if name == "operator":
-            assert f"--set image={target}:{image.tag}@{image.digest} " in text
+        if name == "operator":  # not in the DynaKube: the Helm values pin it (tests/test_helm_chart.py)
+            assert target not in text
             continue
         if any(s == f"{target}:{image.tag}@{image.digest}" for s in strings):
             continue

@@ -159,11 +159,13 @@ def test_selection_file(tmp_path: Path) -> None:
     ]
 
 
-def test_versions_from_the_deployment_api() -> None:
+def test_versions_from_the_deployment_api(public: str) -> None:
     api = dtsandbox.DeploymentApi(API_TOKEN)
     try:
-        proc = run("dynatrace", "versions", "--environment-url", api.url, env={"DT_API_TOKEN": API_TOKEN})
+        where = ("--plain-http", "--dynatrace-registry", public)
+        proc = run("dynatrace", "versions", *where, "--environment-url", api.url, env={"DT_API_TOKEN": API_TOKEN})
         assert proc.returncode == 0, proc.stderr
+        assert f"  oneagent={V['oneagent']}\n" in proc.stdout  # the registry's matching set comes first
         assert "1.305.57.20250115-123456  (latest)" in proc.stdout and "1.303.62.20250101-090000" in proc.stdout
         assert "--version oneagent=1.305.57.20250115-123456" in proc.stdout and "1.305.57-raw" in proc.stdout
         wrong = run("dynatrace", "versions", "--environment-url", api.url, env={"DT_API_TOKEN": "wrong-token-123"})
@@ -351,7 +353,11 @@ def test_cloud_native_fullstack_export_import_and_dynakube(
     with open_bundle(bundle, None) as reader:
         catalog = reader.catalog
     assert catalog.extensions["dynatrace"]["options"] == ["cloud-native-fullstack", "kspm"]
-    assert {i.annotations[COMPONENT_ANNOTATION]: i.annotations[VERSION_ANNOTATION] for i in catalog.images} == V
+    chart = {"operator-chart": V["operator"].removeprefix("v")}  # the Operator's Helm chart, beside its image
+    assert {i.annotations[COMPONENT_ANNOTATION]: i.annotations[VERSION_ANNOTATION] for i in catalog.images} == {
+        **V,
+        **chart,
+    }
     target = f"{plain_registry.address}/{uuid.uuid4().hex[:8]}"
     fragment_file = tmp_path / "dynakube.yaml"
     proc = run(
@@ -380,8 +386,10 @@ def test_cloud_native_fullstack_export_import_and_dynakube(
             assert client.get_manifest(ref).digest == ref.digest  # by digest, verified
             # and the tag itself points at the pinned digest
             assert client.get_manifest(Reference(ref.registry, ref.repository, ref.tag)).digest == ref.digest
-    operator = re.search(r"--set image=(\S+)", fragment)
+    values = (tmp_path / "dynakube-helm-values.yaml").read_text()
+    operator = re.search(r"repository: (\S+)\n\s+tag: (\S+)", values)
     assert operator and parse_reference(operator.group(1)).repository.endswith("dynatrace-operator")
+    assert "public.ecr.aws" not in fragment + values
     # The standalone verb gives the same fragment from the bundle alone.
     assert run("dynakube", "--registry", target, str(bundle)).stdout == fragment
     given = run(

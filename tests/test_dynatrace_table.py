@@ -258,6 +258,7 @@ def public(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateK
 
 def _export(public: str, exported: Exported, bundle: Path, *extra: str) -> dict[str, Any]:
     args = ["export", "--plain-http", "--json", "--dynatrace", "--dynatrace-registry", public]
+    args += ["--no-helm-chart"]  # components only; the chart is tests/test_helm_chart.py's
     args += ["--signing-key", str(exported.key), "-o", str(bundle), *extra]
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr

@@ -27,7 +27,7 @@ from dtbundle.sandbox.registry_server import RegistryServer
 from dtbundle.trust.outcome import ImageStatus
 from tests.support.artifacts import write_pub
 from tests.support.cli import assert_clean_error, run_in_process
-from tests.support.registries import Exported
+from tests.support.registries import Exported, make_client
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "json-output.md"
 COMMANDS = ("resolve", "export", "verify", "inspect", "import", "dynatrace versions")
@@ -270,19 +270,27 @@ def test_import(plain_registry: RegistryServer, exported: Exported, cosign_pub: 
     assert refused["kind"] == "PolicyError"
 
 
-def test_dynatrace_versions() -> None:
+def test_dynatrace_versions(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> None:
     contract = Contract("dynatrace versions")
+    prefix = f"dtv{uuid.uuid4().hex[:6]}"
+    with make_client(plain_registry, user=None) as client:
+        dtsandbox.seed_public(client, plain_registry.address, signing_key, prefix)
+    where = ("--plain-http", "--dynatrace-registry", f"{plain_registry.address}/{prefix}")
     api = dtsandbox.DeploymentApi(API_TOKEN)
     try:
-        args = ("dynatrace", "versions", "--json", "--environment-url", api.url)
+        args = ("dynatrace", "versions", "--json", *where, "--environment-url", api.url)
         document = succeed(contract, *args, env={"DT_API_TOKEN": API_TOKEN})
         assert document["versions"] == dtsandbox.AVAILABLE_ONEAGENT
         assert document["latest"] == dtsandbox.AVAILABLE_ONEAGENT[-1]
-        contract.assert_covered()
+        assert document["components"][0]["newest"] == dtsandbox.NEWER_OPERATOR and document["release"] == "1.305.57"
         assert "DT_API_TOKEN" in fail("dynatrace versions", 2, *args)["message"]
     finally:
         api.stop()
-    assert fail("dynatrace versions", 2, "dynatrace", "versions", "--json")["kind"] == "UsageError"
+    registry_only = succeed(contract, "dynatrace", "versions", "--json", *where)
+    assert registry_only["environmentUrl"] is None and registry_only["versions"] == []
+    assert {m["component"] for m in registry_only["matchingSet"]} == set(dtsandbox.ALL_VERSIONS)
+    contract.assert_covered()
+    assert fail("dynatrace versions", 2, "dynatrace", "versions", "--json", "--environment-url")["kind"] == "UsageError"
 
 
 def test_a_command_line_naming_no_command_still_gets_a_document() -> None:

@@ -271,12 +271,15 @@ def test_an_unreachable_proxy_is_a_clear_error(
     assert "(from https_proxy)" in line and "the proxy cannot be reached" in line and PROXY_PASSWORD not in line
 
 
-def test_the_deployment_api_through_the_proxy(tinyproxy: TinyProxy, auth_proxy: TinyProxy) -> None:
+def test_the_deployment_api_through_the_proxy(
+    tinyproxy: TinyProxy, auth_proxy: TinyProxy, plain_registry: RegistryServer
+) -> None:
     api = dtsandbox.DeploymentApi("api-token-123")
     env = {"DT_API_TOKEN": "api-token-123", "HTTP_PROXY": "http://127.0.0.1:1"}
     try:
         mark = tinyproxy.mark()
-        args = ("dynatrace", "versions", "--environment-url", api.url)
+        empty_mirror = ("--plain-http", "--dynatrace-registry", f"{plain_registry.address}/no-dynatrace-here")
+        args = ("dynatrace", "versions", *empty_mirror, "--environment-url", api.url)
         proc = run_in_process(*args, "--proxy", tinyproxy.url(), env=env)
         assert proc.returncode == 0, proc.stderr
         seen = tinyproxy.requests_since(mark)

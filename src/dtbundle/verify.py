@@ -13,14 +13,64 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dtbundle.bundle.format import CatalogFile
+from dtbundle.bundle.format import Catalog, CatalogFile
 from dtbundle.bundle.key import PublicKey
 from dtbundle.bundle.reader import VerifyResult, open_bundle
-from dtbundle.limits import BundleLimits
+from dtbundle.errors import CatalogError, IntegrityError, UsageError
+from dtbundle.limits import TRUST, BundleLimits
+from dtbundle.oci.digest import sha256_hex
 from dtbundle.progress import NO_PROGRESS, Progress, byte_counter
 from dtbundle.trust.evaluate import ImageVerification, SignatureCollector, require_verified
 from dtbundle.trust.outcome import SignatureOutcome
 from dtbundle.trust.policy import Policy
+from dtbundle.trust.root import TrustedRoot
+
+TRUST_EXTENSION = "trust"  # catalog extensions: {"trust": {"trustedRoot": {"digest": …, "size": …}}}
+
+
+def trusted_root_extension(root: bytes) -> dict[str, Any]:
+    """The catalog extension naming a carried ``trusted_root.json`` (specs/bundle-format.md §3)."""
+    return {TRUST_EXTENSION: {"trustedRoot": {"digest": "sha256:" + sha256_hex(root), "size": len(root)}}}
+
+
+def carried_root(catalog: Catalog) -> CatalogFile | None:
+    """The file of the trusted root the bundle carries, or None; a malformed record is a catalog error."""
+    trust = catalog.extensions.get(TRUST_EXTENSION)
+    record = trust.get("trustedRoot") if isinstance(trust, dict) else None
+    if record is None:
+        return None
+    digest = record.get("digest") if isinstance(record, dict) else None
+    entry = next((f for f in catalog.files if f.path.startswith("blobs/") and f.digest == digest), None)
+    if entry is None or not isinstance(record, dict) or record.get("size") != entry.size:
+        raise CatalogError("bundle catalog is invalid: extensions.trust.trustedRoot names no file of the bundle")
+    if entry.size > TRUST.max_signature_layer_bytes:
+        raise CatalogError("bundle catalog is invalid: its trusted root is larger than the signature layer limit")
+    return entry
+
+
+def expect_carried_root(catalog: Catalog, policy: Policy, collector: SignatureCollector) -> str | None:
+    """Before streaming: the digest of the trusted root ``policy`` waits for (kept by ``collector``),
+    or None when it needs none; a usage error when it needs one and the bundle carries none."""
+    if not policy.root_pending:
+        return None
+    entry = carried_root(catalog)
+    if entry is None:
+        raise UsageError(
+            "keyless verification (--certificate-identity…) needs --trusted-root FILE: the bundle carries no "
+            "trusted root (export it with keyless options to carry one)"
+        )
+    collector.wanted.add(entry.digest)
+    return entry.digest
+
+
+def with_carried_root(policy: Policy, digest: str | None, collector: SignatureCollector) -> Policy:
+    """After streaming (the bundle verified): ``policy`` with the carried trusted root."""
+    if digest is None:
+        return policy
+    data = collector.blobs.get(digest)
+    if data is None:
+        raise IntegrityError(f"the bundle's trusted root {digest} was not read")
+    return policy.with_root(TrustedRoot.from_json(data, "the trusted root the bundle carries"))
 
 
 def collect_signatures(collector: SignatureCollector, entry: CatalogFile, data: Iterator[bytes]) -> Iterator[bytes]:
@@ -66,8 +116,9 @@ def verify(
         if policy is None:
             return BundleVerification(bundle.verify_entries(byte_counter(progress)), None)
         collector = SignatureCollector(bundle.catalog)
+        root = expect_carried_root(bundle.catalog, policy, collector)
         result = bundle.verify_entries(byte_counter(progress), lambda e, d: collect_signatures(collector, e, d))
-    images = collector.evaluate(policy)
+    images = collector.evaluate(with_carried_root(policy, root, collector))
     if require_signatures:
         require_verified(images)
     return BundleVerification(result, images)

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,14 +12,32 @@ import typer
 
 from dtbundle.cli import jsonout
 from dtbundle.cli.help import EPILOGS, Command
-from dtbundle.cli.options import DYNATRACE_PANEL, KEYS, BundleKeys, OptionGroup, panel_option, read_secret, uses
+from dtbundle.cli.options import (
+    DYNATRACE_PANEL,
+    KEYS,
+    REGISTRY,
+    BundleKeys,
+    OptionGroup,
+    RegistryAccess,
+    panel_option,
+    read_secret,
+    uses,
+)
 from dtbundle.dynatrace.deployment_api import oneagent_versions
 from dtbundle.dynatrace.dynakube import Dynakube, dynakube_for_bundle
-from dtbundle.dynatrace.selection import DynatraceExport, classic_tag, dynatrace_export, merge_selection
+from dtbundle.dynatrace.helm import CA_CONFIGMAP, install_files
+from dtbundle.dynatrace.selection import (
+    DynatraceExport,
+    classic_tag,
+    dynatrace_export,
+    latest_selection,
+    merge_selection,
+)
 from dtbundle.dynatrace.table import component_lines
+from dtbundle.dynatrace.versions import ComponentVersions, list_versions, matching_set, registry_host
 from dtbundle.errors import UsageError
 from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.registry import ProxySettings, RegistryConfig
+from dtbundle.registry import RegistryClient
 from dtbundle.registry.service import ServiceSession
 
 
@@ -38,12 +55,19 @@ class DynatraceOptions:
     environment_registry: str | None = None
     environment_id: str | None = None
     paas_token_file: Path | None = None
+    no_helm_chart: bool = False
+    latest: bool = False
 
-    def selection(self, platforms: Sequence[str] = ()) -> DynatraceExport | None:
+    def selection(
+        self, platforms: Sequence[str] = (), client_for: Callable[[set[str]], RegistryClient] | None = None
+    ) -> DynatraceExport | None:
         """The Dynatrace images of this export, or None without --dynatrace/--dynatrace-file.
 
-        ``platforms`` are the export's ``--platform`` filters: they narrow Dynatrace images too."""
+        ``platforms`` are the export's ``--platform`` filters: they narrow Dynatrace images too;
+        ``client_for`` (registry hosts -> client) lists tags for ``--latest``."""
         if not (self.enabled or self.dynatrace_file):
+            if self.latest:
+                raise UsageError("--latest goes with --dynatrace")
             if self.option or self.version or self.environment_url or self.with_optional or self.dynatrace_registry:
                 raise UsageError("--option, --version, --environment-url and --dynatrace-registry go with --dynatrace")
             return None
@@ -58,13 +82,25 @@ class DynatraceOptions:
             environment_id=self.environment_id,
             platforms=platforms,
         )
-        return dynatrace_export(
-            selection,
+        chosen: dict[str, str] = {}
+        if self.latest:
+            if client_for is None:
+                raise UsageError("--latest needs registry access to list tags")
+            with client_for({registry_host(selection.registry)}) as client:
+                selection, chosen = latest_selection(selection, client)
+            if chosen:
+                picked = " ".join(f"--version {name}={version}" for name, version in chosen.items())
+                typer.echo(f"dtbundle: --latest chose {picked}", err=True)
+        export = dynatrace_export(
+            replace(selection, helm_chart=not self.no_helm_chart),
             paas_token=lambda: read_secret(
                 self.paas_token_file, "DT_PAAS_TOKEN", "Classic Full-Stack needs a PaaS token"
             ),
             credentials_source=f"PaaS token ({self.paas_token_file or '$DT_PAAS_TOKEN'})",
         )
+        if self.latest:  # the catalog records what --latest chose
+            export = replace(export, extensions={**export.extensions, "latest": chosen})
+        return export
 
 
 def _dynatrace_options(option: list[str] | None, version: list[str] | None, **rest: object) -> DynatraceOptions:
@@ -132,6 +168,18 @@ DYNATRACE = OptionGroup(
             dir_okay=False,
             help="PaaS token for the built-in registry (default: $DT_PAAS_TOKEN).",
         ),
+        "no_helm_chart": panel_option(
+            bool,
+            "--no-helm-chart",
+            panel=DYNATRACE_PANEL,
+            help="Leave out the Operator's Helm chart (carried by default, beside the Operator image).",
+        ),
+        "latest": panel_option(
+            bool,
+            "--latest",
+            panel=DYNATRACE_PANEL,
+            help="Newest immutable versions from the registry's tags (a matching set); --version still pins.",
+        ),
     },
     _dynatrace_options,
 )
@@ -147,46 +195,92 @@ def dynatrace_options() -> None:
 
 
 @dynatrace_app.command("versions", cls=Command, epilog=EPILOGS["dynatrace versions"])
+@uses(REGISTRY)
 def dynatrace_versions(
-    environment_url: Annotated[str, typer.Option("--environment-url", help="e.g. https://abc12345.live.dynatrace.com")],
+    registry: RegistryAccess,
+    dynatrace_registry: Annotated[
+        str, typer.Option("--dynatrace-registry", help="ecr (default), dockerhub, or HOST/PATH of a mirror.")
+    ] = "ecr",
+    environment_url: Annotated[
+        str | None,
+        typer.Option(
+            "--environment-url",
+            help="Also list the Classic Full-Stack OneAgent versions of this environment (Deployment API).",
+        ),
+    ] = None,
     api_token_file: Annotated[
         Path | None,
         typer.Option(
             "--api-token-file", exists=True, dir_okay=False, help="File holding the API token (default: $DT_API_TOKEN)."
         ),
     ] = None,
-    ca_cert: Annotated[
-        Path | None,
-        typer.Option("--ca-cert", exists=True, dir_okay=False, help="PEM file of CA certificates to trust for TLS."),
-    ] = None,
-    proxy: Annotated[
-        str | None,
-        typer.Option(
-            "--proxy",
-            metavar="URL",
-            help="HTTP(S) proxy URL, http://\\[USER:PASSWORD@]HOST:PORT; overrides HTTPS_PROXY/ALL_PROXY "
-            '(NO_PROXY still applies; "" for none).',
-        ),
-    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report instead of text.")] = False,
 ) -> None:
-    """OneAgent versions the environment offers (Deployment API), newest marked."""
-    token = read_secret(
-        api_token_file, "DT_API_TOKEN", "the Deployment API needs an API token (InstallerDownload scope)"
-    )
-    config = RegistryConfig(ca_cert=ca_cert, proxy=ProxySettings.from_environment(os.environ, proxy))
-    with ServiceSession(config) as session:
-        found = oneagent_versions(environment_url, token, session)
+    """Immutable versions of every public component (newest first) and the newest matching set;
+    with --environment-url also the OneAgent versions the environment offers (Deployment API)."""
+    found = None
+    if environment_url is not None:
+        token = read_secret(
+            api_token_file, "DT_API_TOKEN", "the Deployment API needs an API token (InstallerDownload scope)"
+        )
+        with ServiceSession(registry.config()) as session:
+            found = oneagent_versions(environment_url, token, session)
+    with registry.client({registry_host(dynatrace_registry)}) as client:
+        listed = list_versions(client, dynatrace_registry)
+    usable = {name: item.versions for name, item in listed.items() if item.versions}
+    chosen, release = matching_set(usable) if usable else ({}, None)
     if as_json:
-        fields = {"environmentUrl": environment_url, "versions": list(found.versions), "latest": found.latest}
+        fields = {
+            "registry": dynatrace_registry,
+            "components": [
+                {
+                    "component": item.name,
+                    "repository": item.repository,
+                    "versions": list(item.versions),
+                    "newest": item.versions[0] if item.versions else None,
+                    "ignoredTags": item.ignored,
+                    "note": item.note,
+                }
+                for item in listed.values()
+            ],
+            "matchingSet": [{"component": name, "version": version} for name, version in chosen.items()],
+            "release": release,
+            "environmentUrl": environment_url,
+            "versions": list(found.versions) if found else [],
+            "latest": found.latest if found else None,
+        }
         typer.echo(jsonout.document("dynatrace versions", fields))
         return
-    for item in found.versions:
-        typer.echo(f"{item}{'  (latest)' if item == found.latest else ''}")
-    if found.latest:
-        typer.echo(
-            f"export with: --version oneagent={found.latest} (Classic Full-Stack tag {classic_tag(found.latest)})"
-        )
+    for line in version_lines(listed, chosen, release):
+        typer.echo(line)
+    if found is not None:
+        typer.echo(f"Classic Full-Stack OneAgent versions of {environment_url} (Deployment API):")
+        for item in found.versions:
+            typer.echo(f"  {item}{'  (latest)' if item == found.latest else ''}")
+        if found.latest:
+            typer.echo(
+                f"export with: --version oneagent={found.latest} (Classic Full-Stack tag {classic_tag(found.latest)})"
+            )
+
+
+def version_lines(
+    listed: Mapping[str, ComponentVersions], chosen: Mapping[str, str], release: str | None, shown: int = 6
+) -> list[str]:
+    """The text of ``dynatrace versions``: each component's newest versions, then the matching set."""
+    lines = []
+    for item in listed.values():
+        versions = item.versions[:shown]
+        more = len(item.versions) - len(versions)
+        detail = item.note or ("  ".join(versions) if versions else "no immutable version")
+        extras = [f"+{more} older (--json lists all)"] if more else []
+        extras += [f"{item.ignored} other tags ignored"] if item.ignored else []
+        lines.append(f"{item.name:<30} {detail}{'  (' + '; '.join(extras) + ')' if extras else ''}")
+    if chosen:
+        together = f"; OneAgent, code modules and ActiveGate of release {release}" if release else ""
+        lines.append(f"Newest matching set{together}:")
+        lines += [f"  {name}={version}" for name, version in chosen.items()]
+        lines.append("export with: --latest, or " + " ".join(f"--version {n}={v}" for n, v in chosen.items()))
+    return lines
 
 
 @uses(KEYS)
@@ -207,18 +301,43 @@ def dynakube(
             help="Dynatrace environment for apiUrl: https://<id>.live.dynatrace.com or https://<domain>/e/<id>.",
         ),
     ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            exists=True,
+            dir_okay=False,
+            help="PEM CA of the private registry: trustedCAs in the DynaKube, a ConfigMap and helm --ca-file.",
+        ),
+    ] = None,
 ) -> None:
-    """A DynaKube for the bundle's Operator version (and pull-secret command), images pinned by digest."""
+    """A DynaKube for the bundle's Operator version, images pinned by digest; with -o FILE also the
+    Helm values and the install commands beside it (FILE's stem + -helm-values.yaml, -commands.sh)."""
     mapper = RepositoryMapper(registry, map_ or [])
-    emit_dynakube(dynakube_for_bundle(bundle, mapper, keys.load_optional(), environment_url=environment_url), output)
+    trusted_cas = CA_CONFIGMAP if ca_cert is not None else None
+    found = dynakube_for_bundle(
+        bundle, mapper, keys.load_optional(), environment_url=environment_url, trusted_cas=trusted_cas
+    )
+    emit_dynakube(found, output, ca_cert=ca_cert)
 
 
-def emit_dynakube(dynakube: Dynakube, output: Path | None) -> None:
-    """Write the DynaKube (stdout without ``output``), then its warnings on stderr, each naming its line."""
+def emit_dynakube(
+    dynakube: Dynakube, output: Path | None, *, ca_cert: Path | None = None, plain_http: bool = False
+) -> list[Path]:
+    """Write the DynaKube (stdout without ``output``), then its warnings on stderr, each naming its line;
+    with ``output``, the Helm values and install commands beside it. Returns the files written."""
     emit(dynakube.text, output)
     where = str(output) if output is not None else "DynaKube on stdout"
     for warning in dynakube.warnings:
         typer.echo(f"dtbundle: WARNING: {where}, line {warning.line}: {warning.message}", err=True)
+    if output is None:
+        return []
+    written = [output]
+    for path, text in install_files(dynakube, output, ca_cert=ca_cert, plain_http=plain_http).items():
+        emit(text, path)
+        written.append(path)
+    written[-1].chmod(0o755)  # the commands file
+    return written
 
 
 def emit(text: str, output: Path | None) -> None:

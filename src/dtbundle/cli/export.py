@@ -24,6 +24,7 @@ from dtbundle.cli.progress import progress_display
 from dtbundle.errors import UsageError
 from dtbundle.export.requests import load_images_file, requests_from
 from dtbundle.export.run import ExportSettings, created_time, run_export
+from dtbundle.trust.tuf import DEFAULT_TUF_URL, TufSource
 
 
 @uses(REGISTRY, SIGNATURES, OUTPUT, DYNATRACE)
@@ -59,12 +60,31 @@ def export(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel downloads.")] = 8,
     compression_level: Annotated[int, typer.Option("--compression-level", min=1, max=19, help="zstd level.")] = 3,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    tuf_url: Annotated[
+        str | None,
+        typer.Option(
+            "--tuf-url",
+            rich_help_panel="Image signatures",
+            help="Keyless without --trusted-root: TUF repository to get trusted_root.json from "
+            f"(default: {DEFAULT_TUF_URL}).",
+        ),
+    ] = None,
+    tuf_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--tuf-root",
+            exists=True,
+            dir_okay=False,
+            rich_help_panel="Image signatures",
+            help="TUF root.json to trust first (default: Sigstore's public-good root shipped with dtbundle).",
+        ),
+    ] = None,
 ) -> None:
     """Write every platform of the images, with everything that refers to them, into one signed bundle."""
     requests = requests_from(references or [], platform or [])
     if images_file:
         requests += load_images_file(images_file, platform or [])
-    chosen = dynatrace.selection(platform or [])
+    chosen = dynatrace.selection(platform or [], registry.client)
     if chosen is not None:
         requests += chosen.requests
     if not requests:
@@ -77,8 +97,11 @@ def export(
         concurrency=concurrency,
         compression_level=compression_level,
         force=force,
-        signature_policy=signatures.policy(chosen.keyless_identities if chosen else ()),
+        signature_policy=signatures.policy(
+            chosen.keyless_identities if chosen else (), keyless_defaults=bool(tuf_url or tuf_root)
+        ),
         require_signatures=signatures.require_signatures,
+        tuf=TufSource(tuf_url or DEFAULT_TUF_URL, tuf_root),
         extensions={"dynatrace": dict(chosen.extensions)} if chosen else {},
     )
     built_in = dict(chosen.credentials) if chosen else {}

@@ -55,6 +55,8 @@ EPILOGS = {
   dtbundle dynakube --registry registry.example.com/mirror -o dynakube.yaml dt.tar.zst""",
     "dynatrace versions": """Examples:
 
+  dtbundle dynatrace versions
+  dtbundle dynatrace versions --json --dynatrace-registry registry.example.com/dynatrace
   DT_API_TOKEN=… dtbundle dynatrace versions --environment-url https://abc12345.live.dynatrace.com""",
 }
 

@@ -23,6 +23,7 @@ from dtbundle.cli.options import (
 )
 from dtbundle.cli.progress import progress_display
 from dtbundle.dynatrace.dynakube import dynakube_for_bundle
+from dtbundle.dynatrace.helm import CA_CONFIGMAP
 from dtbundle.errors import UsageError
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.run import ImportSettings, run_import
@@ -56,7 +57,10 @@ def import_(
     ] = False,
     emit_dynakube: Annotated[
         Path | None,
-        typer.Option("--emit-dynakube", help="After import, write a DynaKube fragment here (Dynatrace mode)."),
+        typer.Option(
+            "--emit-dynakube",
+            help="After import, write a DynaKube here (Dynatrace mode); Helm values and install commands beside it.",
+        ),
     ] = None,
     environment_url: Annotated[
         str | None,
@@ -87,7 +91,13 @@ def import_(
     mapper = None if to_oci is not None else RepositoryMapper(target, map_ or [])
     # Before anything is pushed: a bundle the DynaKube cannot be written for fails here, not after the import.
     dynakube = (
-        dynakube_for_bundle(bundle, mapper, trusted, environment_url=environment_url)
+        dynakube_for_bundle(
+            bundle,
+            mapper,
+            trusted,
+            environment_url=environment_url,
+            trusted_cas=CA_CONFIGMAP if registry.ca_cert is not None else None,
+        )
         if emit_dynakube is not None and mapper is not None
         else None
     )
@@ -114,8 +124,11 @@ def import_(
     if dry_run and not (output.as_json or output.quiet):
         typer.echo(render.dry_run_plan(report))
     if emit_dynakube is not None and dynakube is not None:
-        emit_dynakube_file(dynakube, emit_dynakube)
+        written = emit_dynakube_file(dynakube, emit_dynakube, ca_cert=registry.ca_cert, plain_http=registry.plain_http)
         if not (output.as_json or output.quiet):
-            typer.echo(f"DynaKube fragment written to {emit_dynakube}")
+            typer.echo(
+                f"DynaKube written to {emit_dynakube}; Helm values and install commands: "
+                + ", ".join(str(path) for path in written[1:])
+            )
     if output.as_json:  # last: a run that fails above prints the error document instead (specs/json-output.md)
         typer.echo(jsonout.document("import", report.to_json()))

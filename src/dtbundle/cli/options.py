@@ -207,24 +207,25 @@ class SignatureOptions:
     certificate_oidc_issuer_regexp: str | None = None
     require_signatures: bool = False
 
-    def policy(self, default_identities: tuple[Identity, ...] = ()) -> Policy | None:
+    def policy(self, default_identities: tuple[Identity, ...] = (), *, keyless_defaults: bool = False) -> Policy | None:
         """The policy these options ask for, or None when no signature check was asked for.
 
         ``default_identities`` (Dynatrace mode's keyless signers; a signature verifies if one of
-        them made it) apply when a trusted root is given without an identity of the user's own;
-        ``--certificate-oidc-issuer[-regexp]`` still overrides their issuer.
+        them made it) apply when a trusted root is given (or ``keyless_defaults``: export's TUF
+        options) without an identity of the user's own; ``--certificate-oidc-issuer[-regexp]``
+        still overrides their issuer. Keyless without ``--trusted-root`` gives a policy whose
+        root is pending (``root_pending``): export fetches it through TUF, verify and import
+        take the one the bundle carries.
         """
         identity, identity_re = self.certificate_identity, self.certificate_identity_regexp
         issuer, issuer_re = self.certificate_oidc_issuer, self.certificate_oidc_issuer_regexp
         defaults: tuple[Identity, ...] = ()
-        if self.trusted_root is not None and default_identities and not (identity or identity_re):
+        if (self.trusted_root is not None or keyless_defaults) and default_identities and not (identity or identity_re):
             defaults = tuple(
                 Identity(d.subject, d.subject_regexp, issuer or d.issuer, issuer_re or d.issuer_regexp)
                 for d in default_identities
             )
         keyless = bool(defaults) or any(x is not None for x in (identity, identity_re, issuer, issuer_re))
-        if keyless and self.trusted_root is None:
-            raise UsageError("keyless verification (--certificate-identity…) needs --trusted-root FILE")
         if self.trusted_root is not None and not keyless and not self.cosign_key:
             raise UsageError("--trusted-root needs --certificate-identity[-regexp] (who may sign), or --cosign-key")
         if not self.cosign_key and not keyless:
@@ -244,7 +245,7 @@ class SignatureOptions:
             else None
         )
         identities = defaults or ((Identity(identity, identity_re, issuer, issuer_re),) if keyless else ())
-        return Policy(keys, root, identities)
+        return Policy(keys, root, identities, root_pending=keyless and root is None)
 
 
 def _signature_options(cosign_key: list[Path] | None, require_signatures: bool, **keyless: Any) -> SignatureOptions:

@@ -1,6 +1,6 @@
 """DynaKube output: the images of a Dynatrace-mode bundle, pinned by digest at their place in the
-private registry, as the DynaKube (and EdgeConnect) the bundle's Operator version accepts, with
-the pull-secret command and the Operator install hint.
+private registry, as the DynaKube (and EdgeConnect) the bundle's Operator version accepts (the
+Helm values and install commands beside it are :mod:`dtbundle.dynatrace.helm`'s).
 
 The Operator version comes from the catalog (the ``operator`` image's version annotation); what
 that version accepts is in :mod:`dtbundle.dynatrace.operator_api`. Options decide which features
@@ -71,11 +71,18 @@ class DynakubeWarning:
 
 @dataclass(frozen=True)
 class Dynakube:
-    """The YAML text, and what the user must still edit in it (printed by the CLI)."""
+    """The YAML text, and what the user must still edit in it (printed by the CLI); what it was
+    rendered from (for the Helm values and install commands)."""
 
     text: str
     warnings: tuple[DynakubeWarning, ...] = ()
     operator: OperatorApi = NEWEST_API
+    pinned: PinnedImages = field(default_factory=PinnedImages)
+    pull_secret: str = "dynatrace-pull-secret"  # noqa: S105 - a Secret object's name
+    trusted_cas: str | None = None  # spec.trustedCAs: the ConfigMap of the private registry's CA
+    name: str = "dynakube"  # the DynaKube's name, also its tokens Secret's
+    has_dynakube: bool = True
+    has_edgeconnect: bool = False
 
 
 def pinned_images(catalog: Catalog, targets: Mapping[str, Reference]) -> PinnedImages:
@@ -104,12 +111,14 @@ def render_dynakube(
     *,
     environment_url: str | None = None,
     pull_secret: str = "dynatrace-pull-secret",  # noqa: S107 - a Secret object's name
+    trusted_cas: str | None = None,
 ) -> Dynakube:
     """The DynaKube for the bundle's Operator version (and an EdgeConnect for the edgeconnect
-    option), every image pinned by digest, then how to create the pull secret and install the Operator.
+    option), every image pinned by digest.
 
     ``environment_url`` (else the catalog's) gives ``apiUrl``; without either it is a placeholder
-    and the result carries a warning naming its line."""
+    and the result carries a warning naming its line. ``trusted_cas``: the ConfigMap (key ``certs``)
+    of CA certificates the Operator's components trust, e.g. the private registry's CA."""
     c = pinned.by_component
     operator_version = pinned.versions.get("operator") or (c["operator"].tag if "operator" in c else None)
     api = operator_api(operator_version) if operator_version else NEWEST_API
@@ -126,11 +135,14 @@ def render_dynakube(
         )
     warnings: list[DynakubeWarning] = []
     if options - {"edgeconnect"}:
+        spec = _spec(pinned, api, api_url(url, api) if url else PLACEHOLDER_API_URL, pull_secret)
+        if trusted_cas:
+            spec["trustedCAs"] = trusted_cas
         document = {
             "apiVersion": api.api_version,
             "kind": "DynaKube",
             "metadata": {"name": "dynakube", "namespace": "dynatrace"},
-            "spec": _spec(pinned, api, api_url(url, api) if url else PLACEHOLDER_API_URL, pull_secret),
+            "spec": spec,
         }
         out += lines(document)
         if not url:
@@ -151,8 +163,16 @@ def render_dynakube(
                     "(<environment-id>.apps.dynatrace.com, urn:dtenvironment:<environment-id>)",
                 )
             )
-    out += _hints(c, pull_secret)
-    return Dynakube("\n".join(out) + "\n", tuple(warnings), api)
+    return Dynakube(
+        "\n".join(out) + "\n",
+        tuple(warnings),
+        api,
+        pinned,
+        pull_secret,
+        trusted_cas,
+        has_dynakube=bool(options - {"edgeconnect"}),
+        has_edgeconnect="edgeconnect" in options,
+    )
 
 
 def _spec(pinned: PinnedImages, api: OperatorApi, url: str, pull_secret: str) -> dict[str, Any]:
@@ -261,29 +281,17 @@ def _edgeconnect(pinned: PinnedImages, api: OperatorApi, url: str | None, pull_s
     }
 
 
-def _hints(c: Mapping[str, Reference], pull_secret: str) -> list[str]:
-    registry = next(iter(c.values())).registry if c else "registry.example.com"
-    out = [
-        "---",
-        "# Pull secret for the private registry (the password is read from $REGISTRY_PASSWORD, never typed here):",
-        f"# kubectl -n dynatrace create secret docker-registry {pull_secret} --docker-server={registry} \\",
-        '#   --docker-username="$REGISTRY_USER" --docker-password="$REGISTRY_PASSWORD"',
-    ]
-    if "operator" in c:
-        out += [
-            "# Dynatrace Operator from the private registry (Helm):",
-            "# helm install dynatrace-operator oci://public.ecr.aws/dynatrace/dynatrace-operator -n dynatrace \\",
-            f"#   --set image={c['operator']} --set customPullSecret={pull_secret}",
-        ]
-    return out
-
-
 def _line_of(out: list[str], prefix: str) -> int:
     return max(i for i, line in enumerate(out) if line.startswith(prefix)) + 1
 
 
 def dynakube_for_bundle(
-    bundle: Path, mapper: RepositoryMapper, keys: list[PublicKey] | None, *, environment_url: str | None = None
+    bundle: Path,
+    mapper: RepositoryMapper,
+    keys: list[PublicKey] | None,
+    *,
+    environment_url: str | None = None,
+    trusted_cas: str | None = None,
 ) -> Dynakube:
     """The DynaKube for a bundle's Dynatrace images, where ``mapper`` puts them."""
     with open_bundle(bundle, keys) as opened:
@@ -291,4 +299,4 @@ def dynakube_for_bundle(
     if "dynatrace" not in catalog.extensions:
         raise UsageError(f"{bundle} was not exported in Dynatrace mode (export --dynatrace)")
     pinned = pinned_images(catalog, place(catalog, mapper).image_targets())
-    return render_dynakube(pinned, environment_url=environment_url)
+    return render_dynakube(pinned, environment_url=environment_url, trusted_cas=trusted_cas)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from dtbundle.bundle.format import TARGET_REPOSITORY_ANNOTATION as REPOSITORY_ANNOTATION
 from dtbundle.bundle.format import UNSIGNED_ANNOTATION
+from dtbundle.dynatrace.helm import chart_request
 from dtbundle.dynatrace.table import (
     COMPONENT_ANNOTATION,
     VERSION_ANNOTATION,
@@ -34,7 +35,7 @@ from dtbundle.errors import UsageError
 from dtbundle.export.plan import ImageRequest
 from dtbundle.oci import Platform
 from dtbundle.oci.reference import is_valid_tag, parse_reference
-from dtbundle.registry import Credentials
+from dtbundle.registry import Credentials, RegistryClient
 from dtbundle.trust.policy import Identity
 
 MUTABLE_TAGS = frozenset({"latest", "stable", "edge", "nightly", "snapshot", "main", "master", "dev"})
@@ -104,6 +105,7 @@ class Selection:
     with_optional: bool = False
     environment: Environment | None = None
     platforms: tuple[Platform, ...] = ()  # --platform: carry only these (empty: every platform)
+    helm_chart: bool = False  # carry the Operator's Helm chart beside its image (the CLI: unless --no-helm-chart)
 
     @property
     def needs_paas_token(self) -> bool:
@@ -168,6 +170,8 @@ def expand(selection: Selection, table: DynatraceTable | None = None) -> list[Im
             if unsigned:
                 annotations[UNSIGNED_ANNOTATION] = unsigned
         requests.append(ImageRequest(text, parse_reference(text), _platforms(selection, component), annotations))
+        if name == "operator" and selection.helm_chart:
+            requests.append(chart_request(requests[-1], version))
     return requests
 
 
@@ -344,3 +348,24 @@ def dynatrace_export(
             (r.annotations[COMPONENT_ANNOTATION] for r in requests if UNSIGNED_ANNOTATION not in r.annotations), table
         ),
     )
+
+
+def latest_selection(
+    selection: Selection, client: RegistryClient, table: DynatraceTable | None = None
+) -> tuple[Selection, dict[str, str]]:
+    """``--latest``: ``selection`` completed with the newest matching versions (see
+    :mod:`dtbundle.dynatrace.versions`) of every component it needs that ``--version`` does not
+    pin, listed through ``client``; and those chosen versions (for the catalog and the user)."""
+    from dtbundle.dynatrace.versions import latest_versions  # that module imports this one
+
+    table = table or load_table()
+    names: list[str] = []
+    for option_name in selection.options:
+        option = table.options.get(option_name)
+        if option is None:
+            raise UsageError(f"unknown --option {option_name!r}; choose from {', '.join(table.options)}")
+        names += [n for n in option.components + (option.optional if selection.with_optional else ()) if n not in names]
+    wanted = [n for n in names if n not in selection.versions]
+    pinned = {n: v for n, v in selection.versions.items() if n in names}
+    chosen = latest_versions(client, selection.registry, wanted, pinned, table) if wanted else {}
+    return replace(selection, versions={**selection.versions, **chosen}), chosen

@@ -55,6 +55,8 @@ from dtbundle.trust.evaluate import (
 )
 from dtbundle.trust.outcome import SignatureOutcome
 from dtbundle.trust.policy import Policy
+from dtbundle.trust.tuf import TufSource, with_tuf_root
+from dtbundle.verify import trusted_root_extension
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class ExportSettings:
     extensions: dict[str, Any] = field(default_factory=dict)  # catalog extensions (e.g. Dynatrace options)
     signature_policy: Policy | None = None  # verify image signatures before writing
     require_signatures: bool = False
+    tuf: TufSource = field(default_factory=TufSource)  # where a keyless policy's trusted root comes from
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,9 @@ def build_catalog(
     created: datetime.datetime,
     verifications: Sequence[ImageVerification] | None = None,
     extensions: dict[str, Any] | None = None,
+    trusted_root: bytes | None = None,
 ) -> tuple[Catalog, bytes]:
-    """The catalog and the ``index.json`` bytes for ``plan`` (pure)."""
+    """The catalog and the ``index.json`` bytes for ``plan`` (pure); ``trusted_root``: carried, the last file."""
     roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, ArtifactKind.IMAGE) for image in plan.images]
     roots += [
         LayoutRoot(
@@ -175,6 +179,10 @@ def build_catalog(
         for d, b in plan.blobs.items()
         if d not in plan.manifests
     ]
+    if trusted_root is not None:
+        extensions = {**(extensions or {}), **trusted_root_extension(trusted_root)}
+        if (hexdigest := sha256_hex(trusted_root)) not in {f.sha256 for f in files}:
+            files.append(CatalogFile(blob_path("sha256:" + hexdigest), len(trusted_root), hexdigest))
     images = tuple(
         CatalogImage(
             source=i.request.source,
@@ -229,14 +237,16 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
     try:
         progress.phase(f"resolving {plural(len(settings.requests), 'image')}")
         plan = Planner(client, referrers=settings.referrers, concurrency=settings.concurrency).build(settings.requests)
-        verifications = None
-        if settings.signature_policy is not None:
+        verifications, policy = None, settings.signature_policy
+        if policy is not None:
+            policy = with_tuf_root(policy, settings.tuf, progress.phase)
             progress.phase(f"verifying the signatures of {plural(len(plan.images), 'image')}")
-            verifications = verify_plan(client, plan, settings.signature_policy)
+            verifications = verify_plan(client, plan, policy)
             if settings.require_signatures:
                 require_verified(verifications)
         created = created_time()
-        catalog, index = build_catalog(plan, created, verifications, settings.extensions)
+        carried = policy.trusted_root.raw if policy and policy.trusted_root and policy.trusted_root.raw else None
+        catalog, index = build_catalog(plan, created, verifications, settings.extensions, carried)
         catalog_bytes = catalog.to_bytes()
         signature = sign_catalog(settings.signing_key, catalog_bytes)
         blobs = [b for d, b in plan.blobs.items() if d not in plan.manifests]
@@ -263,6 +273,8 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
                 progress.phase(f"downloading {plural(len(blobs), 'blob')}")
                 progress.start(sum(b.descriptor.size for b in blobs))
                 _write_blobs(client, writer, blobs, spool, window, progress)
+                if carried is not None and len(catalog.files) > 2 + len(plan.manifests) + len(blobs):
+                    writer.add_bytes(catalog.files[-1].path, carried)  # the trusted root: the last file
                 progress.phase(f"finishing {output.name}")
                 finishing = True
                 written = writer.commit()
@@ -294,7 +306,7 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         platforms=sum(len(i.platforms) or 1 for i in plan.images),
         artifacts=dict(Counter(a.kind for a in plan.artifacts)),
         manifests=len(plan.manifests),
-        blobs=len(catalog.files) - 2 - len(plan.manifests),
+        blobs=len(blobs),
         uncompressed_bytes=catalog.total_size,
         compressed_bytes=written.compressed_size,
         seconds=time.monotonic() - started,

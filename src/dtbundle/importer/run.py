@@ -38,7 +38,7 @@ from dtbundle.progress import NO_PROGRESS, Progress, plural
 from dtbundle.registry import RegistryClient
 from dtbundle.trust.evaluate import SignatureCollector, require_verified
 from dtbundle.trust.policy import Policy
-from dtbundle.verify import collect_signatures
+from dtbundle.verify import carried_root, collect_signatures, expect_carried_root, with_carried_root
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,9 @@ def _import(
         progress.phase(f"{doing} {plural(len(catalog.files), 'file')}")
         progress.start(catalog.total_size)
         collector = SignatureCollector(catalog) if settings.signature_policy is not None else None
+        policy = settings.signature_policy
+        root = expect_carried_root(catalog, policy, collector) if policy and collector else None
+        trust_file = carried_root(catalog)  # verified like any entry, then left out of the target
         blob_files = frozenset(f.digest for f in catalog.files if f.path.startswith("blobs/"))
         manifest_types = {d: t for d, (t, _) in placement.roots.items()}
         manifests: dict[str, bytes] = {}
@@ -141,6 +144,10 @@ def _import(
                     # Manifests come first: the first other blob completes (and checks) the plan.
                     plan = plan or build_plan(placement, manifests, blob_files)
                     repos = plan.blobs.get(entry.digest)
+                    if repos is None and trust_file is not None and entry.digest == trust_file.digest:
+                        for _ in data:  # the carried trusted root: checked (and kept for the policy), not pushed
+                            pass
+                        continue
                     if repos is None:
                         raise IntegrityError(
                             f"bundle entry {entry.path} is referenced by no manifest before it "
@@ -151,8 +158,8 @@ def _import(
                         pass
             # Every entry matched the signed catalog and the archive ended cleanly.
             plan = plan or build_plan(placement, manifests, blob_files)
-            if collector is not None and settings.signature_policy is not None:
-                report.signatures = collector.evaluate(settings.signature_policy)
+            if collector is not None and policy is not None:
+                report.signatures = collector.evaluate(with_carried_root(policy, root, collector))
                 if settings.require_signatures:
                     require_verified(report.signatures)
         except BaseException:

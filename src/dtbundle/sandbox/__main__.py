@@ -188,7 +188,14 @@ def demo(box: Sandbox, workdir: Path) -> None:
     _say("\n=== Internet side ===")
     _run_dtbundle("dynatrace", "options")
     _run_dtbundle(
-        "dynatrace", "versions", "--environment-url", box.api.url, env={"DT_API_TOKEN": box.secrets.api_token}
+        "dynatrace",
+        "versions",
+        "--plain-http",
+        "--dynatrace-registry",
+        f"{box.source.address}/dynatrace",
+        "--environment-url",
+        box.api.url,
+        env={"DT_API_TOKEN": box.secrets.api_token},
     )
     _run_dtbundle("keygen", "--output-dir", str(keys))
     bundle = out / "dynatrace.tar.zst"
@@ -220,6 +227,9 @@ def demo(box: Sandbox, workdir: Path) -> None:
         )
     _say(f"\n$ cat {dynakube}")
     _say(dynakube.read_text())
+    commands = dynakube.with_name(f"{dynakube.stem}-commands.sh")  # Helm from the private registry
+    _say(f"$ cat {commands}")
+    _say(commands.read_text())
 
     _say("=== Classic Full-Stack: OneAgent from the environment's built-in registry (PaaS token) ===")
     classic = out / "classic.tar.zst"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dtbundle.trust.keys import VerifyKey
@@ -42,11 +42,17 @@ class Policy:
     keys: tuple[VerifyKey, ...] = ()
     trusted_root: TrustedRoot | None = None
     identities: tuple[Identity, ...] = ()
+    # Keyless without a trusted root of the user's: export fetches one through TUF, verify and
+    # import use the one the bundle carries (dtbundle.verify.with_carried_root).
+    root_pending: bool = False
 
     @property
     def empty(self) -> bool:
         # A trusted root alone trusts nobody: keyless signatures also need an identity.
-        return not self.keys and not (self.trusted_root and self.identities)
+        return not self.keys and not ((self.trusted_root or self.root_pending) and self.identities)
+
+    def with_root(self, root: TrustedRoot) -> Policy:
+        return replace(self, trusted_root=root, root_pending=False)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -26,6 +26,7 @@ class TrustedRoot:
 
     certificates: tuple[x509.Certificate, ...]  # Fulcio CA certificates (roots and intermediates)
     tlog_keys: Mapping[str, VerifyKey]  # Rekor log ID (hex) -> key
+    raw: bytes = field(default=b"", repr=False, compare=False)  # the JSON it was read from (export carries it)
 
     @classmethod
     def from_json(cls, data: bytes, where: str = "trusted root") -> TrustedRoot:
@@ -45,4 +46,4 @@ class TrustedRoot:
                     keys[sha256_hex(raw)] = key
         except (ValueError, KeyError, TypeError, UnsupportedAlgorithm, binascii.Error):
             raise UsageError(f"{where} is not a Sigstore trusted_root.json") from None
-        return cls(tuple(certs), keys)
+        return cls(tuple(certs), keys, data)
