@@ -10,4 +10,5 @@ echo "test: ruff"
 echo "test: mypy"
 "$venv/bin/mypy"
 echo "test: pytest"
-exec "$venv/bin/python" -m pytest "$@"
+# Two workers by default (DTBUNDLE_TEST_WORKERS=0 runs in one process, e.g. for -x or pdb).
+exec "$venv/bin/python" -m pytest -n "${DTBUNDLE_TEST_WORKERS:-2}" "$@"
