@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dtbundle.bundle.key import generate_keys, load_private_key
 from dtbundle.export.requests import requests_from
 from dtbundle.export.run import ExportSettings, run_export
+from dtbundle.sandbox import dynatrace as dtsandbox
 from dtbundle.sandbox import images
 from dtbundle.sandbox.pki import KeyPair, make_ca
 from dtbundle.sandbox.registry_server import RegistryServer, start_registry
@@ -121,3 +122,13 @@ def exported(
     with make_client(plain_registry, user=None) as client:
         run_export(client, settings)
     return Exported(path, keys_dir / "dtbundle.key", keys_dir / "dtbundle.pub", seeded)
+
+
+@pytest.fixture(scope="session")
+def public(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> str:
+    """A public-like Dynatrace registry prefix (every public component, signed as the vendor
+    signs), seeded once per session; tests only read from it."""
+    prefix = f"dt{uuid.uuid4().hex[:6]}"
+    with make_client(plain_registry, user=None) as client:
+        dtsandbox.seed_public(client, plain_registry.address, signing_key, prefix)
+    return f"{plain_registry.address}/{prefix}"

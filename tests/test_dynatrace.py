@@ -44,14 +44,6 @@ API_TOKEN = "dt0c01.APITOKEN.do-not-print-me-either"
 V = dtsandbox.SAMPLE_VERSIONS
 
 
-@pytest.fixture(scope="module")
-def public(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> str:
-    """A public-like registry prefix holding the five components, signed."""
-    prefix = f"dt{uuid.uuid4().hex[:6]}"
-    with make_client(plain_registry, user=None) as client:
-        dtsandbox.seed_public(client, plain_registry.address, signing_key, prefix)
-    return f"{plain_registry.address}/{prefix}"
-
 
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:

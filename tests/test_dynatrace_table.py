@@ -8,7 +8,6 @@ import importlib.resources
 import json
 import re
 import tomllib
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,10 @@ from dtbundle.dynatrace.table import (
 from dtbundle.errors import UsageError
 from dtbundle.oci import Platform
 from dtbundle.sandbox import dynatrace as dtsandbox
-from dtbundle.sandbox.registry_server import RegistryServer
 from dtbundle.trust.policy import Identity
 from tests.support.artifacts import write_pub
 from tests.support.cli import assert_clean_error, run
-from tests.support.registries import Exported, make_client
+from tests.support.registries import Exported
 
 V = dtsandbox.ALL_VERSIONS
 ROOT = Path(__file__).parent / "vectors/sigstore-bundle/managed-key-and-trusted-root/trusted_root.json"
@@ -247,13 +245,6 @@ def test_keyless_defaults_for_operator_and_otel_collector(monkeypatch: pytest.Mo
     unsigned = [r for r in old.requests if UNSIGNED_ANNOTATION in r.annotations]
     assert [r.annotations[COMPONENT_ANNOTATION] for r in unsigned] == ["otel-collector"]
 
-
-@pytest.fixture(scope="module")
-def public(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> str:
-    prefix = f"dtt{uuid.uuid4().hex[:6]}"
-    with make_client(plain_registry, user=None) as client:
-        dtsandbox.seed_public(client, plain_registry.address, signing_key, prefix)
-    return f"{plain_registry.address}/{prefix}"
 
 
 def _export(public: str, exported: Exported, bundle: Path, *extra: str) -> dict[str, Any]:

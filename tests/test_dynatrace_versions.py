@@ -4,7 +4,6 @@ matching set, ``dtbundle dynatrace versions`` and ``export --dynatrace --latest`
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,8 @@ from dtbundle.dynatrace.table import COMPONENT_ANNOTATION, VERSION_ANNOTATION
 from dtbundle.dynatrace.versions import immutable_versions, matching_set, release_of, version_key
 from dtbundle.errors import UsageError
 from dtbundle.sandbox import dynatrace as dtsandbox
-from dtbundle.sandbox.registry_server import RegistryServer
 from tests.support.artifacts import write_pub
 from tests.support.cli import assert_clean_error, run
-from tests.support.registries import make_client
 
 V = dtsandbox.SAMPLE_VERSIONS
 OLD, NEW_AG = dtsandbox.OLDER_RELEASE, dtsandbox.NEWER_ACTIVEGATE
@@ -31,13 +28,6 @@ NEVER = {
     "0.54.0-amd64",
 }
 
-
-@pytest.fixture(scope="module")
-def public(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> str:
-    prefix = f"dtv{uuid.uuid4().hex[:6]}"
-    with make_client(plain_registry, user=None) as client:
-        dtsandbox.seed_public(client, plain_registry.address, signing_key, prefix)
-    return f"{plain_registry.address}/{prefix}"
 
 
 def test_semantic_and_numeric_ordering() -> None:

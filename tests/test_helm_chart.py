@@ -8,7 +8,6 @@ import re
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -27,13 +26,6 @@ OPERATOR = dtsandbox.NEWER_OPERATOR  # v1.10.2
 CHART = "1.10.2"
 ACTIVEGATE = dtsandbox.SAMPLE_VERSIONS["activegate"]
 
-
-@pytest.fixture(scope="module")
-def public(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey) -> str:
-    prefix = f"dt{uuid.uuid4().hex[:6]}"
-    with make_client(plain_registry, user=None) as client:
-        dtsandbox.seed_public(client, plain_registry.address, signing_key, prefix)
-    return f"{plain_registry.address}/{prefix}"
 
 
 def _export(public: str, exported: Exported, cosign_pub: Path, bundle: Path, *extra: str) -> None:
