@@ -84,6 +84,9 @@ def test_matching_set_takes_the_newest_common_release() -> None:
         matching_set(available, {"oneagent": "1.1.1.20200101-000000"})
     with pytest.raises(UsageError, match="no release"):
         matching_set({"oneagent": [OLD], "activegate": [NEW_AG]})
+    # Pins of two different releases cannot both hold: refused, never a mixed set.
+    with pytest.raises(UsageError, match="come from one release; pin one"):
+        matching_set(available, {"oneagent": OLD, "activegate": NEW_AG})
 
 
 def test_dynatrace_versions_lists_newest_first_and_the_matching_set(public: str) -> None:

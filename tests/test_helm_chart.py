@@ -3,17 +3,23 @@ emitted after import (DynaKube, Helm values, install commands) name only the pri
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.dynatrace.helm import HELM_CHART, HELM_CONFIG, chart_version
+from dtbundle.dynatrace.dynakube import Dynakube, PinnedImages
+from dtbundle.dynatrace.helm import HELM_CHART, HELM_CONFIG, chart_version, commands_text, values_text
 from dtbundle.dynatrace.table import COMPONENT_ANNOTATION, VERSION_ANNOTATION
+from dtbundle.errors import IntegrityError
 from dtbundle.oci.reference import Reference
 from dtbundle.sandbox import dynatrace as dtsandbox
 from dtbundle.sandbox.registry_server import RegistryServer
@@ -25,7 +31,6 @@ from tests.support.registries import Exported, make_client
 OPERATOR = dtsandbox.NEWER_OPERATOR  # v1.10.2
 CHART = "1.10.2"
 ACTIVEGATE = dtsandbox.SAMPLE_VERSIONS["activegate"]
-
 
 
 def _export(public: str, exported: Exported, cosign_pub: Path, bundle: Path, *extra: str) -> None:
@@ -128,10 +133,9 @@ def test_the_chart_round_trips_and_the_emitted_files_name_only_the_private_regis
     # Commands: namespace, secrets from the environment, the CA ConfigMap, helm from the private registry.
     assert commands.startswith("#!/bin/sh\n") and commands_file.stat().st_mode & 0o111
     assert "kubectl create namespace dynatrace" in commands
-    assert "create secret docker-registry dynatrace-pull-secret" in commands
-    assert '--docker-password="$REGISTRY_PASSWORD"' in commands
-    assert '--from-literal=apiToken="$DT_API_TOKEN"' in commands
-    assert '--from-literal=dataIngestToken="$DT_DATA_INGEST_TOKEN"' in commands
+    assert "name: dynatrace-pull-secret\ntype: kubernetes.io/dockerconfigjson" in commands
+    assert 'apiToken: "$DT_API_TOKEN"' in commands and 'dataIngestToken: "$DT_DATA_INGEST_TOKEN"' in commands
+    _run_with_fake_tools(commands_file, tmp_path)
     assert f"create configmap dynatrace-registry-ca --from-file=certs={tls_registry.ca_cert.resolve()}" in commands
     assert re.search(
         rf"helm install dynatrace-operator oci://{re.escape(chart_ref.name)} --version {CHART} -n dynatrace"
@@ -222,3 +226,39 @@ def test_operator_1_4_values_pin_the_digest_in_the_tag(
     ref = values["imageRef"]
     assert set(ref) == {"repository", "tag"} and re.fullmatch(r"v1\.4\.0@sha256:[0-9a-f]{64}", ref["tag"])
     assert "--version 1.4.0" in (tmp_path / "dynakube-commands.sh").read_text()
+
+
+def _run_with_fake_tools(script: Path, tmp_path: Path) -> None:
+    """Run the commands file with recording kubectl/helm: every secret reaches them on stdin, none as an
+    argument (another user of the machine can read /proc/*/cmdline)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("kubectl", "helm"):
+        (fake / tool).write_text('#!/bin/sh\necho "$0 $*" >> "$LOG.argv"\ncat >> "$LOG.stdin"\n')
+        (fake / tool).chmod(0o755)
+    secrets = {"REGISTRY_USER": "alice", "REGISTRY_PASSWORD": "pa$$ word'\"", "DT_API_TOKEN": "dt0c01.API",
+               "DT_DATA_INGEST_TOKEN": "dt0c01.INGEST"}  # fmt: skip
+    log = tmp_path / "calls"
+    env = {**os.environ, **secrets, "PATH": f"{fake}:{os.environ['PATH']}", "LOG": str(log)}
+    subprocess.run(["sh", str(script)], env=env, check=True, timeout=30, capture_output=True, stdin=subprocess.DEVNULL)
+    argv, stdin = Path(f"{log}.argv").read_text(), Path(f"{log}.stdin").read_text()
+    for name in ("REGISTRY_PASSWORD", "DT_API_TOKEN", "DT_DATA_INGEST_TOKEN"):
+        assert secrets[name] not in argv, name
+    assert 'apiToken: "dt0c01.API"' in stdin and 'dataIngestToken: "dt0c01.INGEST"' in stdin
+    auth = re.search(r'"auth":"([^"]+)"', stdin)
+    assert auth and base64.b64decode(auth.group(1)).decode() == "alice:" + secrets["REGISTRY_PASSWORD"]
+    assert "helm install dynatrace-operator oci://" in argv
+
+
+@pytest.mark.parametrize(
+    ("component", "hostile"),
+    [("operator-chart", "1.10.2; touch /tmp/pwned"), ("operator-chart", "1.10.2\nid #"), ("operator-chart", "$(id)")],
+)
+def test_a_hostile_version_in_the_catalog_never_reaches_the_script(component: str, hostile: str) -> None:
+    """The chart version comes from the catalog (unverified without --public-key): refused, not written."""
+    chart = Reference("reg.example.com", "m/dynatrace-operator", None, "sha256:" + "a" * 64)  # no tag
+    dynakube = Dynakube("", pinned=PinnedImages(by_component={component: chart}, versions={component: hostile}))
+    with pytest.raises(IntegrityError, match="unusable chart version"):
+        commands_text(dynakube, dynakube_file="dk.yaml", values_file="v.yaml")
+    with pytest.raises(IntegrityError, match="unusable chart version"):
+        values_text(dynakube)

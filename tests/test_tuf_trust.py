@@ -213,6 +213,14 @@ def test_export_fetches_the_root_through_tuf_and_carries_it(
     assert not (layout / "blobs" / "sha256" / extension["digest"].split(":")[1]).exists()
     plain = run("import", "--public-key", pub, "--to-oci", str(tmp_path / "layout2"), str(out))
     assert plain.returncode == 0, plain.stderr
+    # An unverified bundle's carried root would choose which keyless signers count: refused.
+    blind = run(
+        "import", "--insecure-skip-verify", "--cosign-key", str(cosign_pub), *IDENTITY,
+        "--to-oci", str(tmp_path / "layout3"), str(out),
+    )  # fmt: skip
+    assert blind.returncode == 2 and "Traceback" not in blind.stderr
+    assert "the trusted root it carries is not trusted" in blind.stderr.splitlines()[-1]
+    assert not (tmp_path / "layout3").exists()
 
 
 def test_no_carried_root_is_a_usage_error(exported: Any) -> None:

@@ -26,6 +26,7 @@ from dtbundle import __version__
 from dtbundle.dynatrace.dynakube import Dynakube
 from dtbundle.dynatrace.table import COMPONENT_ANNOTATION, VERSION_ANNOTATION
 from dtbundle.dynatrace.yamltext import Note, lines
+from dtbundle.errors import IntegrityError
 from dtbundle.export.plan import ImageRequest
 from dtbundle.oci.reference import Reference
 
@@ -53,15 +54,32 @@ def chart_request(operator: ImageRequest, operator_version: str) -> ImageRequest
     return ImageRequest(str(ref), ref, (), annotations)
 
 
+# Every value the emitted files interpolate: registry names, tags, digests, versions, Kubernetes
+# names. They come from a bundle's catalog (possibly unverified: `dtbundle dynakube` without
+# --public-key), so anything else — a space, a quote, a newline — is refused, never written.
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}")
+_CHART_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?")
+
+
+def _safe(value: str, what: str) -> str:
+    if not _SAFE.fullmatch(value):
+        raise IntegrityError(f"the bundle names an unusable {what} {value[:60]!r}: not written into an install script")
+    return value
+
+
 def _chart_location(dynakube: Dynakube) -> tuple[str, str, bool]:
     """``oci://`` URL of the chart's private repository, its version, and whether the bundle holds it."""
     pinned = dynakube.pinned
     chart = pinned.by_component.get(CHART_COMPONENT)
     operator = pinned.by_component.get("operator")
     if chart is not None:
-        return f"oci://{chart.name}", pinned.versions.get(CHART_COMPONENT) or chart.tag or "", True
-    version = chart_version(pinned.versions.get("operator") or (operator.tag if operator else "") or "")
-    return f"oci://{operator.name if operator else 'REGISTRY/dynatrace-operator'}", version, False
+        url, version, carried = f"oci://{chart.name}", chart.tag or pinned.versions.get(CHART_COMPONENT) or "", True
+    else:
+        version = chart_version(pinned.versions.get("operator") or (operator.tag if operator else "") or "")
+        url, carried = f"oci://{operator.name if operator else 'REGISTRY/dynatrace-operator'}", False
+    if not _CHART_VERSION.fullmatch(version):
+        raise IntegrityError(f"the bundle names an unusable chart version {version[:60]!r} (expected X.Y.Z)")
+    return _safe(url, "chart repository"), version, carried
 
 
 def values_text(dynakube: Dynakube) -> str:
@@ -107,7 +125,9 @@ def commands_text(
     pinned = dynakube.pinned
     url, version, carried = _chart_location(dynakube)
     first = pinned.by_component.get("operator") or next(iter(pinned.by_component.values()), None)
-    registry = first.registry if first else "REGISTRY"
+    registry = _safe(first.registry if first else "REGISTRY", "registry")
+    pull_secret, name = _safe(dynakube.pull_secret, "pull secret name"), _safe(dynakube.name, "DynaKube name")
+    quoted = shlex.quote
     ns = f"-n {NAMESPACE}"
     env = ["REGISTRY_USER", "REGISTRY_PASSWORD"]
     if dynakube.has_dynakube:
@@ -124,19 +144,37 @@ def commands_text(
         'here=$(cd "$(dirname "$0")" && pwd)',
         "",
         f"kubectl create namespace {NAMESPACE} --dry-run=client -o yaml | kubectl apply -f -",
-        f"kubectl {ns} create secret docker-registry {dynakube.pull_secret} --docker-server={registry} \\",
-        '  --docker-username="$REGISTRY_USER" --docker-password="$REGISTRY_PASSWORD"',
+        # Secrets go through here-documents (printf is a shell builtin, base64 reads a pipe):
+        # never on a command line, where other users of the machine could read them.
+        f"kubectl {ns} apply -f - <<EOF  # the registry pull secret",
+        *_secret_manifest(
+            pull_secret,
+            "kubernetes.io/dockerconfigjson",
+            {
+                ".dockerconfigjson": f'\'{{"auths":{{"{registry}":{{"auth":"'
+                "$(printf '%s:%s' \"$REGISTRY_USER\" \"$REGISTRY_PASSWORD\" | base64 | tr -d '\\n')"
+                '"}}}\''
+            },
+        ),
     ]
     if dynakube.has_dynakube:
         out += [
-            f"kubectl {ns} create secret generic {dynakube.name} \\",
-            '  --from-literal=apiToken="$DT_API_TOKEN" --from-literal=dataIngestToken="$DT_DATA_INGEST_TOKEN"',
+            f"kubectl {ns} apply -f - <<EOF  # the DynaKube's tokens",
+            *_secret_manifest(
+                name, "Opaque", {"apiToken": '"$DT_API_TOKEN"', "dataIngestToken": '"$DT_DATA_INGEST_TOKEN"'}
+            ),
         ]
     if dynakube.has_edgeconnect:
         out += [
-            f"kubectl {ns} create secret generic edgeconnect-oauth \\",
-            '  --from-literal=oauth-client-id="$EDGECONNECT_OAUTH_CLIENT_ID" '
-            '--from-literal=oauth-client-secret="$EDGECONNECT_OAUTH_CLIENT_SECRET"',
+            f"kubectl {ns} apply -f - <<EOF  # EdgeConnect's OAuth client",
+            *_secret_manifest(
+                "edgeconnect-oauth",
+                "Opaque",
+                {
+                    "oauth-client-id": '"$EDGECONNECT_OAUTH_CLIENT_ID"',
+                    "oauth-client-secret": '"$EDGECONNECT_OAUTH_CLIENT_SECRET"',
+                },
+            ),
         ]
     helm_tls = ""
     if ca_cert is not None:
@@ -144,7 +182,8 @@ def commands_text(
         helm_tls = f" --ca-file {ca}"
         if dynakube.trusted_cas:
             out.append(
-                f"kubectl {ns} create configmap {dynakube.trusted_cas} --from-file=certs={ca}"
+                f"kubectl {ns} create configmap {quoted(_safe(dynakube.trusted_cas, 'ConfigMap name'))} "
+                f"--from-file=certs={ca}"
                 "  # the DynaKube's trustedCAs"
             )
     if plain_http:
@@ -152,15 +191,29 @@ def commands_text(
     if not carried:
         out.append(f"# The bundle holds no chart (exported with --no-helm-chart): push chart {version} to {url} first.")
     out += [
-        f'printf "%s" "$REGISTRY_PASSWORD" | helm registry login {registry}{helm_tls} \\',
+        f'printf "%s" "$REGISTRY_PASSWORD" | helm registry login {quoted(registry)}{helm_tls} \\',
         '  --username "$REGISTRY_USER" --password-stdin',
-        f"helm install {RELEASE} {url} --version {version} {ns}{helm_tls} \\",
+        f"helm install {RELEASE} {quoted(url)} --version {quoted(version)} {ns}{helm_tls} \\",
         f'  -f "$here"/{shlex.quote(values_file)} --atomic',
         f"kubectl {ns} wait pod --for=condition=ready --timeout=300s \\",
         "  -l app.kubernetes.io/name=dynatrace-operator,app.kubernetes.io/component=webhook",
         f'kubectl apply -f "$here"/{shlex.quote(dynakube_file)}',
     ]
     return "\n".join(out) + "\n"
+
+
+def _secret_manifest(name: str, kind: str, string_data: dict[str, str]) -> list[str]:
+    """A Secret for ``kubectl apply -f -``, ended by the ``EOF`` of its here-document."""
+    return [
+        "apiVersion: v1",
+        "kind: Secret",
+        "metadata:",
+        f"  name: {name}",
+        f"type: {kind}",
+        "stringData:",
+        *(f"  {key}: {value}" for key, value in string_data.items()),
+        "EOF",
+    ]
 
 
 def install_files(

@@ -118,10 +118,13 @@ def matching_set(
     pinned = dict(pinned or {})
     chosen: dict[str, str] = {}
     group = [n for n in available if n in RELEASE_GROUP and n not in pinned]
-    fixed = next(
-        (release_of(v) for n, v in pinned.items() if n in (*RELEASE_GROUP, "oneagent-classic") and release_of(v)),
-        None,
-    )
+    pinned_releases = {
+        release_of(v): n for n, v in pinned.items() if n in (*RELEASE_GROUP, "oneagent-classic") and release_of(v)
+    }
+    if len(pinned_releases) > 1:  # they are released together: pins of two releases cannot both hold
+        named = ", ".join(f"{n}={pinned[n]}" for n in pinned_releases.values())
+        raise UsageError(f"--version {named}: OneAgent, code modules and ActiveGate come from one release; pin one")
+    fixed = next(iter(pinned_releases), None)
     release = fixed
     if group:
         releases = [{release_of(v) for v in available[n]} for n in group]

@@ -27,7 +27,7 @@ from pathlib import Path
 from dtbundle.bundle.format import INDEX_NAME, LAYOUT_NAME, Catalog
 from dtbundle.bundle.key import PublicKey
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.errors import IntegrityError, Interrupted
+from dtbundle.errors import IntegrityError, Interrupted, UsageError
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.plan import ImportPlan, build_plan, parse_bundle_manifest, place
 from dtbundle.importer.report import ImportedImage, ImportReport
@@ -119,6 +119,12 @@ def _import(
         progress.start(catalog.total_size)
         collector = SignatureCollector(catalog) if settings.signature_policy is not None else None
         policy = settings.signature_policy
+        if policy is not None and policy.root_pending and settings.keys is None:
+            # An unverified catalog would choose which keyless signers count as verified.
+            raise UsageError(
+                "--insecure-skip-verify does not check the bundle's signature, so the trusted root it carries is "
+                "not trusted either: pass --trusted-root FILE for keyless verification"
+            )
         root = expect_carried_root(catalog, policy, collector) if policy and collector else None
         trust_file = carried_root(catalog)  # verified like any entry, then left out of the target
         blob_files = frozenset(f.digest for f in catalog.files if f.path.startswith("blobs/"))
