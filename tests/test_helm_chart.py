@@ -33,7 +33,9 @@ CHART = "1.10.2"
 ACTIVEGATE = dtsandbox.SAMPLE_VERSIONS["activegate"]
 
 
-def _export(public: str, exported: Exported, cosign_pub: Path, bundle: Path, *extra: str) -> None:
+def _export(
+    public: str, exported: Exported, cosign_pub: Path, bundle: Path, *extra: str, operator: str = OPERATOR
+) -> None:
     proc = run(
         "export",
         "--plain-http",
@@ -41,7 +43,7 @@ def _export(public: str, exported: Exported, cosign_pub: Path, bundle: Path, *ex
         "--option",
         "kubernetes-platform-monitoring",
         "--version",
-        f"operator={OPERATOR}",
+        f"operator={operator}",
         "--version",
         f"activegate={ACTIVEGATE}",
         "--dynatrace-registry",
@@ -197,27 +199,7 @@ def test_operator_1_4_values_pin_the_digest_in_the_tag(
 ) -> None:
     cosign_pub = write_pub(signing_key, tmp_path / "cosign.pub")
     bundle = tmp_path / "old.tar.zst"
-    proc = run(
-        "export",
-        "--plain-http",
-        "--dynatrace",
-        "--option",
-        "kubernetes-platform-monitoring",
-        "--version",
-        "operator=v1.4.0",
-        "--version",
-        f"activegate={ACTIVEGATE}",
-        "--dynatrace-registry",
-        public,
-        "--cosign-key",
-        str(cosign_pub),
-        "--require-signatures",
-        "--signing-key",
-        str(exported.key),
-        "-o",
-        str(bundle),
-    )
-    assert proc.returncode == 0, proc.stderr
+    _export(public, exported, cosign_pub, bundle, operator="v1.4.0")
     ((_, _, version),) = _chart_images(bundle)
     assert version == "1.4.0"
     out = tmp_path / "dynakube.yaml"
