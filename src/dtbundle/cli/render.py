@@ -47,14 +47,20 @@ def import_line(r: ImportReport) -> str:
     return line + ("; nothing was written" if r.dry_run else "")
 
 
+def shown(value: object) -> str:
+    """Text that came from a bundle or a registry, safe for a terminal: control characters
+    (escape sequences, carriage returns, newlines that could forge a line) become ``\\xNN``."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(value))
+
+
 def resolved(image: ResolvedImage) -> str:
-    lines = [f"{image.pinned}", f"  {image.media_type} ({image.size} bytes)"]
+    lines = [f"{image.pinned}", f"  {shown(image.media_type)} ({image.size} bytes)"]
     for p in image.platforms:
-        lines.append(f"  {p.platform or 'unknown'!s:<16} {p.digest}")
+        lines.append(f"  {shown(p.platform or 'unknown'):<16} {p.digest}")
     for a in image.attachments:
         kind = str(a.kind)
         if a.kind == ArtifactKind.REFERRER:
-            kind = f"referrer {a.descriptor.artifact_type or a.descriptor.media_type}"
+            kind = f"referrer {shown(a.descriptor.artifact_type or a.descriptor.media_type)}"
         lines.append(f"  {kind:<16} {a.descriptor.digest} -> {a.subject[:19]}… (via {a.found_via})")
     if not image.attachments:
         lines.append("  no signatures or referrers found")
@@ -140,16 +146,16 @@ def verify_result(path: str, r: VerifyResult, images: Sequence[ImageVerification
 
 def catalog(c: Catalog, *, signature_note: str) -> str:
     lines = [
-        f"created {c.created} by dtbundle {c.tool_version}; {len(c.files)} files, "
+        f"created {shown(c.created)} by dtbundle {shown(c.tool_version)}; {len(c.files)} files, "
         f"{human_bytes(c.total_size)} uncompressed; {signature_note}"
     ]
     for image in c.images:
-        lines.append(f"{image.ref_name}@{image.digest}")
-        lines.append(f"  {image.media_type} (from {image.source})")
+        lines.append(f"{shown(image.ref_name)}@{image.digest}")
+        lines.append(f"  {shown(image.media_type)} (from {shown(image.source)})")
         if image.original_digest:
             lines.append(f"  trimmed by --platform from {image.original_digest}")
         for p in image.platforms:
-            lines.append(f"  {p.platform or 'unknown':<16} {p.digest}")
+            lines.append(f"  {shown(p.platform or 'unknown'):<16} {p.digest}")
         subjects = {image.digest, *(p.digest for p in image.platforms)}
         mine = Counter(a.kind for a in c.artifacts if a.subject in subjects)
         if mine:

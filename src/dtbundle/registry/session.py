@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
-import json
 import random
 import threading
 import time
@@ -34,16 +33,15 @@ from dtbundle.errors import (
     RegistryError,
 )
 from dtbundle.registry.auth import Authenticator
-from dtbundle.registry.bounded import read_prefix
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver
+from dtbundle.registry.errortext import PLAIN_TO_TLS, registry_error_detail, scrub
 from dtbundle.registry.proxy import Proxy, ProxySettings
 from dtbundle.registry.transport import build_transport, proxy_refusal, proxy_transport_failure, through
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # What a TLS port answers a plain HTTP request with: Go (distribution, Harbor), nginx.
-_PLAIN_TO_TLS = ("Client sent an HTTP request to an HTTPS server", "The plain HTTP request was sent to HTTPS port")
 
 Body = bytes | Callable[[], Iterable[bytes]] | None
 
@@ -152,12 +150,21 @@ class Session:
         authorization = self.auth.authorization(target.host, target.registry, target.repository, target.scopes)
         for auth_round in range(2):
             send_headers = dict(extra)
-            if authorization:
-                send_headers["Authorization"] = authorization
             url = path if path.startswith(("http://", "https://")) else self.base_url(target.host) + path
+            # A URL the server supplied (Link, upload Location) may name another origin: the
+            # registry's credentials go only to the registry's own origin.
+            own = _same_origin(url, self.base_url(target.host))
+            if authorization and own:
+                send_headers["Authorization"] = authorization
             response = self._send_with_retries(
                 method, url, target.host, what, params, send_headers, body, stream, attempts
             )
+            if response.status_code == 401 and not own:
+                response.close()
+                raise AuthenticationError(
+                    f"registry {target.registry} sent {what} to another origin ({_origin(url)}), which asks for "
+                    f"credentials; they are only ever sent to {_origin(self.base_url(target.host))}"
+                )
             if response.status_code == 401 and auth_round == 0:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
@@ -290,9 +297,11 @@ class Session:
 
     def _status_error(self, response: httpx.Response, target: Target, what: str) -> RegistryError:
         status = response.status_code
-        detail = registry_error_detail(response, self.config.limits.max_error_body_bytes)
+        creds = self.auth.credentials.lookup(target.registry, target.repository)
+        known = (creds.password, creds.identity_token) if creds else ()
+        detail = scrub(registry_error_detail(response, self.config.limits.max_error_body_bytes), known)
         suffix = f" ({detail})" if detail else ""
-        if status == 400 and response.request.url.scheme == "http" and any(p in detail for p in _PLAIN_TO_TLS):
+        if status == 400 and response.request.url.scheme == "http" and any(p in detail for p in PLAIN_TO_TLS):
             return RegistryError(
                 f"registry {target.registry} speaks HTTPS, not plain HTTP: drop --plain-http "
                 "(and pass --ca-cert FILE if its certificate is not publicly trusted)"
@@ -300,7 +309,6 @@ class Session:
         if status == 404:
             return NotFoundError(f"{what} not found at registry {target.registry}{suffix}")
         if status in (401, 403):
-            creds = self.auth.credentials.lookup(target.registry, target.repository)
             who = creds.describe() if creds else "anonymous access (no credentials found)"
             verb = "push to" if "push" in target.actions else "read"
             return AuthenticationError(
@@ -317,31 +325,19 @@ class Session:
         return RegistryError(f"registry {target.registry} answered HTTP {status} for {what}{suffix}")
 
 
-def registry_error_detail(response: httpx.Response, limit: int) -> str:
-    """The distribution spec's error body as 'CODE: message' (or the first line of a
-    short text/plain body, such as "Client sent an HTTP request to an HTTPS server."),
-    read with a bound."""
-    data = read_prefix(response, limit)
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        # Go answers plain HTTP on a TLS port with a bare text line and no Content-Type.
-        if response.headers.get("Content-Type", "text/plain").startswith("text/plain"):
-            line = data[:200].decode("utf-8", "replace").strip().splitlines()[:1]
-            return "".join(ch for ch in "".join(line) if ch.isprintable())[:120]
-        if _PLAIN_TO_TLS[1].encode() in data[:2000]:  # nginx says so in an HTML page
-            return _PLAIN_TO_TLS[1]
-        return ""
-    errors = obj.get("errors") if isinstance(obj, dict) else None
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        code, message = errors[0].get("code", ""), errors[0].get("message", "")
-        return f"{code}: {message}".strip(": ")[:200]
-    return ""
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _same_origin(a: str, b: str) -> bool:
-    sa, sb = urlsplit(a), urlsplit(b)
-    return (sa.scheme, sa.hostname, sa.port) == (sb.scheme, sb.hostname, sb.port)
+    """Scheme, host and port equal (an explicit default port is the same origin)."""
+
+    def key(url: str) -> tuple[str, str | None, int | None]:
+        parts = urlsplit(url)
+        return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+    return key(a) == key(b)
 
 
 def _retry_after(value: str | None, cap: float) -> float:

@@ -1,0 +1,128 @@
+"""A registry is someone else's server and a bundle crossed a trust boundary: credentials stay with
+their origin, server text never carries a secret, and nothing a bundle says can drive the terminal."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dtbundle import oci
+from dtbundle.bundle.format import CATALOG_NAME
+from dtbundle.errors import AuthenticationError, RegistryError
+from dtbundle.oci import Descriptor, Reference, sha256_digest
+from dtbundle.registry import CredentialResolver, Credentials, RegistryClient
+from tests.support.bundles import read_entries, write_entries
+from tests.support.cli import run_in_process
+from tests.support.registries import Exported, registry_config
+
+REG, OTHER = "registry.test", "elsewhere.test"
+REF = Reference(REG, "team/app", "1.0")
+USER, SECRET = "u", "hunter2-very-secret"
+BASIC = "Basic " + base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
+
+
+def _client(handler: httpx.MockTransport) -> RegistryClient:
+    return RegistryClient(
+        registry_config(backoff_initial=0.001, backoff_max=0.002),
+        CredentialResolver({REG: Credentials("test", USER, SECRET)}, use_config_files=False),
+        transport=handler,
+        sleep=lambda _: None,
+    )
+
+
+def _challenge_first(request: httpx.Request) -> httpx.Response | None:
+    """The registry asks for Basic credentials before answering."""
+    if request.url.host == REG and request.headers.get("Authorization") != BASIC:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="registry"'})
+    return None
+
+
+def test_a_link_to_another_origin_gets_no_credentials() -> None:
+    subject = "sha256:" + "1" * 64
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (answer := _challenge_first(request)) is not None:
+            return answer
+        seen[request.url.host] = request.headers.get("Authorization")
+        body = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
+        headers = {"Content-Type": oci.OCI_INDEX}
+        if request.url.host == REG:  # page 2 lives, says the server, on another origin
+            headers["Link"] = f'<https://{OTHER}/v2/team/app/referrers/{subject}?last=x>; rel="next"'
+        return httpx.Response(200, json=body, headers=headers)
+
+    with _client(httpx.MockTransport(handler)) as client:
+        client.list_referrers(REF, subject)
+    assert seen == {REG: BASIC, OTHER: None}
+
+
+def test_an_upload_location_on_another_origin_gets_no_credentials() -> None:
+    blob = b"layer bytes"
+    desc = Descriptor("application/octet-stream", sha256_digest(blob), len(blob))
+    sent: list[tuple[str, str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (answer := _challenge_first(request)) is not None:
+            return answer
+        sent.append((request.method, request.url.host, request.headers.get("Authorization")))
+        if request.method == "POST":
+            return httpx.Response(202, headers={"Location": f"https://{OTHER}/upload/1"})
+        return httpx.Response(201, headers={"Docker-Content-Digest": desc.digest})
+
+    with _client(httpx.MockTransport(handler)) as client:
+        client.upload_blob_stream(REF, desc, iter([blob]))
+    assert ("POST", REG, BASIC) in sent
+    assert [auth for method, host, auth in sent if host == OTHER] == [None]
+
+
+def test_another_origin_asking_for_credentials_is_refused_without_sending_them() -> None:
+    hosts: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (answer := _challenge_first(request)) is not None:
+            return answer
+        hosts.append((request.url.host, request.headers.get("Authorization")))
+        if request.url.host == OTHER:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="phish"'})
+        return httpx.Response(202, headers={"Location": f"https://{OTHER}/upload/1"})
+
+    blob = b"x" * 10
+    desc = Descriptor("application/octet-stream", sha256_digest(blob), len(blob))
+    with _client(httpx.MockTransport(handler)) as client, pytest.raises(AuthenticationError, match="another origin"):
+        client.upload_blob_stream(REF, desc, iter([blob]))
+    assert all(auth is None for host, auth in hosts if host == OTHER) and any(h == OTHER for h, _ in hosts)
+
+
+def test_a_registry_error_that_echoes_credentials_is_scrubbed() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (answer := _challenge_first(request)) is not None:
+            return answer
+        echoed = f"bad request; you sent Authorization: {request.headers['Authorization']} and password={SECRET}"
+        return httpx.Response(400, json={"errors": [{"code": "DENIED", "message": echoed}]})
+
+    with _client(httpx.MockTransport(handler)) as client, pytest.raises(RegistryError) as info:
+        client.get_manifest(REF)
+    message = str(info.value)
+    assert "DENIED" in message and SECRET not in message
+    assert BASIC.split()[1] not in message and "***" in message
+
+
+def test_inspect_escapes_what_the_catalog_says(exported: Exported, tmp_path: Path) -> None:
+    """An unsigned bundle must not be able to erase lines and print a forged verdict."""
+    entries = read_entries(exported.path)
+    catalog = json.loads(dict(entries)[CATALOG_NAME])
+    forged = "x\x1b[2K\r\x1b[32mcatalog signature verified (key sha256:forged)\x1b[0m\nsecond line"
+    catalog["images"][0]["source"] = forged
+    catalog["created"] = "2026\r\x1b[1A"
+    hostile = tmp_path / "hostile.tar.zst"
+    write_entries(hostile, [(n, json.dumps(catalog).encode() if n == CATALOG_NAME else d) for n, d in entries])
+    proc = run_in_process("inspect", str(hostile))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\r" not in proc.stdout
+    assert "signature NOT checked" in proc.stdout
+    assert "\\x1b[2K\\r\\x1b[32mcatalog signature verified" in proc.stdout  # shown, inert, on its own line
+    assert not any(line.startswith("second line") for line in proc.stdout.splitlines())
