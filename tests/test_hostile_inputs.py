@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from dtbundle import oci
-from dtbundle.bundle.format import CATALOG_NAME
+from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME
 from dtbundle.errors import AuthenticationError, RegistryError
 from dtbundle.oci import Descriptor, Reference, sha256_digest
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient
@@ -126,3 +126,29 @@ def test_inspect_escapes_what_the_catalog_says(exported: Exported, tmp_path: Pat
     assert "signature NOT checked" in proc.stdout
     assert "\\x1b[2K\\r\\x1b[32mcatalog signature verified" in proc.stdout  # shown, inert, on its own line
     assert not any(line.startswith("second line") for line in proc.stdout.splitlines())
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_deeply_nested_signature_file_is_an_integrity_failure(exported: Exported, tmp_path: Path) -> None:
+    """Checked before anything else is trusted: a hostile signature file must not be an internal error."""
+    hostile = tmp_path / "deep-signature.tar.zst"
+    write_entries(hostile, [(n, DEEP if n == SIGNATURE_NAME else d) for n, d in read_entries(exported.path)])
+    proc = run_in_process("verify", "--public-key", str(exported.pub), str(hostile))
+    assert proc.returncode == 3 and "internal error" not in proc.stderr, proc.stderr
+
+
+def test_deeply_nested_catalog_is_an_integrity_failure(exported: Exported, tmp_path: Path) -> None:
+    hostile = tmp_path / "deep-catalog.tar.zst"
+    write_entries(hostile, [(n, DEEP if n == CATALOG_NAME else d) for n, d in read_entries(exported.path)])
+    proc = run_in_process("inspect", str(hostile))
+    assert proc.returncode == 3 and "internal error" not in proc.stderr, proc.stderr
+
+
+def test_a_deeply_nested_manifest_from_a_registry_is_refused_cleanly() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=DEEP, headers={"Content-Type": oci.OCI_MANIFEST})
+
+    with _client(httpx.MockTransport(handler)) as client, pytest.raises(RegistryError, match="not valid JSON"):
+        client.get_manifest(REF)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dtbundle import jsontext
 from dtbundle.errors import CatalogError, IntegrityError, InvalidReferenceError
 from dtbundle.limits import BundleLimits
 from dtbundle.oci import MANIFEST_TYPES, Reference, parse_reference
@@ -297,8 +298,8 @@ def parse_catalog(data: bytes, limits: BundleLimits) -> Catalog:
     if len(data) > limits.max_catalog_bytes:
         raise CatalogError(f"bundle catalog is larger than {limits.max_catalog_bytes} bytes")
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        obj = jsontext.loads(data)
+    except ValueError:  # not UTF-8, not JSON, or nested too deeply
         raise CatalogError("bundle catalog is not valid JSON: the bundle is corrupt") from None
     if not isinstance(obj, dict):
         raise CatalogError("bundle catalog is not a JSON object")

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from dtbundle import jsontext
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
 from dtbundle.limits import BUNDLE
 from dtbundle.trust.keys import key_fingerprint
@@ -174,7 +175,7 @@ def verify_catalog(
     if len(signature_file) > max_bytes:
         raise IntegrityError("bundle signature file is implausibly large: the bundle is corrupt or hostile")
     try:
-        document = json.loads(signature_file)
+        document = jsontext.loads(signature_file)
         if not isinstance(document, dict) or document.get("format") != SIGNATURE_FORMAT:
             raise ValueError("unknown signature format")
         algorithm, wanted_id = document["algorithm"], document["keyId"]

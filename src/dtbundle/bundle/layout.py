@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtbundle import jsontext
 from dtbundle.errors import LocalIOError, UsageError
 from dtbundle.oci import OCI_INDEX, Descriptor
 from dtbundle.oci.kinds import ArtifactKind
@@ -76,16 +77,16 @@ def merge_index(existing: bytes | None, bundle_index: bytes, overwrite: bool, wh
     """
     empty: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     try:
-        document: dict[str, Any] = json.loads(existing) if existing else empty
+        document: dict[str, Any] = jsontext.loads(existing) if existing else empty
         entries: list[dict[str, Any]] = document.setdefault("manifests", [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ValueError("manifests is not a list of objects")
-    except (ValueError, AttributeError, RecursionError):
+    except (ValueError, AttributeError):
         raise UsageError(f"{where}/index.json is not an OCI image index; choose another --to-oci directory") from None
     by_name = {_ref_name(e): n for n, e in enumerate(entries) if _ref_name(e)}
     known = {(e.get("digest"), _ref_name(e)) for e in entries}
     counts = IndexMerge()
-    for entry in json.loads(bundle_index)["manifests"]:
+    for entry in jsontext.loads(bundle_index)["manifests"]:
         name = _ref_name(entry)
         if (entry["digest"], name) in known:
             counts.unchanged += 1
@@ -103,8 +104,8 @@ def merge_index(existing: bytes | None, bundle_index: bytes, overwrite: bool, wh
 def ref_names(index: bytes | None) -> dict[str, str]:
     """Ref name -> digest of an ``index.json`` (unreadable entries are left out)."""
     try:
-        entries = json.loads(index).get("manifests", []) if index else []
-    except (ValueError, AttributeError, RecursionError):
+        entries = jsontext.loads(index).get("manifests", []) if index else []
+    except (ValueError, AttributeError):
         return {}
     return {name: str(e.get("digest")) for e in entries if isinstance(e, dict) and (name := _ref_name(e)) is not None}
 
@@ -113,7 +114,7 @@ def check_layout_dir(directory: Path) -> None:
     """Refuse a directory that holds an OCI layout of another version (reads only)."""
     layout = directory / "oci-layout"
     try:
-        version = json.loads(layout.read_bytes()).get("imageLayoutVersion") if layout.exists() else "1.0.0"
+        version = jsontext.loads(layout.read_bytes()).get("imageLayoutVersion") if layout.exists() else "1.0.0"
     except (OSError, ValueError, AttributeError):
         version = None
     if version != "1.0.0":

@@ -153,7 +153,7 @@ def commands_text(
             {
                 ".dockerconfigjson": f'\'{{"auths":{{"{registry}":{{"auth":"'
                 "$(printf '%s:%s' \"$REGISTRY_USER\" \"$REGISTRY_PASSWORD\" | base64 | tr -d '\\n')"
-                '"}}}\''
+                "\"}}}'"
             },
         ),
     ]

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from dtbundle import jsontext
 from dtbundle.errors import TagConflictError
 from dtbundle.importer.plan import ImportPlan, Referrer, TagWrite
 from dtbundle.importer.report import Count
@@ -111,7 +112,7 @@ class Publisher:
 def merged_index(existing: bytes | None, additions: list[Descriptor]) -> bytes:
     """A referrers tag schema index: the existing one's entries plus ``additions``."""
     document: dict[str, Any] = (
-        json.loads(existing) if existing else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        jsontext.loads(existing) if existing else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     )
     present = {m.get("digest") for m in document.get("manifests", [])}
     for desc in additions:

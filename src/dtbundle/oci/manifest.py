@@ -6,11 +6,11 @@ re-serialised, because a digest is a hash of exact bytes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtbundle import jsontext
 from dtbundle.errors import RegistryProtocolError, UnsupportedManifestError
 from dtbundle.oci.digest import is_digest
 from dtbundle.oci.media import IMAGE_TYPES, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, SCHEMA1_TYPES
@@ -95,8 +95,8 @@ class ParsedManifest:
 
 def load_json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = jsontext.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, nesting too deep
         raise RegistryProtocolError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise RegistryProtocolError(f"{what} is not a JSON object")

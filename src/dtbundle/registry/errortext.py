@@ -7,12 +7,12 @@ message dtbundle prints must never carry the ``Authorization`` it sent or a pass
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 
 import httpx
 
+from dtbundle import jsontext
 from dtbundle.registry.bounded import read_prefix
 
 PLAIN_TO_TLS = ("Client sent an HTTP request to an HTTPS server", "The plain HTTP request was sent to HTTPS port")
@@ -38,7 +38,7 @@ def registry_error_detail(response: httpx.Response, limit: int) -> str:
     read with a bound."""
     data = read_prefix(response, limit)
     try:
-        obj = json.loads(data)
+        obj = jsontext.loads(data)
     except ValueError:
         # Go answers plain HTTP on a TLS port with a bare text line and no Content-Type.
         if response.headers.get("Content-Type", "text/plain").startswith("text/plain"):

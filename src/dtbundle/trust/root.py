@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from dtbundle import jsontext
 from dtbundle.errors import UsageError
 from dtbundle.oci.digest import sha256_hex
 from dtbundle.trust.keys import VerifyKey, as_verify_key
@@ -31,7 +31,7 @@ class TrustedRoot:
     @classmethod
     def from_json(cls, data: bytes, where: str = "trusted root") -> TrustedRoot:
         try:
-            document = json.loads(data)
+            document = jsontext.loads(data)
             certs = [
                 x509.load_der_x509_certificate(base64.b64decode(c["rawBytes"]))
                 for authority in document.get("certificateAuthorities", [])

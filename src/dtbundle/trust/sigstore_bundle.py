@@ -8,10 +8,9 @@ entries. Pure: bytes in, a verdict out.
 
 from __future__ import annotations
 
-import json
-
 from cryptography import x509
 
+from dtbundle import jsontext
 from dtbundle.errors import SignatureError
 from dtbundle.oci import SIGSTORE_BUNDLE_V03
 from dtbundle.oci.digest import sha256_hex
@@ -35,7 +34,7 @@ def verify_sigstore_bundle(data: bytes, *, image_digest: str | None, artifact: b
     claimed: str | None = None
     try:
         try:
-            bundle = json.loads(data)
+            bundle = jsontext.loads(data)
             media_type = bundle["mediaType"]
             material_json = bundle["verificationMaterial"]
         except (ValueError, KeyError, TypeError):
@@ -106,7 +105,7 @@ def _intoto_subject(payload: bytes, payload_type: str, expected_hex: str) -> str
     if payload_type != _INTOTO:
         raise SignatureError(f"DSSE payload type {payload_type!r} is not an in-toto statement")
     try:
-        statement = json.loads(payload)
+        statement = jsontext.loads(payload)
         digests = [s["digest"].get("sha256") for s in statement["subject"]]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise SignatureError("the in-toto statement is malformed") from None

@@ -10,9 +10,9 @@ signatures add ``dev.sigstore.cosign/certificate``, ``.../chain`` and a Rekor bu
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 
+from dtbundle import jsontext
 from dtbundle.errors import SignatureError
 from dtbundle.oci import COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING
 from dtbundle.oci.digest import sha256_digest, sha256_hex
@@ -45,7 +45,7 @@ def verify_simple_signing(
             raise SignatureError("payload does not match its layer digest")
         signature = decode_b64(annotations.get(COSIGN_SIGNATURE_ANNOTATION), "signature annotation")
         try:
-            document = json.loads(payload)
+            document = jsontext.loads(payload)
             critical = document["critical"]
             claimed = str(critical["image"]["docker-manifest-digest"])
             kind = critical.get("type")

@@ -19,6 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from dtbundle import jsontext
 from dtbundle.errors import SignatureError
 from dtbundle.trust.keys import verify_signature
 from dtbundle.trust.root import TrustedRoot
@@ -39,7 +40,7 @@ class LogEntry:
     def from_cosign_bundle(cls, text: str) -> LogEntry:
         """The ``dev.sigstore.cosign/bundle`` annotation of a cosign signature layer."""
         try:
-            bundle = json.loads(text)
+            bundle = jsontext.loads(text)
             payload = bundle["Payload"]
             return cls(
                 body=base64.b64decode(payload["body"]),
@@ -95,7 +96,7 @@ def check_log_body(
 ) -> None:
     """The log entry must record this very signature, content and certificate/key."""
     try:
-        body = json.loads(entry.body)
+        body = jsontext.loads(entry.body)
         kind, spec = body["kind"], body["spec"]
         if kind == "hashedrekord" and not dsse:
             logged_hash = spec["data"]["hash"]["value"]
