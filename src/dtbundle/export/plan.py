@@ -82,6 +82,11 @@ class ExportPlan:
     blobs: dict[str, StoredBlob] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def content_blobs(self) -> list[StoredBlob]:
+        """The blobs that are not manifests (configs, layers), in plan order: what export downloads."""
+        return [b for d, b in self.blobs.items() if d not in self.manifests]
+
 
 def _require_sha256(digest: str, what: str) -> None:
     if not digest.startswith("sha256:"):

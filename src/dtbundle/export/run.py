@@ -17,31 +17,26 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtbundle import __version__
 from dtbundle.bundle.format import (
     CATALOG_NAME,
     INDEX_NAME,
     LAYOUT_NAME,
     SIGNATURE_NAME,
     UNSIGNED_ANNOTATION,
-    Catalog,
-    CatalogArtifact,
-    CatalogFile,
-    CatalogImage,
-    CatalogPlatform,
 )
 from dtbundle.bundle.key import PrivateKey, key_id, sign_catalog
-from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
+from dtbundle.bundle.layout import OCI_LAYOUT_BYTES
 from dtbundle.bundle.writer import BundleWriter
 from dtbundle.errors import Interrupted, LocalIOError, UsageError
+from dtbundle.export.catalog import build_catalog, carried_root_file
 from dtbundle.export.plan import ExportPlan, ImageRequest, Planner, StoredBlob
-from dtbundle.oci import Descriptor, blob_path, sha256_hex
+from dtbundle.oci import Descriptor, blob_path
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.progress import NO_PROGRESS, Progress, format_bytes, plural
 from dtbundle.registry import RegistryClient
@@ -56,7 +51,6 @@ from dtbundle.trust.evaluate import (
 from dtbundle.trust.outcome import SignatureOutcome
 from dtbundle.trust.policy import Policy
 from dtbundle.trust.tuf import TufSource, with_tuf_root
-from dtbundle.verify import trusted_root_extension
 
 
 @dataclass(frozen=True)
@@ -145,83 +139,6 @@ def created_time() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-def build_catalog(
-    plan: ExportPlan,
-    created: datetime.datetime,
-    verifications: Sequence[ImageVerification] | None = None,
-    extensions: dict[str, Any] | None = None,
-    trusted_root: bytes | None = None,
-) -> tuple[Catalog, bytes]:
-    """The catalog and the ``index.json`` bytes for ``plan`` (pure); ``trusted_root``: carried, the last file."""
-    roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, ArtifactKind.IMAGE) for image in plan.images]
-    roots += [
-        LayoutRoot(
-            Descriptor(
-                a.descriptor.media_type,
-                a.descriptor.digest,
-                a.descriptor.size,
-                artifact_type=a.descriptor.artifact_type,
-            ),
-            a.ref_name,
-            a.kind,
-            a.subject,
-        )
-        for a in plan.artifacts
-    ]
-    index = index_json(roots)
-    files = [
-        CatalogFile(LAYOUT_NAME, len(OCI_LAYOUT_BYTES), sha256_hex(OCI_LAYOUT_BYTES)),
-        CatalogFile(INDEX_NAME, len(index), sha256_hex(index)),
-    ]
-    files += [CatalogFile(blob_path(d), m.manifest.size, d.split(":", 1)[1]) for d, m in plan.manifests.items()]
-    files += [
-        CatalogFile(blob_path(d), b.descriptor.size, d.split(":", 1)[1])
-        for d, b in plan.blobs.items()
-        if d not in plan.manifests
-    ]
-    if trusted_root is not None:
-        extensions = {**(extensions or {}), **trusted_root_extension(trusted_root)}
-        if (hexdigest := sha256_hex(trusted_root)) not in {f.sha256 for f in files}:
-            files.append(CatalogFile(blob_path("sha256:" + hexdigest), len(trusted_root), hexdigest))
-    images = tuple(
-        CatalogImage(
-            source=i.request.source,
-            registry=i.request.ref.registry,
-            repository=i.request.ref.repository,
-            tag=i.request.ref.tag,
-            digest=i.manifest.digest,
-            media_type=i.manifest.media_type,
-            size=i.manifest.size,
-            ref_name=i.ref_name,
-            platforms=tuple(
-                CatalogPlatform(str(p.platform) if p.platform else None, p.digest, p.media_type, p.size)
-                for p in i.platforms
-            ),
-            original_digest=i.original_digest,
-            annotations=dict(i.request.annotations),
-            verification=verifications[n].to_json() if verifications else None,
-        )
-        for n, i in enumerate(plan.images)
-    )
-    artifacts = tuple(
-        CatalogArtifact(
-            kind=a.kind,
-            registry=a.source.registry,
-            repository=a.source.repository,
-            subject=a.subject,
-            digest=a.descriptor.digest,
-            media_type=a.descriptor.media_type,
-            size=a.descriptor.size,
-            tag=a.source.tag,
-            artifact_type=a.descriptor.artifact_type,
-            ref_name=a.ref_name,
-        )
-        for a in plan.artifacts
-    )
-    created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Catalog(created_text, __version__, images, artifacts, tuple(files), dict(extensions or {})), index
-
-
 def run_export(client: RegistryClient, settings: ExportSettings, progress: Progress = NO_PROGRESS) -> ExportSummary:
     """Export ``settings.requests`` into one signed bundle at ``settings.output``; refuse before the first
     blob without the disk space it may need; KeyboardInterrupt becomes Interrupted, after the cleanup."""
@@ -249,7 +166,7 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         catalog, index = build_catalog(plan, created, verifications, settings.extensions, carried)
         catalog_bytes = catalog.to_bytes()
         signature = sign_catalog(settings.signing_key, catalog_bytes)
-        blobs = [b for d, b in plan.blobs.items() if d not in plan.manifests]
+        blobs = plan.content_blobs
         # Room for the tar through zstd (< 1 % growth) and the blobs _write_blobs spools at once (window + 1).
         window = max(1, 2 * settings.concurrency)
         tar = catalog.total_size + len(catalog_bytes) + len(signature) + 1024 * (len(catalog.files) + 4)
@@ -273,8 +190,8 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
                 progress.phase(f"downloading {plural(len(blobs), 'blob')}")
                 progress.start(sum(b.descriptor.size for b in blobs))
                 _write_blobs(client, writer, blobs, spool, window, progress)
-                if carried is not None and len(catalog.files) > 2 + len(plan.manifests) + len(blobs):
-                    writer.add_bytes(catalog.files[-1].path, carried)  # the trusted root: the last file
+                if carried is not None and (root_file := carried_root_file(plan, carried)) is not None:
+                    writer.add_bytes(root_file.path, carried)
                 progress.phase(f"finishing {output.name}")
                 finishing = True
                 written = writer.commit()
