@@ -222,3 +222,17 @@ def test_the_key_passphrase_is_asked_for_at_a_terminal(
     # without a terminal, the variable is still the way
     line = assert_clean_error(run_in_process(*args, "--force"), 2)
     assert "is encrypted; set DTBUNDLE_KEY_PASSPHRASE" in line
+
+
+def test_the_password_is_obtained_once_however_many_clients_a_command_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """export --latest lists tags with one client and exports with another: stdin is read once."""
+    import io
+
+    from dtbundle.cli.options import RegistryAccess
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    access = RegistryAccess(username="alice", password_stdin=True)
+    asked: list[str] = []
+    first = access.explicit_credentials({"reg.example.com"}, prompt=lambda text: asked.append(text) or None)
+    second = access.explicit_credentials({"reg.example.com"}, prompt=lambda text: asked.append(text) or None)
+    assert first == second and first["reg.example.com"].password == "s3cret" and asked == []

@@ -95,6 +95,9 @@ class RegistryAccess:
     password_stdin: bool = False
     auth_registry: str | None = None
     proxy: str | None = None
+    # The password once obtained (stdin is read, the terminal asked, once per command, however
+    # many clients the command builds): (password, where it came from).
+    _secret: list[tuple[str | None, str]] = field(default_factory=list, compare=False, repr=False)
 
     def config(self) -> RegistryConfig:
         return RegistryConfig(
@@ -115,12 +118,14 @@ class RegistryAccess:
     ) -> dict[str, Credentials]:
         """--username with its password: from stdin, $DTBUNDLE_PASSWORD, else typed at the terminal
         (``prompt``, default :func:`prompt_secret`: hidden, and only when stdin is a terminal)."""
-        password = os.environ.get("DTBUNDLE_PASSWORD")
-        source = "--username/DTBUNDLE_PASSWORD"
-        if self.password_stdin:
-            if sys.stdin.isatty():
-                raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
-            password, source = sys.stdin.readline().rstrip("\r\n"), "--username/--password-stdin"
+        if self._secret:
+            password, source = self._secret[0]
+        else:
+            password, source = os.environ.get("DTBUNDLE_PASSWORD"), "--username/DTBUNDLE_PASSWORD"
+            if self.password_stdin:
+                if sys.stdin.isatty():
+                    raise UsageError("--password-stdin given, but standard input is a terminal; pipe the password in")
+                password, source = sys.stdin.readline().rstrip("\r\n"), "--username/--password-stdin"
         if self.username is None:
             if self.password_stdin:
                 raise UsageError("--password-stdin needs --username (or DTBUNDLE_USERNAME)")
@@ -131,9 +136,11 @@ class RegistryAccess:
                 "explicit credentials apply to one registry, and these references name several; "
                 "add --auth-registry HOST, or log in with 'docker login' / 'skopeo login'"
             )
-        if not password and not self.password_stdin:
+        if not password and not self.password_stdin and not self._secret:
             source = "--username/typed password"
             password = (prompt or prompt_secret)(f"Password for {self.username} at {host}: ")
+        if not self._secret:
+            self._secret.append((password, source))
         if not password:
             if self.password_stdin:
                 raise UsageError("--password-stdin read an empty password from standard input")
