@@ -19,7 +19,7 @@ from typing import Any
 
 from dtbundle.errors import DtbundleError, NotFoundError, ReferenceNotFoundError
 from dtbundle.oci import Descriptor, Reference, referrers_tag
-from dtbundle.oci.kinds import COSIGN_KINDS, ArtifactKind
+from dtbundle.oci.kinds import COSIGN_KINDS, ArtifactKind, is_attachment_tag
 from dtbundle.registry import Manifest, RegistryClient
 
 
@@ -126,7 +126,6 @@ def resolve_all(client: RegistryClient, refs: Iterable[Reference], *, attachment
 # -- a reference that does not exist ---------------------------------------------------------------------
 SUGGESTED_TAGS = 3
 _SIMILARITY_CUTOFF = 0.6  # difflib's default for get_close_matches
-_ATTACHMENT_TAG = re.compile(r"sha256-[0-9a-f]{64}(?:\.[a-z]+)?")  # cosign and referrers tags
 _VERSION_LIKE = re.compile(r"v?[0-9]+(?:[._-][0-9A-Za-z]+)*")
 
 
@@ -154,7 +153,7 @@ def missing_reference(client: RegistryClient, ref: Reference) -> ReferenceNotFou
 
 def tag_hint(wanted: str | None, tags: Iterable[str], count: int = SUGGESTED_TAGS) -> str:
     """'tags nearby: …' (the closest to ``wanted``), else 'newest tags: …', else 'the repository has no tags'."""
-    candidates = sorted({t for t in tags if not _ATTACHMENT_TAG.fullmatch(t)}, key=_natural)
+    candidates = sorted({t for t in tags if not is_attachment_tag(t)}, key=_natural)
     if not candidates:
         return "the repository has no tags"
     if wanted:

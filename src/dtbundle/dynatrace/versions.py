@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from dtbundle.dynatrace.selection import MUTABLE_TAGS
 from dtbundle.dynatrace.table import Component, DynatraceTable, load_table
 from dtbundle.errors import NotFoundError, UsageError
+from dtbundle.oci.kinds import is_attachment_tag
 from dtbundle.oci.reference import parse_reference
 from dtbundle.registry import RegistryClient
 
@@ -50,7 +51,7 @@ FORMATS: Mapping[str, re.Pattern[str]] = {
 
 def version_key(component: str, tag: str) -> tuple[int, ...] | None:
     """The numeric sort key of ``tag`` as a version of ``component``, or None when it is not one."""
-    if tag.lower() in MUTABLE_TAGS or tag.startswith("sha256-"):
+    if tag.lower() in MUTABLE_TAGS or is_attachment_tag(tag):
         return None
     found = FORMATS.get(component, FORMATS["k8s-node-config-collector"]).fullmatch(tag)
     return tuple(int(part) for part in found.groups()) if found else None

@@ -6,7 +6,10 @@ strings on the wire (``cosign.sig``), an enum in code.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+
+from dtbundle.oci.digest import SHA256_HEX_PATTERN
 
 
 class ArtifactKind(StrEnum):
@@ -28,3 +31,10 @@ class ArtifactKind(StrEnum):
 COSIGN_KINDS = (ArtifactKind.COSIGN_SIG, ArtifactKind.COSIGN_ATT, ArtifactKind.COSIGN_SBOM)
 # Kinds a catalog may list as artifacts (everything but the image itself).
 ARTIFACT_KINDS = frozenset(ArtifactKind) - {ArtifactKind.IMAGE}
+# sha256-<hex> (referrers tag schema) and sha256-<hex>.sig/.att/.sbom (cosign): tags that name
+# what refers to an image, never an image version.
+_ATTACHMENT_TAG = re.compile(rf"sha256-{SHA256_HEX_PATTERN.pattern}(?:\.[a-z]+)?")
+
+
+def is_attachment_tag(tag: str) -> bool:
+    return _ATTACHMENT_TAG.fullmatch(tag) is not None
