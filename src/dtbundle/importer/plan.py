@@ -148,12 +148,19 @@ def parse_bundle_manifest(digest: str, data: bytes, media_type: str) -> ParsedMa
         raise IntegrityError(f"bundle manifest {digest} is invalid: {exc}") from None
 
 
-def build_plan(placement: Placement, manifests: Mapping[str, bytes], bundle_files: frozenset[str]) -> ImportPlan:
+def build_plan(
+    placement: Placement,
+    manifests: Mapping[str, bytes],
+    bundle_files: frozenset[str],
+    already_parsed: Mapping[str, ParsedManifest] | None = None,
+) -> ImportPlan:
     """Complete the placement with what the manifests reference.
 
     ``manifests``: digest -> bytes of every manifest the bundle holds; ``bundle_files``:
-    the digests of every blob file in the bundle. Raises IntegrityError when a manifest
-    references a manifest or blob the bundle does not carry.
+    the digests of every blob file in the bundle; ``already_parsed``: manifests the caller
+    parsed while streaming (reused when parsed as the media type the plan gives them).
+    Raises IntegrityError when a manifest references a manifest or blob the bundle does
+    not carry.
     """
     types: dict[str, str] = {d: t for d, (t, _) in placement.roots.items()}
     repos: dict[str, set[Reference]] = {d: set(r) for d, (_, r) in placement.roots.items()}
@@ -168,7 +175,10 @@ def build_plan(placement: Placement, manifests: Mapping[str, bytes], bundle_file
         data = manifests.get(digest)
         if data is None:
             raise IntegrityError(f"bundle lacks manifest {digest}, which its catalog or another manifest references")
-        parsed[digest] = manifest = parse_bundle_manifest(digest, data, types[digest])
+        known = (already_parsed or {}).get(digest)
+        if known is None or known.media_type != types[digest]:
+            known = parse_bundle_manifest(digest, data, types[digest])
+        parsed[digest] = manifest = known
         children[digest] = tuple(c.digest for c in manifest.manifests)
         for child in manifest.manifests:
             types.setdefault(child.digest, child.media_type)

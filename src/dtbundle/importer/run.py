@@ -33,6 +33,7 @@ from dtbundle.importer.plan import ImportPlan, build_plan, parse_bundle_manifest
 from dtbundle.importer.report import ImportedImage, ImportReport
 from dtbundle.importer.sinks import DryRunSink, LayoutSink, RegistrySink, Sink
 from dtbundle.limits import BundleLimits
+from dtbundle.oci import ParsedManifest
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.progress import NO_PROGRESS, Progress, plural
 from dtbundle.registry import RegistryClient
@@ -130,6 +131,7 @@ def _import(
         blob_files = frozenset(f.digest for f in catalog.files if f.path.startswith("blobs/"))
         manifest_types = {d: t for d, (t, _) in placement.roots.items()}
         manifests: dict[str, bytes] = {}
+        streamed: dict[str, ParsedManifest] = {}  # parsed once while streaming, reused by the plan
         plan: ImportPlan | None = None
         index_bytes = b""
         try:
@@ -144,11 +146,12 @@ def _import(
                     if entry.size > settings.limits.max_manifest_bytes:
                         raise IntegrityError(f"manifest {entry.digest} is larger than the manifest limit")
                     manifests[entry.digest] = raw = b"".join(data)
-                    for child in parse_bundle_manifest(entry.digest, raw, manifest_types[entry.digest]).manifests:
+                    streamed[entry.digest] = parse_bundle_manifest(entry.digest, raw, manifest_types[entry.digest])
+                    for child in streamed[entry.digest].manifests:
                         manifest_types.setdefault(child.digest, child.media_type)
                 else:
                     # Manifests come first: the first other blob completes (and checks) the plan.
-                    plan = plan or build_plan(placement, manifests, blob_files)
+                    plan = plan or build_plan(placement, manifests, blob_files, streamed)
                     repos = plan.blobs.get(entry.digest)
                     if repos is None and trust_file is not None and entry.digest == trust_file.digest:
                         for _ in data:  # the carried trusted root: checked (and kept for the policy), not pushed
@@ -163,7 +166,7 @@ def _import(
                     for _ in data:  # what the sink did not need to read is still checked
                         pass
             # Every entry matched the signed catalog and the archive ended cleanly.
-            plan = plan or build_plan(placement, manifests, blob_files)
+            plan = plan or build_plan(placement, manifests, blob_files, streamed)
             if collector is not None and policy is not None:
                 report.signatures = collector.evaluate(with_carried_root(policy, root, collector))
                 if settings.require_signatures:
