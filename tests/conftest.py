@@ -25,6 +25,21 @@ from dtbundle.sandbox.registry_server import RegistryServer, start_registry
 from tests.support.registries import PASSWORD, READER, READER_PASSWORD, REFRESH_TOKEN, USER, Exported, make_client
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Import's rollback records (``$XDG_STATE_HOME/dtbundle``) never land in the real home, even
+    from session fixtures; each test then gets its own (below)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-session")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh ``$XDG_STATE_HOME`` per test: one test's imports never refuse another's bundles."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture(scope="session")
 def ca() -> KeyPair:
     return make_ca()

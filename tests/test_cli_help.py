@@ -49,6 +49,13 @@ def test_help_shows_bracketed_syntax_literally() -> None:
     assert "HOST[:PORT][/PREFIX]" in imported.stdout
 
 
+def test_import_help_names_the_rollback_options_and_the_default_state_file() -> None:
+    imported = run_in_process("import", "--help", env={"COLUMNS": "200"})
+    assert "--state-file" in imported.stdout and "--allow-downgrade" in imported.stdout
+    default = "(default: $XDG_STATE_HOME/dtbundle/imports.json, or ~/.local/state/dtbundle/imports.json)"
+    assert default in imported.stdout
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ([], ["dynatrace"], ["dynatrace", "options"])])
 def test_help_shows_placeholders_and_examples(command: list[str]) -> None:
     proc = run_in_process(*command, "--help", env={"COLUMNS": "120"})

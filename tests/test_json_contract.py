@@ -201,7 +201,9 @@ def test_export_verify_inspect(
     out = tmp_path / "signed.tar.zst"
     export = Contract("export")
     common = ("--plain-http", "--json", "--signing-key", str(exported.key))
-    made = succeed(export, "export", *common, "-o", str(out), "--cosign-key", str(cosign_pub), *signed)
+    cache = ("--cache-dir", str(tmp_path / "cache"))
+    made = succeed(export, "export", *common, "-o", str(out), *cache, "--cosign-key", str(cosign_pub), *signed)
+    assert made["cache"] == {"blobs": 0, "blobBytes": 0, "redownloaded": 0}  # a new cache: everything downloaded
     assert made["compressedBytes"] == out.stat().st_size and made["counts"]["images"] == len(signed)
     assert made["imageSignatures"]["result"] == "passed"
     assert made["attachmentCounts"]["cosignSig"] > 0 and made["attachmentCounts"]["referrer"] == 0  # zero kept
@@ -253,10 +255,12 @@ def test_import(plain_registry: RegistryServer, exported: Exported, cosign_pub: 
     base = ("import", "--plain-http", "--json", "--public-key", str(exported.pub))
     planned = succeed(contract, *base, "--registry", where, "--dry-run", str(exported.path))
     assert planned["dryRun"] and {p["state"] for p in planned["plan"]} == {"new"}
+    assert planned["stateRecorded"] is False and not Path(planned["stateFile"]).exists()  # a dry run records nothing
     done = succeed(contract, *base, "--cosign-key", str(cosign_pub), "--registry", where, str(exported.path))
     contract.assert_covered()
     assert done["counts"]["tagsPushed"] > 0 and done["counts"]["tagsOverwritten"] == 0 and done["plan"] == []
     assert done["imageSignatures"]["result"] == "failed"  # the sample set has an unsigned image
+    assert done["stateRecorded"] is True and Path(done["stateFile"]).is_file()
     # Every counter, zero included, also when nothing happens.
     layout = tmp_path / "layout"
     for _ in range(2):

@@ -21,16 +21,20 @@ translated at the boundary into one of these classes.
     │   │   ├── UnsupportedManifestError        schema1 or an unknown manifest type
     │   │   └── RegistryProtocolError           an answer that breaks the distribution spec
     │   ├── RegistryConnectionError             could not connect / TLS / timeout, after retries
+    │   │   ├── TransferStalledError            too few bytes within the stall window (retried, resumed)
+    │   │   └── TransferDeadlineError           a transfer outlived its overall deadline
     │   ├── DynatraceApiError                   the Dynatrace Deployment API answered, but not as hoped
     │   │   └── DynatraceAuthError              it refused the API token
     │   └── LocalIOError                        reading or writing a local file failed
+    │       └── StateFileError                  the import state file (rollback records) is unusable
     ├── IntegrityError                  exit 3  verification or integrity failure
     │   ├── DigestMismatchError                 content does not match its digest or size
     │   ├── LimitExceededError                  content larger than a configured bound
     │   ├── CatalogError                        a bundle catalog that breaks the format
     │   ├── SignatureError                      one image signature failed one check (the
     │   │                                       trust module turns it into a verdict)
-    │   └── PolicyError                         images lack a valid signature under the policy
+    │   ├── PolicyError                         images lack a valid signature under the policy
+    │   └── RollbackError                       a bundle older than one already imported to a target
     └── Interrupted                     exit 130  Ctrl-C or SIGTERM; says what state things were left in
 """
 
@@ -101,6 +105,14 @@ class RegistryConnectionError(OperationalError):
     """The registry could not be reached (DNS, TCP, TLS, timeout), even after retries."""
 
 
+class TransferStalledError(RegistryConnectionError):
+    """A transfer moved too few bytes within the stall window; retried or resumed like a drop."""
+
+
+class TransferDeadlineError(RegistryConnectionError):
+    """A transfer, with all its retries and resumes, did not finish within its deadline."""
+
+
 class LocalIOError(OperationalError):
     """A local file could not be read or written."""
 
@@ -151,3 +163,13 @@ class Interrupted(DtbundleError):
     """The user interrupted a command (Ctrl-C, SIGTERM); the message says what state it left behind."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class StateFileError(LocalIOError):
+    """The import state file (newest bundle time per target, for rollback protection) cannot be read,
+    parsed or written; import refuses to run without it rather than switch the protection off."""
+
+
+class RollbackError(IntegrityError):
+    """A validly signed bundle is older than one already imported to the same target tag (a replay
+    would roll tags back); ``--allow-downgrade`` imports it anyway."""

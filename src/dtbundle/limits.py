@@ -7,6 +7,7 @@ checks that the specs and this module agree.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 KiB = 1024
@@ -18,6 +19,8 @@ TiB = 1024 * GiB
 MANIFEST_MAX_BYTES = 4 * MiB
 # distribution's reference grammar: registry/repository is at most this long.
 REFERENCE_NAME_MAX_LENGTH = 255
+# import's rollback records (importer/state.py): about 100 000 records; anything larger is not ours.
+STATE_FILE_MAX_BYTES = 16 * MiB
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,41 @@ class RegistryLimits:
     backoff_max: float = 20.0
     retry_after_max: float = 120.0
     max_resumes: int = 10  # Range resumes of one blob download, in total
+    # Time bounds of one transfer (a body read or sent: blob, manifest, list, upload chunk).
+    # Stall rule: while a body moves, every window of stall_timeout seconds must move more than
+    # max_stall_bytes bytes, and no single read or write may wait longer than stall_timeout for
+    # a byte; otherwise the transfer is stalled, which is retried (or resumed) like a dropped
+    # connection. A server trickling a byte a second is stalled after one window.
+    stall_timeout: float = 60.0
+    max_stall_bytes: int = 16 * KiB
+    # Overall deadline of one transfer, including all its retries and resumes (a blob download,
+    # a whole blob upload, a manifest read); never retried.
+    max_transfer_seconds: float = 14_400.0
+    # Manifests fetched by digest are immutable: a client keeps them (at most this many bytes)
+    # and fetches each (registry, repository, digest) once per run.
+    max_manifest_cache_bytes: int = 64 * MiB
+
+    def timed(self, stall_timeout: float | None, max_transfer_seconds: float | None) -> RegistryLimits:
+        """These limits with the time bounds that are given (the CLI's --stall-timeout, --transfer-deadline)."""
+        given = {"stall_timeout": stall_timeout, "max_transfer_seconds": max_transfer_seconds}
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+
     max_chunk_failures: int = 5  # failed PATCHes of one upload chunk before giving up
     max_connections: int = 32  # open connections of one client, over all registries
     credential_helper_timeout: float = 30.0  # a docker-credential-* helper must answer within this
+
+
+@dataclass(frozen=True)
+class JsonLimits:
+    """Bounds of one parse of JSON dtbundle did not write (``jsontext.loads``), checked before the
+    parser builds anything. The defaults serve manifests, registry and Deployment API answers,
+    layouts and Sigstore documents, whose size their reader bounds already."""
+
+    max_depth: int = 64  # nesting of arrays and objects
+    max_elements: int = 1_000_000  # `{`, `[` and `,` outside strings: an upper bound of the values built
+    # per started KiB of text: memory stays a small multiple of the text's size (~100 bytes per element)
+    max_elements_per_kib: int = 256
+    max_bytes: int | None = None  # None: the caller bounded the size already
 
 
 @dataclass(frozen=True)
@@ -56,6 +91,27 @@ class BundleLimits:
     max_manifest_bytes: int = MANIFEST_MAX_BYTES
     max_zstd_window_bytes: int = 1 << 27  # 128 MiB: the zstd long-distance-matching maximum
     max_pax_header_bytes: int = 64 * KiB
+    # The catalog and signature file as JSON, measured before they are parsed (jsontext). A real
+    # catalog has an element per ~40 bytes; at most one per 16 bytes and 2 million in all keep the
+    # memory of a parse under ~10x the catalog's size and ~400 MB, whatever the catalog says.
+    max_json_depth: int = 32
+    max_catalog_elements: int = 2_000_000
+    max_catalog_elements_per_kib: int = 64
+
+    @property
+    def catalog_json(self) -> JsonLimits:
+        return JsonLimits(
+            self.max_json_depth, self.max_catalog_elements, self.max_catalog_elements_per_kib, self.max_catalog_bytes
+        )
+
+    @property
+    def signature_json(self) -> JsonLimits:
+        return JsonLimits(
+            self.max_json_depth,
+            self.max_catalog_elements,
+            self.max_catalog_elements_per_kib,
+            self.max_signature_file_bytes,
+        )
 
 
 @dataclass(frozen=True)
@@ -69,4 +125,5 @@ class TrustLimits:
 
 REGISTRY = RegistryLimits()
 BUNDLE = BundleLimits()
+JSON_DEFAULT = JsonLimits()
 TRUST = TrustLimits()

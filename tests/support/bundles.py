@@ -29,3 +29,26 @@ def write_entries(path: Path, entries: list[tuple[str, bytes]]) -> None:
 def flip_byte(data: bytes, position: int = -1) -> bytes:
     index = position % len(data)
     return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+def write_members(
+    path: Path, members: list[tuple[tarfile.TarInfo, bytes]], compressor: zstandard.ZstdCompressor | None = None
+) -> None:
+    """Like :func:`write_entries`, with whole tar headers (links, devices, pax headers) and a chosen compressor."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    # Streaming: the size is not known to the compressor, so a frame keeps the window it was given.
+    stream = (compressor or zstandard.ZstdCompressor()).compressobj()
+    path.write_bytes(stream.compress(buffer.getvalue()) + stream.flush())
+
+
+def member(
+    name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, **fields: object
+) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, len(data) if kind == tarfile.REGTYPE else 0
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, data

@@ -19,11 +19,14 @@ from tests.support.cli import cli_env
 
 class ThrottledProxy:
     """Forwards TCP connections from a free 127.0.0.1 port to ``upstream`` (``host:port``), each
-    direction of each connection at most ``rate`` bytes per second. A context manager."""
+    direction of each connection at most ``rate`` bytes per second. A context manager.
+    ``served`` counts the bytes the upstream sent to clients (headers included)."""
 
     def __init__(self, upstream: str, rate: int) -> None:
         host, port = upstream.rsplit(":", 1)
         self.upstream, self.rate = (host, int(port)), rate
+        self.served = 0
+        self._count = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.sockets: list[socket.socket] = [self.listener]
@@ -45,13 +48,16 @@ class ThrottledProxy:
             except OSError:
                 return
             self.sockets += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, counted in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(source, sink, counted), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
         try:
             while data := source.recv(64 * 1024):
                 sink.sendall(data)
+                if counted:
+                    with self._count:
+                        self.served += len(data)
                 time.sleep(len(data) / self.rate)
             sink.shutdown(socket.SHUT_WR)
         except OSError:

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 from dtbundle import jsontext
 from dtbundle.errors import CatalogError, IntegrityError, InvalidReferenceError
-from dtbundle.limits import BundleLimits
+from dtbundle.limits import REFERENCE_NAME_MAX_LENGTH, BundleLimits
 from dtbundle.oci import MANIFEST_TYPES, Reference, parse_reference
 from dtbundle.oci.digest import SHA256_HEX_PATTERN, SHA256_PATTERN
 from dtbundle.oci.kinds import ARTIFACT_KINDS, ArtifactKind
+from dtbundle.oci.reference import is_valid_path
 
 FORMAT_VERSION = 1
 CATALOG_NAME = "dtbundle.json"
@@ -273,13 +274,31 @@ def _check_platform(p: CatalogPlatform, where: str, ctx: _Context) -> None:
     _manifest_in_bundle(p.digest, p.size, p.media_type, where, ctx)
 
 
+def _check_ref_name(ref_name: str | None, registry: str, repository: str, where: str) -> None:
+    """A root's ``index.json`` name is its own reference: it becomes a name in the target layout."""
+    if ref_name is None:
+        return
+    try:
+        ref = parse_reference(ref_name, default_tag=None)
+    except InvalidReferenceError:
+        ref = None
+    if ref is None or (ref.registry, ref.repository) != (registry, repository):
+        raise CatalogError(f"bundle catalog is invalid: {where}.refName is not a reference of {registry}/{repository}")
+
+
 def _check_image(i: CatalogImage, where: str, ctx: _Context) -> None:
     _canonical_name(i.registry, i.repository, i.tag, where)
+    _check_ref_name(i.ref_name, i.registry, i.repository, where)
     _manifest_in_bundle(i.digest, i.size, i.media_type, where, ctx)
+    private = i.annotations.get(TARGET_REPOSITORY_ANNOTATION)
+    if private is not None and not (is_valid_path(private) and len(private) < REFERENCE_NAME_MAX_LENGTH):
+        # It becomes a repository below --registry: a path like ../other would escape it.
+        raise CatalogError(f"bundle catalog is invalid: {where} names an invalid target repository {private[:80]!r}")
 
 
 def _check_artifact(a: CatalogArtifact, where: str, ctx: _Context) -> None:
     _canonical_name(a.registry, a.repository, a.tag, where)
+    _check_ref_name(a.ref_name, a.registry, a.repository, where)
     _manifest_in_bundle(a.digest, a.size, a.media_type, where, ctx)
     if a.subject not in ctx.blobs:
         raise CatalogError(f"bundle catalog is invalid: {where}: its subject {a.subject} is not in the bundle")
@@ -298,9 +317,12 @@ def parse_catalog(data: bytes, limits: BundleLimits) -> Catalog:
     if len(data) > limits.max_catalog_bytes:
         raise CatalogError(f"bundle catalog is larger than {limits.max_catalog_bytes} bytes")
     try:
-        obj = jsontext.loads(data)
-    except ValueError:  # not UTF-8, not JSON, or nested too deeply
-        raise CatalogError("bundle catalog is not valid JSON: the bundle is corrupt") from None
+        obj = jsontext.loads(data, limits.catalog_json)  # size, depth, elements: before anything is built
+    except ValueError as exc:  # not UTF-8, not JSON, or beyond a bound
+        raise CatalogError(
+            f"bundle catalog is not valid JSON or exceeds the reader's bounds ({str(exc)[:200]}): "
+            "the bundle is corrupt or hostile"
+        ) from None
     if not isinstance(obj, dict):
         raise CatalogError("bundle catalog is not a JSON object")
     version = obj.get("formatVersion")

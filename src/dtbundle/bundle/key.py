@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -175,7 +176,7 @@ def verify_catalog(
     if len(signature_file) > max_bytes:
         raise IntegrityError("bundle signature file is implausibly large: the bundle is corrupt or hostile")
     try:
-        document = jsontext.loads(signature_file)
+        document = jsontext.loads(signature_file, dataclasses.replace(BUNDLE.signature_json, max_bytes=max_bytes))
         if not isinstance(document, dict) or document.get("format") != SIGNATURE_FORMAT:
             raise ValueError("unknown signature format")
         algorithm, wanted_id = document["algorithm"], document["keyId"]

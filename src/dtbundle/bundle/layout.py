@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from dtbundle import jsontext
-from dtbundle.errors import LocalIOError, UsageError
+from dtbundle.bundle.format import CatalogArtifact, CatalogImage
+from dtbundle.errors import CatalogError, LocalIOError, UsageError
 from dtbundle.oci import OCI_INDEX, Descriptor
 from dtbundle.oci.kinds import ArtifactKind
 
@@ -50,6 +51,38 @@ def index_json(roots: Iterable[LayoutRoot]) -> bytes:
         manifests.append(entry)
     document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
     return (json.dumps(document, indent=1) + "\n").encode()
+
+
+def catalog_index(images: Iterable[CatalogImage], artifacts: Iterable[CatalogArtifact]) -> bytes:
+    """The ``index.json`` of a bundle, derived from its (validated) catalog records.
+
+    Export writes exactly these bytes; import merges these entries into a target layout
+    rather than the bundle's own ``index.json``, whose entries are only compared
+    (:func:`check_bundle_index`): every name and digest that reaches a layout was validated.
+    """
+    roots = [LayoutRoot(Descriptor(i.media_type, i.digest, i.size), i.ref_name, ArtifactKind.IMAGE) for i in images]
+    roots += [
+        LayoutRoot(
+            Descriptor(a.media_type, a.digest, a.size, artifact_type=a.artifact_type), a.ref_name, a.kind, a.subject
+        )
+        for a in artifacts
+    ]
+    return index_json(roots)
+
+
+def check_bundle_index(data: bytes, expected: bytes) -> None:
+    """Refuse a bundle whose ``index.json`` lists other roots than its catalog (pure)."""
+
+    def roots(document: bytes) -> set[tuple[str, str, str, str | None]]:
+        entries = jsontext.loads(document)["manifests"]
+        return {(str(e["mediaType"]), str(e["digest"]), str(e["size"]), _ref_name(e)) for e in entries}
+
+    try:
+        same = roots(data) == roots(expected)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        same = False
+    if not same:
+        raise CatalogError("the bundle's index.json does not list the roots its catalog names: the bundle is corrupt")
 
 
 @dataclass
@@ -142,6 +175,8 @@ class LayoutWriter:
         check_layout_dir(directory)
         self.directory, self.overwrite = directory, overwrite
         self.blobs = directory / "blobs" / "sha256"
+        # Directories this import would create: an aborted one removes them again (when empty).
+        self.created = [d for d in (directory, directory / "blobs", self.blobs) if not d.exists()]
         self.pending: list[tuple[Path, Path]] = []
         self.result = LayoutWrite()
 
@@ -153,20 +188,23 @@ class LayoutWriter:
             self.result.blobs_exist += 1
             return
         tmp = final.with_name(f".{final.name}.partial")
+        self.pending.append((tmp, final))  # known before the first byte: abort() removes it whatever happens
         try:
             self.blobs.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as handle:
-                for chunk in chunks:
+                for chunk in chunks:  # the bundle reader raises here when the blob's digest is wrong
                     handle.write(chunk)
         except OSError as exc:
             raise LocalIOError(f"cannot write {tmp}: {exc.strerror or exc}") from None
-        self.pending.append((tmp, final))
 
     def abort(self) -> None:
         for tmp, _ in self.pending:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         self.pending.clear()
+        for directory in reversed(self.created):
+            with contextlib.suppress(OSError):  # not empty (another writer), or already gone
+                directory.rmdir()
 
     def commit(self, bundle_index: bytes) -> LayoutWrite:
         try:

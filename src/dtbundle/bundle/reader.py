@@ -20,6 +20,7 @@ import zstandard
 from dtbundle.bundle import tar as _tar
 from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogFile, parse_catalog
 from dtbundle.bundle.key import PublicKey, verify_catalog
+from dtbundle.bundle.zstdframes import check_frames
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
 from dtbundle.limits import BundleLimits
 
@@ -59,6 +60,11 @@ class Bundle:
             raise UsageError(f"bundle {path} does not exist") from None
         except OSError as exc:
             raise LocalIOError(f"cannot read bundle {path}: {exc.strerror or exc}") from None
+        try:
+            check_frames(self._file)  # a stream reader would not notice a file cut inside its last frame
+        except BaseException:
+            self._file.close()
+            raise
         decompressor = zstandard.ZstdDecompressor(max_window_size=limits.max_zstd_window_bytes)
         self._zstd = decompressor.stream_reader(self._file, read_across_frames=True, closefd=False)
         self._read = _ExactReader(self._zstd).read

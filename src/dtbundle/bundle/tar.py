@@ -57,10 +57,9 @@ def _octal(field: bytes, what: str) -> int:
     text = field.split(b"\x00", 1)[0].strip(b" ")
     if not text:
         return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise IntegrityError(f"bundle tar header has a malformed {what} field") from None
+    if text.strip(b"01234567"):  # int() would take a sign, "0o", "_" and other digits too
+        raise IntegrityError(f"bundle tar header has a malformed {what} field")
+    return int(text, 8)
 
 
 def _checksum_ok(block: bytes) -> bool:
@@ -77,15 +76,16 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         space = data.find(b" ", pos)
         if space < 0:
             raise IntegrityError("bundle tar has a malformed pax header")
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise IntegrityError("bundle tar has a malformed pax header") from None
+        digits = data[pos:space]
+        length = int(digits) if digits.isdigit() else 0  # ASCII digits only, as tar writes them
         record = data[space + 1 : pos + length]
         if length <= 0 or pos + length > len(data) or not record.endswith(b"\n") or b"=" not in record:
             raise IntegrityError("bundle tar has a malformed pax header")
         key, _, value = record[:-1].partition(b"=")
-        records[key.decode("utf-8", "strict")] = value.decode("utf-8", "strict")
+        try:
+            records[key.decode("utf-8", "strict")] = value.decode("utf-8", "strict")
+        except UnicodeDecodeError:
+            raise IntegrityError("bundle tar has a pax header that is not UTF-8") from None
         pos += length
     return records
 
@@ -149,7 +149,7 @@ class TarReader:
                 raise IntegrityError("bundle tar entry name is not UTF-8") from None
             text = pax.get("path", text)
             if "size" in pax:
-                if not pax["size"].isdigit():
+                if not (pax["size"].isascii() and pax["size"].isdigit()):  # not other Unicode digits
                     raise IntegrityError("bundle tar has a malformed pax size")
                 size = int(pax["size"])
             self._pending = size + (-size % BLOCK)

@@ -8,6 +8,7 @@ leaves nothing that looks like a bundle. See ``specs/bundle-format.md``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -58,6 +59,9 @@ class BundleWriter:
         self._mtime = mtime
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+            # Locked while this process lives: a later export can tell the leftover of one that
+            # was killed (SIGKILL, power loss) from a file being written (export.cache.remove_dead_leftovers).
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             raise LocalIOError(f"cannot create {path}: {exc.strerror or exc}") from None
         self._tmp = Path(tmp)

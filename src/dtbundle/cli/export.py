@@ -60,6 +60,15 @@ def export(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel downloads.")] = 8,
     compression_level: Annotated[int, typer.Option("--compression-level", min=1, max=19, help="zstd level.")] = 3,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            file_okay=False,
+            envvar="DTBUNDLE_CACHE_DIR",
+            help="Keep verified blobs here across runs; a killed export run again downloads only what is missing.",
+        ),
+    ] = None,
     tuf_url: Annotated[
         str | None,
         typer.Option(
@@ -103,6 +112,7 @@ def export(
         require_signatures=signatures.require_signatures,
         tuf=TufSource(tuf_url or DEFAULT_TUF_URL, tuf_root),
         extensions={"dynatrace": dict(chosen.extensions)} if chosen else {},
+        cache_dir=cache_dir,
     )
     built_in = dict(chosen.credentials) if chosen else {}
     with (

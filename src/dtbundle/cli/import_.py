@@ -27,6 +27,7 @@ from dtbundle.dynatrace.helm import CA_CONFIGMAP
 from dtbundle.errors import UsageError
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.run import ImportSettings, run_import
+from dtbundle.importer.state import default_state_path
 
 
 @uses(KEYS, REGISTRY, SIGNATURES, OUTPUT)
@@ -54,6 +55,22 @@ def import_(
     ] = False,
     insecure_skip_verify: Annotated[
         bool, typer.Option("--insecure-skip-verify", help="Import without checking the bundle signature (unsafe).")
+    ] = False,
+    state_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-file",
+            dir_okay=False,
+            help="Rollback records: the newest bundle time imported per target tag "
+            "(default: $XDG_STATE_HOME/dtbundle/imports.json, or ~/.local/state/dtbundle/imports.json).",
+        ),
+    ] = None,
+    allow_downgrade: Annotated[
+        bool,
+        typer.Option(
+            "--allow-downgrade",
+            help="Import a bundle older than one already imported to the same target tags (rolls them back).",
+        ),
     ] = False,
     emit_dynakube: Annotated[
         Path | None,
@@ -110,7 +127,15 @@ def import_(
         dry_run=dry_run,
         signature_policy=signatures.policy(),
         require_signatures=signatures.require_signatures,
+        state_file=state_file if state_file is not None else default_state_path(),
+        allow_downgrade=allow_downgrade,
     )
+    if trusted is None and not dry_run:
+        typer.echo(
+            "dtbundle: WARNING: --insecure-skip-verify: the bundle's creation time is not authenticated, so "
+            "it is checked against the rollback records but not recorded",
+            err=True,
+        )
     with progress_display(output.quiet) as progress:
         if mapper is None:
             report = run_import(None, settings, progress)
@@ -131,4 +156,5 @@ def import_(
                 + ", ".join(str(path) for path in written[1:])
             )
     if output.as_json:  # last: a run that fails above prints the error document instead (specs/json-output.md)
-        typer.echo(jsonout.document("import", report.to_json()))
+        rollback = {"stateFile": str(settings.state_file), "stateRecorded": settings.records_state}
+        typer.echo(jsonout.document("import", {**report.to_json(), **rollback}))

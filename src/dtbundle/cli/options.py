@@ -25,6 +25,7 @@ import typer
 
 from dtbundle.bundle.key import PublicKey, load_public_key
 from dtbundle.errors import UsageError
+from dtbundle.limits import REGISTRY as LIMITS
 from dtbundle.registry import CredentialResolver, Credentials, ProxySettings, RegistryClient, RegistryConfig
 from dtbundle.trust.keys import load_verify_key
 from dtbundle.trust.policy import Identity, Policy
@@ -95,6 +96,8 @@ class RegistryAccess:
     password_stdin: bool = False
     auth_registry: str | None = None
     proxy: str | None = None
+    stall_timeout: float | None = None  # RegistryLimits.stall_timeout
+    transfer_deadline: float | None = None  # RegistryLimits.max_transfer_seconds
     # The password once obtained (stdin is read, the terminal asked, once per command, however
     # many clients the command builds): (password, where it came from).
     _secret: list[tuple[str | None, str]] = field(default_factory=list, compare=False, repr=False)
@@ -104,6 +107,7 @@ class RegistryAccess:
             plain_http=self.plain_http,
             ca_cert=self.ca_cert,
             insecure_skip_tls_verify=self.insecure_skip_tls_verify,
+            limits=LIMITS.timed(self.stall_timeout, self.transfer_deadline),
             proxy=ProxySettings.from_environment(os.environ, self.proxy),
         )
 
@@ -151,6 +155,15 @@ class RegistryAccess:
         return {host: Credentials(source=source, username=self.username, password=password)}
 
 
+STALL = f"A transfer moving {LIMITS.max_stall_bytes // 1024} KiB or less in SECONDS stalls: retried, then exit 1"
+DEADLINE = "Time limit of one blob or manifest transfer, with its retries and resumes"
+
+
+def _seconds(name: str, help: str, default: float) -> Any:
+    text = f"{help} (default: {default:g})."
+    return panel_option(float | None, name, panel=REGISTRY_PANEL, metavar="SECONDS", min=0.001, help=text)
+
+
 REGISTRY = OptionGroup(
     "registry",
     {
@@ -196,6 +209,8 @@ REGISTRY = OptionGroup(
             help="HTTP(S) proxy URL, http://\\[USER:PASSWORD@]HOST:PORT, for every request; overrides "
             'HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (NO_PROXY still applies; "" for none).',
         ),
+        "stall_timeout": _seconds("--stall-timeout", STALL, LIMITS.stall_timeout),
+        "transfer_deadline": _seconds("--transfer-deadline", DEADLINE, LIMITS.max_transfer_seconds),
     },
     RegistryAccess,
 )

@@ -125,6 +125,11 @@ def export_summary(s: ExportSummary) -> str:
         f"  {s.manifests} manifests, {s.blobs} blobs, {human_bytes(s.uncompressed_bytes)} -> "
         f"{human_bytes(s.compressed_bytes)} (x{ratio:.2f}) in {s.seconds:.1f} s ({human_bytes(rate)}/s)",
     ]
+    if s.cache is not None:
+        lines.append(
+            f"  from --cache-dir: {s.cache.hits} of {s.blobs} blobs ({human_bytes(s.cache.hit_bytes)})"
+            + (f", {s.cache.refetched} damaged cached file(s) downloaded again" if s.cache.refetched else "")
+        )
     lines += [f"  warning: {w}" for w in s.warnings]
     lines += signature_lines(s.signatures)
     return "\n".join(lines)

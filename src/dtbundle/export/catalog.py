@@ -19,10 +19,9 @@ from dtbundle.bundle.format import (
     CatalogImage,
     CatalogPlatform,
 )
-from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, LayoutRoot, index_json
+from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, catalog_index
 from dtbundle.export.plan import ExportPlan
-from dtbundle.oci import Descriptor, blob_path, sha256_digest, sha256_hex
-from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.oci import blob_path, sha256_digest, sha256_hex
 from dtbundle.trust.evaluate import ImageVerification
 from dtbundle.verify import trusted_root_extension
 
@@ -35,35 +34,6 @@ def build_catalog(
     trusted_root: bytes | None = None,
 ) -> tuple[Catalog, bytes]:
     """The catalog and the ``index.json`` bytes for ``plan`` (pure); ``trusted_root``: carried, the last file."""
-    roots = [LayoutRoot(image.manifest.descriptor(), image.ref_name, ArtifactKind.IMAGE) for image in plan.images]
-    roots += [
-        LayoutRoot(
-            Descriptor(
-                a.descriptor.media_type,
-                a.descriptor.digest,
-                a.descriptor.size,
-                artifact_type=a.descriptor.artifact_type,
-            ),
-            a.ref_name,
-            a.kind,
-            a.subject,
-        )
-        for a in plan.artifacts
-    ]
-    index = index_json(roots)
-    files = [
-        CatalogFile(LAYOUT_NAME, len(OCI_LAYOUT_BYTES), sha256_hex(OCI_LAYOUT_BYTES)),
-        CatalogFile(INDEX_NAME, len(index), sha256_hex(index)),
-    ]
-    files += [CatalogFile(blob_path(d), m.manifest.size, d.split(":", 1)[1]) for d, m in plan.manifests.items()]
-    files += [
-        CatalogFile(blob_path(b.descriptor.digest), b.descriptor.size, b.descriptor.digest[7:])
-        for b in plan.content_blobs
-    ]
-    if trusted_root is not None:
-        extensions = {**(extensions or {}), **trusted_root_extension(trusted_root)}
-        if (root_file := carried_root_file(plan, trusted_root)) is not None:
-            files.append(root_file)
     images = tuple(
         CatalogImage(
             source=i.request.source,
@@ -99,6 +69,20 @@ def build_catalog(
         )
         for a in plan.artifacts
     )
+    index = catalog_index(images, artifacts)
+    files = [
+        CatalogFile(LAYOUT_NAME, len(OCI_LAYOUT_BYTES), sha256_hex(OCI_LAYOUT_BYTES)),
+        CatalogFile(INDEX_NAME, len(index), sha256_hex(index)),
+    ]
+    files += [CatalogFile(blob_path(d), m.manifest.size, d.split(":", 1)[1]) for d, m in plan.manifests.items()]
+    files += [
+        CatalogFile(blob_path(b.descriptor.digest), b.descriptor.size, b.descriptor.digest[7:])
+        for b in plan.content_blobs
+    ]
+    if trusted_root is not None:
+        extensions = {**(extensions or {}), **trusted_root_extension(trusted_root)}
+        if (root_file := carried_root_file(plan, trusted_root)) is not None:
+            files.append(root_file)
     created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
     return Catalog(created_text, __version__, images, artifacts, tuple(files), dict(extensions or {})), index
 

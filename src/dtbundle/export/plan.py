@@ -5,7 +5,8 @@ unless a platform filter trims it), each platform manifest, every config and
 layer; then, for the index and each platform manifest, what refers to it —
 cosign's ``sha256-<hex>.sig/.att/.sbom`` tags and OCI 1.1 referrers (API or
 referrers tag schema) — recursively (a signature of an SBOM), to a bounded
-depth. Only manifests are fetched here (small, kept in memory); layers are
+depth. Only manifests are fetched here (small, kept in memory), each once however
+often it is named (an index may name one child thousands of times); layers are
 downloaded by the exporter. The result lists every digest and size, which is
 what lets the catalog be written before any layer is downloaded.
 """
@@ -140,8 +141,8 @@ class Planner:
             return
         self.plan.manifests[manifest.digest] = StoredManifest(manifest, source)
         parsed = manifest.parsed
-        missing = [c for c in parsed.manifests if c.digest not in self.plan.manifests]
-        for child in self._fetch_all(source, missing):
+        missing = {c.digest: c for c in parsed.manifests if c.digest not in self.plan.manifests}
+        for child in self._fetch_all(source, list(missing.values())):
             self._store_tree(child, source)
         for blob in parsed.blobs():
             _require_sha256(blob.digest, f"blob of {source}")
@@ -157,7 +158,8 @@ class Planner:
     def _add_image(self, request: ImageRequest) -> None:
         ref = request.ref
         top = fetch_requested(self.client, ref)  # a missing tag or repository names the nearest tags
-        image = PlannedImage(request, top, top.parsed.manifests if top.is_index else ())
+        # An index naming one child many times: the child is one platform, listed once.
+        image = PlannedImage(request, top, tuple(dict.fromkeys(top.parsed.manifests)) if top.is_index else ())
         if request.platforms:
             self._apply_filter(image)
         index = len(self.plan.images)
@@ -165,7 +167,7 @@ class Planner:
         self._store_tree(image.manifest, ref)
         if not self.referrers:
             return
-        subjects = [image.manifest.digest, *(p.digest for p in image.platforms)]
+        subjects = list(dict.fromkeys([image.manifest.digest, *(p.digest for p in image.platforms)]))
         if image.original_digest:
             image.dropped_attachments = len(find_attachments(self.client, ref, image.original_digest, fetch=True))
         self._attachments(ref, subjects, index, depth=1)
@@ -196,6 +198,7 @@ class Planner:
     def _attachments(self, ref: Reference, subjects: list[str], image: int, depth: int) -> None:
         if depth > TRUST.max_referrer_depth or not subjects:
             return
+        subjects = list(dict.fromkeys(subjects))  # each subject's attachments are looked up once
         discovered = list(self._pool.map(lambda s: (s, find_attachments(self.client, ref, s, fetch=True)), subjects))
         next_subjects: list[str] = []
         for subject, items in discovered:

@@ -3,9 +3,10 @@
 The orchestrator does the IO; the plan (:mod:`dtbundle.export.plan`), the catalog
 (:mod:`dtbundle.bundle.format`) and the signature (:mod:`dtbundle.bundle.key`) are built
 from values. Blobs are downloaded concurrently into a spool directory beside the
-output (each verified and renamed into place), and appended to the tar in
-catalog order; at most ``2 * concurrency`` downloads run ahead of the writer, so
-disk and memory stay bounded whatever the image size.
+output, or into the ``--cache-dir`` (:mod:`dtbundle.export.cache`; each verified and
+renamed into place), and appended to the tar in catalog order; at most
+``2 * concurrency`` downloads run ahead of the writer, so disk and memory stay
+bounded whatever the image size.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -34,6 +34,7 @@ from dtbundle.bundle.key import PrivateKey, key_id, sign_catalog
 from dtbundle.bundle.layout import OCI_LAYOUT_BYTES
 from dtbundle.bundle.writer import BundleWriter
 from dtbundle.errors import Interrupted, LocalIOError, UsageError
+from dtbundle.export.cache import BlobStore, CacheUse, check_writable, remove_dead_leftovers
 from dtbundle.export.catalog import build_catalog, carried_root_file
 from dtbundle.export.plan import ExportPlan, ImageRequest, Planner, StoredBlob
 from dtbundle.oci import Descriptor, blob_path
@@ -66,6 +67,7 @@ class ExportSettings:
     signature_policy: Policy | None = None  # verify image signatures before writing
     require_signatures: bool = False
     tuf: TufSource = field(default_factory=TufSource)  # where a keyless policy's trusted root comes from
+    cache_dir: Path | None = None  # keep verified blobs here, content-addressed, across runs
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,10 @@ class ExportSummary:
     per_image: list[ImageSummary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     signatures: list[ImageVerification] = field(default_factory=list)
+    cache: CacheUse | None = None  # None: no --cache-dir
 
     def to_json(self) -> dict[str, Any]:
+        cache = self.cache
         return {
             "bundle": str(self.path),
             "sha256": self.sha256,
@@ -128,6 +132,7 @@ class ExportSummary:
             "images": [i.to_json() for i in self.per_image],
             "warnings": list(self.warnings),
             "imageSignatures": SignatureOutcome.of(self.signatures).to_json(),
+            "cache": dict(blobs=cache.hits, blobBytes=cache.hit_bytes, redownloaded=cache.refetched) if cache else None,
         }
 
 
@@ -150,6 +155,9 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         raise UsageError(f"output directory {output.parent} does not exist")
     if not settings.requests:
         raise UsageError("no images to export: give references or --images-file")
+    check_writable(output.parent, "choose another --output")
+    remove_dead_leftovers(output)
+    cache = BlobStore.cache_at(settings.cache_dir).open() if settings.cache_dir else None
     finishing = False
     try:
         progress.phase(f"resolving {plural(len(settings.requests), 'image')}")
@@ -167,18 +175,10 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         catalog_bytes = catalog.to_bytes()
         signature = sign_catalog(settings.signing_key, catalog_bytes)
         blobs = plan.content_blobs
-        # Room for the tar through zstd (< 1 % growth) and the blobs _write_blobs spools at once (window + 1).
         window = max(1, 2 * settings.concurrency)
-        tar = catalog.total_size + len(catalog_bytes) + len(signature) + 1024 * (len(catalog.files) + 4)
-        room, spooled = tar + tar // 100 + (1 << 20), sum(sorted(b.descriptor.size for b in blobs)[-window - 1 :])
-        if room + spooled > (free := shutil.disk_usage(output.parent).free):
-            raise LocalIOError(
-                f"needs up to {format_bytes(room + spooled)} in {output.parent} (bundle {format_bytes(room)} + "
-                f"temporary files {format_bytes(spooled)}), {format_bytes(free)} free: free space or write "
-                "elsewhere with --output"
-            )
+        _check_room(settings, catalog.total_size + len(catalog_bytes) + len(signature), len(catalog.files), blobs)
         progress.phase(f"writing the catalog and {plural(len(plan.manifests), 'manifest')}")
-        spool = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".spool", dir=output.parent))
+        store = cache or BlobStore.spool_beside(output)
         try:
             with BundleWriter(output, mtime=int(created.timestamp()), level=settings.compression_level) as writer:
                 writer.add_bytes(CATALOG_NAME, catalog_bytes)
@@ -189,14 +189,14 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
                     writer.add_bytes(blob_path(digest), stored.manifest.data)
                 progress.phase(f"downloading {plural(len(blobs), 'blob')}")
                 progress.start(sum(b.descriptor.size for b in blobs))
-                _write_blobs(client, writer, blobs, spool, window, progress)
+                _write_blobs(client, store, writer, blobs, window, progress)
                 if carried is not None and (root_file := carried_root_file(plan, carried)) is not None:
                     writer.add_bytes(root_file.path, carried)
                 progress.phase(f"finishing {output.name}")
                 finishing = True
                 written = writer.commit()
         finally:
-            shutil.rmtree(spool, ignore_errors=True)
+            store.close()
     except KeyboardInterrupt:
         state = "no bundle was written and temporary files were removed; run the same command again"
         if finishing:
@@ -230,6 +230,7 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         per_image=per_image,
         warnings=list(plan.warnings),
         signatures=list(verifications or []),
+        cache=store.use if store.cached else None,
     )
 
 
@@ -266,8 +267,38 @@ def verify_plan(client: RegistryClient, plan: ExportPlan, policy: Policy) -> lis
     ]
 
 
+def _check_room(settings: ExportSettings, tar_content: int, files: int, blobs: list[StoredBlob]) -> None:
+    """Refuse before the first blob without the disk space the export may need: the tar through
+    zstd (< 1 % growth) beside the output, and the blobs downloaded ahead of the writer (window + 1)
+    in the spool, or every blob the cache lacks in ``--cache-dir``."""
+    tar = tar_content + 1024 * (files + 4)
+    room = tar + tar // 100 + (1 << 20)
+    if settings.cache_dir is not None:
+        missing = BlobStore.cache_at(settings.cache_dir).missing_bytes(blobs)
+        _require(settings.cache_dir, missing, f"downloads {format_bytes(missing)}", "--cache-dir")
+        _require(settings.output.parent, room, f"bundle {format_bytes(room)}", "--output")
+        return
+    window = max(1, 2 * settings.concurrency)
+    spooled = sum(sorted(b.descriptor.size for b in blobs)[-window - 1 :])
+    detail = f"bundle {format_bytes(room)} + temporary files {format_bytes(spooled)}"
+    _require(settings.output.parent, room + spooled, detail, "--output")
+
+
+def _require(directory: Path, needed: int, detail: str, option: str) -> None:
+    if needed > (free := shutil.disk_usage(directory).free):
+        raise LocalIOError(
+            f"needs up to {format_bytes(needed)} in {directory} ({detail}), {format_bytes(free)} free: "
+            f"free space or write elsewhere with {option}"
+        )
+
+
 def _write_blobs(
-    client: RegistryClient, writer: BundleWriter, blobs: list[StoredBlob], spool: Path, window: int, progress: Progress
+    client: RegistryClient,
+    store: BlobStore,
+    writer: BundleWriter,
+    blobs: list[StoredBlob],
+    window: int,
+    progress: Progress,
 ) -> None:
     """Download ahead (``window`` blobs, by ``window // 2`` threads; bytes counted as they arrive), append to the
     tar in order. When the writer stops (error, Ctrl-C), running downloads stop at their next chunk."""
@@ -279,9 +310,7 @@ def _write_blobs(
         progress.advance(n)
 
     def fetch(blob: StoredBlob) -> Path:
-        dest = spool / blob.descriptor.digest.replace(":", "-")
-        client.fetch_blob(blob.source, blob.descriptor, dest, arrived)
-        return dest
+        return store.fetch(client, blob, arrived)
 
     pending: deque[tuple[StoredBlob, Future[Path]]] = deque()
     queue = iter(blobs)
@@ -302,7 +331,7 @@ def _write_blobs(
                 top_up()
                 with path.open("rb") as handle:
                     writer.add_stream(blob_path(blob.descriptor.digest), blob.descriptor.size, _chunks(handle))
-                path.unlink()
+                store.done(path)
         except BaseException:
             stop.set()
             for _, future in pending:

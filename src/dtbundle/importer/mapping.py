@@ -42,6 +42,12 @@ class Prefix:
         path = "/".join(p for p in (self.path, rest) if p)
         return self.registry, path
 
+    def contains(self, registry: str, repository: str) -> bool:
+        """Whether ``registry/repository`` lies at or below this prefix (whole path components)."""
+        if registry != self.registry:
+            return False
+        return not self.path or repository == self.path or repository.startswith(self.path + "/")
+
     def __str__(self) -> str:
         return f"{self.registry}/{self.path}" if self.path else self.registry
 
@@ -99,17 +105,18 @@ class RepositoryMapper:
         """Every registry host an import with these rules can write to."""
         return {r.target.registry for r in self.rules} | ({self.default.registry} if self.default else set())
 
-    def target(self, registry: str, repository: str) -> tuple[str, str]:
+    def target(self, registry: str, repository: str) -> tuple[Prefix, tuple[str, str]]:
+        """The destination prefix that applies, and the mapped ``(registry, repository)``."""
         name = f"{registry}/{repository}"
         best: Rule | None = None
         for rule in self.rules:
             if rule.matches(name) and (best is None or len(rule.source) > len(best.source)):
                 best = rule
         if best is not None:
-            return best.target.join(name[len(best.source) + 1 :] if name != best.source else "")
+            return best.target, best.target.join(name[len(best.source) + 1 :] if name != best.source else "")
         if self.default is None:
             raise UsageError(f"no --map rule matches {name}, and no --registry was given for the rest")
-        return self.default.join(repository)
+        return self.default, self.default.join(repository)
 
     def check_rules_match(self, names: Iterable[str]) -> None:
         """Refuse a rule that matches none of ``names`` (every ``registry/repository`` of the bundle's images)."""
@@ -129,20 +136,24 @@ class RepositoryMapper:
         assert self.default is not None
         if not is_valid_path(repository):
             raise UsageError(f"the bundle names an invalid target repository {repository[:80]!r}")
-        return self._checked(Reference(*self.default.join(repository)), repository)
+        return self._checked(Reference(*self.default.join(repository)), repository, self.default)
 
     def map_reference(self, ref: Reference) -> Reference:
-        registry, repository = self.target(ref.registry, ref.repository)
+        prefix, (registry, repository) = self.target(ref.registry, ref.repository)
         if not repository:
             raise UsageError(f"mapping {ref.name} leaves no repository path; map to a prefix with a path")
-        return self._checked(Reference(registry, repository, ref.tag, ref.digest), ref.name)
+        return self._checked(Reference(registry, repository, ref.tag, ref.digest), ref.name, prefix)
 
     @staticmethod
-    def _checked(mapped: Reference, source: str) -> Reference:
+    def _checked(mapped: Reference, source: str, prefix: Prefix) -> Reference:
+        """Every target is a valid name at or below the destination the user chose: whatever a
+        bundle says, an import with ``--registry host/tenant-a`` writes nowhere else."""
         try:
             parse_reference(mapped.name, default_tag=None)
         except InvalidReferenceError:
             raise UsageError(f"mapping {source} gives an invalid repository {mapped.name}") from None
+        if not prefix.contains(mapped.registry, mapped.repository):
+            raise UsageError(f"mapping {source} gives {mapped.name}, which is not below {prefix}; check --map")
         return mapped
 
 

@@ -2,16 +2,20 @@
 
 1. Open the bundle and verify the catalog signature (before anything else is read).
 2. Place it (:func:`~dtbundle.importer.plan.place`): where everything lands
-   (``--registry``/``--map``), colliding mappings refused, target tags checked (an
-   existing tag with another digest is refused unless ``--overwrite``) — all before a
-   single byte is pushed.
+   (``--registry``/``--map``), colliding mappings refused, a bundle older than one already
+   imported to any of its target tags refused (:mod:`dtbundle.importer.state`, unless
+   ``--allow-downgrade``), target tags checked (an existing tag with another digest is
+   refused unless ``--overwrite``) — all before a single byte is pushed.
 3. Stream the bundle once. Manifests come first: they complete the plan
    (:func:`~dtbundle.importer.plan.build_plan`), which refuses a bundle whose manifests
    reference content it does not carry. Then each blob goes to the sink while its
    SHA-256 is checked.
 4. Only when every entry matched the catalog and the archive ended cleanly (and the
    image-signature policy passed): the sink commits — manifests, tags, signatures,
-   referrers (:mod:`dtbundle.importer.publish`), or the layout's index.
+   referrers (:mod:`dtbundle.importer.publish`), or the layout's index — holding the
+   state file's lock, after checking the rollback records again (another import may have
+   finished meanwhile); then the bundle's creation time is recorded for its targets (only
+   for a verified catalog, never in a dry run).
 
 If anything fails before step 4 completes, no tag has moved: the registry may hold
 unreferenced blobs, never a tag or manifest pointing at unverified content.
@@ -21,17 +25,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtbundle.bundle.format import INDEX_NAME, LAYOUT_NAME, Catalog
 from dtbundle.bundle.key import PublicKey
+from dtbundle.bundle.layout import catalog_index, check_bundle_index
 from dtbundle.bundle.reader import open_bundle
 from dtbundle.errors import IntegrityError, Interrupted, UsageError
 from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.importer.plan import ImportPlan, build_plan, parse_bundle_manifest, place
+from dtbundle.importer.plan import ImportPlan, Placement, build_plan, parse_bundle_manifest, place
 from dtbundle.importer.report import ImportedImage, ImportReport
 from dtbundle.importer.sinks import DryRunSink, LayoutSink, RegistrySink, Sink
+from dtbundle.importer.state import (
+    RollbackGuard,
+    Target,
+    bundle_created,
+    default_state_path,
+    layout_targets,
+    registry_targets,
+)
 from dtbundle.limits import BundleLimits
 from dtbundle.oci import ParsedManifest
 from dtbundle.oci.kinds import ArtifactKind
@@ -53,6 +67,33 @@ class ImportSettings:
     limits: BundleLimits = field(default_factory=BundleLimits)
     signature_policy: Policy | None = None  # verify image signatures before publishing
     require_signatures: bool = False
+    # Rollback protection (dtbundle.importer.state): the newest bundle time imported per target
+    # tag; None switches it off (library callers that keep their own records).
+    state_file: Path | None = field(default_factory=default_state_path)
+    allow_downgrade: bool = False
+
+    @property
+    def records_state(self) -> bool:
+        """Whether a successful run records the bundle's time: a verified catalog, not a dry run."""
+        return self.state_file is not None and self.keys is not None and not self.dry_run
+
+
+def _rollback_guard(settings: ImportSettings, catalog: Catalog, placement: Placement) -> RollbackGuard | None:
+    """The rollback check of this import (None when it has no state file)."""
+    if settings.state_file is None:
+        return None
+    targets: frozenset[Target]
+    if settings.to_oci is not None:
+        targets = layout_targets(settings.to_oci, (i.ref_name for i in catalog.images if i.tag is not None))
+    else:
+        targets = registry_targets(w.target for w in placement.tags if w.kind == ArtifactKind.IMAGE)
+    return RollbackGuard(
+        settings.state_file,
+        bundle_created(catalog.created),
+        targets,
+        allow_downgrade=settings.allow_downgrade,
+        record=settings.records_state,
+    )
 
 
 def _sink(client: RegistryClient | None, settings: ImportSettings, report: ImportReport, catalog: Catalog) -> Sink:
@@ -109,6 +150,9 @@ def _import(
             str(settings.bundle), target, settings.dry_run, settings.to_oci is not None, bundle.key_id
         )
         placement = place(catalog, settings.mapper if settings.to_oci is None else None)
+        guard = _rollback_guard(settings, catalog, placement)
+        if guard is not None:
+            guard.check()  # an older bundle is refused before the target is even read
         sink = _sink(client, settings, report, catalog)
         if settings.to_oci is None:
             progress.phase(f"checking {plural(len(placement.tags), 'target tag')}")
@@ -133,7 +177,7 @@ def _import(
         manifests: dict[str, bytes] = {}
         streamed: dict[str, ParsedManifest] = {}  # parsed once while streaming, reused by the plan
         plan: ImportPlan | None = None
-        index_bytes = b""
+        layout_index = catalog_index(catalog.images, catalog.artifacts)  # what a target layout gets
         try:
             for entry, data in bundle.files():
                 data = _counted(data, progress.advance)
@@ -141,7 +185,8 @@ def _import(
                     data = collect_signatures(collector, entry, data)
                 if entry.path in (LAYOUT_NAME, INDEX_NAME):
                     content = b"".join(data)
-                    index_bytes = content if entry.path == INDEX_NAME else index_bytes
+                    if entry.path == INDEX_NAME:  # the second entry: checked before any blob is written
+                        check_bundle_index(content, layout_index)
                 elif plan is None and entry.digest in manifest_types:
                     if entry.size > settings.limits.max_manifest_bytes:
                         raise IntegrityError(f"manifest {entry.digest} is larger than the manifest limit")
@@ -174,10 +219,17 @@ def _import(
         except BaseException:
             sink.abort()
             raise
-    if not settings.dry_run:
-        progress.phase("writing manifests and index.json" if settings.to_oci else "pushing manifests and tags")
-    publishing.append(True)
-    sink.commit(plan, index_bytes)
+    with ExitStack() as locked:
+        if guard is not None:
+            try:  # locked from here until recorded: re-checked, in case another import finished meanwhile
+                locked.enter_context(guard.publishing(lambda: progress.phase(f"waiting for {guard.path}.lock")))
+            except BaseException:
+                sink.abort()
+                raise
+        if not settings.dry_run:
+            progress.phase("writing manifests and index.json" if settings.to_oci else "pushing manifests and tags")
+        publishing.append(True)
+        sink.commit(plan, layout_index)
     report.images = [
         ImportedImage(str(w.source), f"{w.target}@{w.digest}") for w in placement.tags if w.kind == ArtifactKind.IMAGE
     ]

@@ -3,7 +3,9 @@
 Every read is verified: a manifest fetched by digest must hash to that digest,
 one fetched by tag must match ``Docker-Content-Digest`` when the registry sends
 it, and a blob is hashed and counted while it streams. Bytes are returned
-exactly as received; nothing is re-serialised.
+exactly as received; nothing is re-serialised. A body kept in memory (manifest, list)
+that is cut off or stalls is fetched again, within ``max_attempts``; a manifest
+fetched by digest is fetched once per client (:mod:`~dtbundle.registry.cache`).
 """
 
 from __future__ import annotations
@@ -37,13 +39,15 @@ from dtbundle.oci import (
     check_digest,
     compute_digest,
     detect_media_type,
+    load_json_object,
     referrers_tag,
     verify_bytes,
 )
-from dtbundle.oci.reference import Reference
+from dtbundle.oci.reference import Reference, is_valid_tag
 from dtbundle.registry import download as _download
 from dtbundle.registry import upload as _upload
-from dtbundle.registry.bounded import read_body, read_json_object
+from dtbundle.registry.bounded import read_with_retries
+from dtbundle.registry.cache import ManifestCache
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver
 from dtbundle.registry.session import Session, Target
@@ -68,6 +72,7 @@ class RegistryClient:
         self.credentials = credentials or CredentialResolver()
         self._session = Session(self.config, self.credentials, transport=transport, sleep=sleep)
         self._sleep = sleep
+        self._manifests = ManifestCache(self.config.limits.max_manifest_cache_bytes)
 
     def close(self) -> None:
         self._session.close()
@@ -84,20 +89,22 @@ class RegistryClient:
 
     # -- manifests -----------------------------------------------------------------------
     def get_manifest(self, ref: Reference) -> Manifest:
-        """Fetch a manifest by ``ref.digest`` (verified) or ``ref.tag`` (digest computed)."""
+        """Fetch a manifest by ``ref.digest`` (verified; once per client) or ``ref.tag`` (digest computed)."""
+        if ref.digest:
+            return self._manifests.get((ref.registry, ref.repository, ref.digest), lambda: self._fetch_manifest(ref))
+        return self._fetch_manifest(ref)
+
+    def _fetch_manifest(self, ref: Reference) -> Manifest:
         what = f"manifest {ref}"
-        response = self._session.request(
-            "GET",
+        response, data = read_with_retries(
+            self._session,
             self._target(ref),
             f"/v2/{ref.repository}/manifests/{ref.identifier}",
-            what=what,
+            what,
+            self.config.limits.max_manifest_bytes,
             headers={"Accept": MANIFEST_ACCEPT},
-            stream=True,
+            sleep=self._sleep,
         )
-        try:
-            data = read_body(response, self.config.limits.max_manifest_bytes, what)
-        finally:
-            response.close()
         media_type = detect_media_type(data, _content_type(response))
         if ref.digest:
             verify_bytes(data, ref.digest, what)
@@ -292,7 +299,9 @@ class RegistryClient:
             page = body.get("tags") or []
             if not isinstance(page, list):
                 raise RegistryProtocolError(f"tag list of {ref.name} is malformed")
-            tags.extend(str(t) for t in page)
+            # A name that is not a tag (``../x``, ``a?b``, control characters) can never be
+            # pulled or pushed: it is left out here, where the registry's answer is parsed.
+            tags.extend(t for t in page if isinstance(t, str) and is_valid_tag(t))
         return tags
 
     def list_referrers(self, ref: Reference, digest: str, artifact_type: str | None = None) -> Referrers:
@@ -330,12 +339,11 @@ class RegistryClient:
     ) -> Iterator[dict[str, object]]:
         url: str = path
         for _ in range(self.config.limits.max_pages):
-            response = self._session.request("GET", self._target(ref), url, what=what, params=params, stream=True)
-            try:
-                body = read_json_object(response, self.config.limits.max_json_bytes, what)
-            finally:
-                response.close()
-            yield body
+            limit = self.config.limits.max_json_bytes
+            response, data = read_with_retries(
+                self._session, self._target(ref), url, what, limit, params=params, sleep=self._sleep
+            )
+            yield load_json_object(data, what)
             next_link = _next_link(response.headers.get("Link", ""))
             if not next_link:
                 return

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtbundle import jsontext
 from dtbundle.errors import CredentialsConfigError
 from dtbundle.limits import REGISTRY
 from dtbundle.oci.reference import DOCKER_HUB, normalize_registry
@@ -217,7 +218,7 @@ class CredentialResolver:
                 f"credential helper {helper!r} exited with status {proc.returncode} for {server}"
             )
         try:
-            answer = json.loads(proc.stdout)
+            answer = jsontext.loads(proc.stdout)
             username, secret = answer.get("Username"), answer.get("Secret")
         except (ValueError, AttributeError):
             raise CredentialsConfigError(
@@ -238,11 +239,13 @@ def _read_json_file(path: Path) -> dict[str, Any] | None:
     except OSError as exc:
         raise CredentialsConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
     try:
-        data = json.loads(text) if text.strip() else {}
+        data = jsontext.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
         raise CredentialsConfigError(
             f"credentials file {path} is not valid JSON (line {exc.lineno}); fix or remove it"
         ) from None
+    except ValueError as exc:  # beyond the bounds of any real config (nesting, size)
+        raise CredentialsConfigError(f"credentials file {path} is not usable JSON ({exc}); fix or remove it") from None
     if not isinstance(data, dict):
         raise CredentialsConfigError(f"credentials file {path} is not a JSON object")
     return data

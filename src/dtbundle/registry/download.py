@@ -2,7 +2,8 @@
 
 Used by :class:`~dtbundle.registry.client.RegistryClient`. A download follows redirects
 (CDNs), checks that a 206 starts where it asked, starts over when a server ignores
-``Range``, and gives up after ``max_resumes`` drops.
+``Range``, and gives up after ``max_resumes`` drops. A stall (too few bytes within
+``stall_timeout``) is a drop too; the transfer deadline covers all resumes together.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ from typing import BinaryIO
 
 import httpx
 
-from dtbundle.errors import DigestMismatchError, LocalIOError, RegistryConnectionError, RegistryProtocolError
+from dtbundle.errors import (
+    DigestMismatchError,
+    LocalIOError,
+    RegistryConnectionError,
+    RegistryProtocolError,
+    TransferStalledError,
+)
 from dtbundle.oci import Descriptor, Reference, new_hasher
 from dtbundle.oci.digest import hexdigest_of
+from dtbundle.registry.pace import Pace
 from dtbundle.registry.session import Session, Target
 
 Progress = Callable[[int], None]
@@ -39,6 +47,7 @@ def download(
     path = f"/v2/{ref.repository}/blobs/{desc.digest}"
     start = out.tell()
     hasher, received, resumes = new_hasher(desc.digest), 0, 0
+    pace = Pace(session.config.limits, f"download of {what}")
     while True:
         headers = {"Range": f"bytes={received}-"} if received else {}
         response = session.request(
@@ -50,6 +59,7 @@ def download(
             headers=headers,
             stream=True,
             follow_redirects=True,
+            pace=pace,
         )
         try:
             if received and response.status_code == 200:
@@ -75,6 +85,8 @@ def download(
             failure = f"connection closed after {received} of {desc.size} bytes"
         except (httpx.TransportError, httpx.StreamError) as exc:
             failure = f"{type(exc).__name__} after {received} of {desc.size} bytes"
+        except TransferStalledError as exc:
+            failure = f"{exc.message.removeprefix(pace.what).strip()} after {received} of {desc.size} bytes"
         finally:
             response.close()
         resumes += 1

@@ -1,5 +1,5 @@
 """What a registry's error answer says, made safe to show: its message, read with a bound,
-and scrubbed of anything that looks like a credential.
+and scrubbed of anything that looks like a credential; and what a transport failure was.
 
 Some servers and proxies echo the request (headers included) in their error pages; a
 message dtbundle prints must never carry the ``Authorization`` it sent or a password.
@@ -14,6 +14,8 @@ import httpx
 
 from dtbundle import jsontext
 from dtbundle.registry.bounded import read_prefix
+from dtbundle.registry.proxy import Proxy
+from dtbundle.registry.transport import proxy_transport_failure
 
 PLAIN_TO_TLS = ("Client sent an HTTP request to an HTTPS server", "The plain HTTP request was sent to HTTPS port")
 # "Bearer eyJ…", "Basic YWxp…", "Authorization: …", "password=…", "token: …" and the like.
@@ -52,3 +54,26 @@ def registry_error_detail(response: httpx.Response, limit: int) -> str:
         code, message = errors[0].get("code", ""), errors[0].get("message", "")
         return f"{code}: {message}".strip(": ")[:200]
     return ""
+
+
+def speaks_no_tls(exc: Exception) -> bool:
+    """The peer answered a TLS handshake in plain HTTP."""
+    text = str(exc)
+    return "WRONG_VERSION_NUMBER" in text or "record layer failure" in text
+
+
+def describe_transport_error(exc: httpx.TransportError, proxy: Proxy | None = None) -> str:
+    """A transport failure in words, with what to do where there is something to do."""
+    text = str(exc) or type(exc).__name__
+    if proxy is not None and (about_proxy := proxy_transport_failure(exc, proxy)):
+        return about_proxy
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "TLS certificate not trusted; pass --ca-cert FILE with the registry's CA "
+            "(or --insecure-skip-tls-verify to opt out)"
+        )
+    if speaks_no_tls(exc):
+        return "the registry does not speak TLS (it answers plain HTTP); pass --plain-http to talk plain HTTP to it"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {text}"[:300]

@@ -31,13 +31,21 @@ from dtbundle.errors import (
     NotFoundError,
     RegistryConnectionError,
     RegistryError,
+    TransferStalledError,
 )
 from dtbundle.registry.auth import Authenticator
 from dtbundle.registry.config import RegistryConfig
 from dtbundle.registry.credentials import CredentialResolver
-from dtbundle.registry.errortext import PLAIN_TO_TLS, registry_error_detail, scrub
-from dtbundle.registry.proxy import Proxy, ProxySettings
-from dtbundle.registry.transport import build_transport, proxy_refusal, proxy_transport_failure, through
+from dtbundle.registry.errortext import (
+    PLAIN_TO_TLS,
+    describe_transport_error,
+    registry_error_detail,
+    scrub,
+    speaks_no_tls,
+)
+from dtbundle.registry.pace import Pace, send_paced
+from dtbundle.registry.proxy import ProxySettings
+from dtbundle.registry.transport import build_transport, proxy_refusal, through
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -88,7 +96,12 @@ class Session:
         self._proxy_for = (config.proxy if transport is None else ProxySettings()).proxy_for
         self._client = httpx.Client(
             transport=transport if transport is not None else build_transport(config),
-            timeout=httpx.Timeout(config.limits.read_timeout, connect=config.limits.connect_timeout),
+            # A request body goes in small pieces (pace.py): no write of one may wait a whole stall window.
+            timeout=httpx.Timeout(
+                config.limits.read_timeout,
+                connect=config.limits.connect_timeout,
+                write=min(config.limits.read_timeout, config.limits.stall_timeout),
+            ),
             follow_redirects=False,
             # identity: bytes are hashed exactly as sent, and Range offsets stay meaningful.
             headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
@@ -116,7 +129,7 @@ class Session:
         if not is_loopback(host) or self.base_url(host).startswith("http://"):
             return False
         # Only "the peer does not speak TLS", never a certificate failure.
-        if not _speaks_no_tls(exc):
+        if not speaks_no_tls(exc):
             return False
         with self._lock:
             self._schemes[host] = "http"
@@ -137,13 +150,17 @@ class Session:
         stream: bool = False,
         follow_redirects: bool = False,
         retry: bool = True,
+        pace: Pace | None = None,
     ) -> httpx.Response:
         """Send to ``target.host`` + ``path``; return the response if its status is in ``ok``.
 
         ``what`` names the object for error messages ("manifest reg/app:1.0").
         With ``stream`` the caller must close the response. ``retry=False`` sends once
-        (for requests whose repetition is not safe, such as an upload chunk).
+        (for requests whose repetition is not safe, such as an upload chunk). ``pace`` bounds
+        the time of a transfer that spans several requests (a download's resumes); by default
+        each request is a transfer of its own.
         """
+        pace = pace or Pace(self.config.limits, what)
         attempts = self.config.limits.max_attempts if retry else 1
         accepted = frozenset(ok)
         extra = dict(headers or {})
@@ -157,7 +174,7 @@ class Session:
             if authorization and own:
                 send_headers["Authorization"] = authorization
             response = self._send_with_retries(
-                method, url, target.host, what, params, send_headers, body, stream, attempts
+                method, url, target.host, what, params, send_headers, body, stream, attempts, pace
             )
             if response.status_code == 401 and not own:
                 response.close()
@@ -201,6 +218,7 @@ class Session:
                     body,
                     stream,
                     attempts,
+                    pace,
                 )
         if response.status_code in accepted:
             return response
@@ -246,15 +264,25 @@ class Session:
         body: Body,
         stream: bool,
         max_attempts: int,
+        pace: Pace | None = None,
     ) -> httpx.Response:
         cfg = self.config
+        pace = pace or Pace(cfg.limits, what)
         attempt = 0
         while True:
             attempt += 1
+            pace.check_deadline()
+            pace.start_window()
             content: Any = body() if callable(body) else body
             try:
-                request = self._client.build_request(method, url, params=params, headers=headers, content=content)
-                response = self._client.send(request, stream=stream)
+                response = send_paced(self._client, pace, method, url, params, headers, content, stream=stream)
+            except TransferStalledError as stall:
+                if attempt >= max_attempts:
+                    raise TransferStalledError(
+                        f"registry {host}: {stall.message}; gave up after {attempt} attempt(s)"
+                    ) from None
+                self._sleep(self.backoff(attempt))
+                continue
             except httpx.TransportError as exc:
                 if self._maybe_fall_back_to_http(host, exc):
                     url = url.replace("https://", "http://", 1)
@@ -266,21 +294,21 @@ class Session:
                 permanent = (
                     isinstance(exc, httpx.UnsupportedProtocol)
                     or "CERTIFICATE_VERIFY_FAILED" in str(exc)
-                    or _speaks_no_tls(exc)  # a plain-HTTP registry will not learn TLS on the next attempt
+                    or speaks_no_tls(exc)  # a plain-HTTP registry will not learn TLS on the next attempt
                     or (isinstance(exc, httpx.ProxyError) and str(exc).startswith("4"))
                 )
                 if attempt >= max_attempts or permanent:
                     raise RegistryConnectionError(
                         f"cannot reach registry {host} for {what}{through(proxy)} after {attempt} attempt(s): "
-                        f"{_describe_transport_error(exc, proxy)}"
+                        f"{describe_transport_error(exc, proxy)}"
                     ) from None
-                self._sleep(self._backoff(attempt))
+                self._sleep(self.backoff(attempt))
                 continue
             if response.status_code == 407 and (refused := self._proxy_refused(response, host, what)):
                 response.close()  # the proxy's answer to a forwarded (plain HTTP) request
                 raise refused
             if response.status_code in RETRY_STATUSES and attempt < max_attempts:
-                delay = self._backoff(attempt)
+                delay = self.backoff(attempt)
                 if response.status_code == 429:
                     delay = max(
                         delay,
@@ -291,7 +319,7 @@ class Session:
                 continue
             return response
 
-    def _backoff(self, attempt: int) -> float:
+    def backoff(self, attempt: int) -> float:
         cap = min(self.config.limits.backoff_max, self.config.limits.backoff_initial * (2 ** (attempt - 1)))
         return random.uniform(0, cap)  # full jitter
 
@@ -351,24 +379,3 @@ def _retry_after(value: str | None, cap: float) -> float:
             return 0.0
         seconds = parsed.timestamp() - time.time()
     return max(0.0, min(seconds, cap))
-
-
-def _speaks_no_tls(exc: Exception) -> bool:
-    text = str(exc)
-    return "WRONG_VERSION_NUMBER" in text or "record layer failure" in text
-
-
-def _describe_transport_error(exc: httpx.TransportError, proxy: Proxy | None = None) -> str:
-    text = str(exc) or type(exc).__name__
-    if proxy is not None and (about_proxy := proxy_transport_failure(exc, proxy)):
-        return about_proxy
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return (
-            "TLS certificate not trusted; pass --ca-cert FILE with the registry's CA "
-            "(or --insecure-skip-tls-verify to opt out)"
-        )
-    if _speaks_no_tls(exc):
-        return "the registry does not speak TLS (it answers plain HTTP); pass --plain-http to talk plain HTTP to it"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
-    return f"{type(exc).__name__}: {text}"[:300]

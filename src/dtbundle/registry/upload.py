@@ -5,7 +5,8 @@ from a file (re-readable) or from a one-pass stream (a bundle being verified);
 either way a chunk is buffered in memory before its PATCH, so a failed chunk is
 not blindly re-sent: we ask the registry how much of the upload it holds
 (``GET`` on the upload URL, ``Range: 0-N``) and send only the rest, as the
-distribution spec describes. Memory stays at one chunk per upload.
+distribution spec describes. Memory stays at one chunk per upload. A stalled chunk
+is a failed chunk; one transfer deadline covers all chunks of an upload.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from dtbundle.errors import (
     RegistryConnectionError,
     RegistryError,
     RegistryProtocolError,
+    TransferDeadlineError,
 )
 from dtbundle.oci import Descriptor
+from dtbundle.registry.pace import Pace
 from dtbundle.registry.session import Session, Target
 
 _READ_BYTES = 1024 * 1024
@@ -106,8 +109,9 @@ def put_chunks(
     """Chunked upload from a one-pass iterator: each chunk is buffered (at most
     ``chunk_size`` bytes) so that a failed PATCH can be resumed from memory."""
     offset = 0
+    pace = Pace(session.config.limits, _what(target, desc))
     for piece in _rechunk(pieces, chunk_size):
-        location = _patch(session, target, desc, location, piece, offset)
+        location = _patch(session, target, desc, location, piece, offset, pace)
         offset += len(piece)
         if progress:
             progress(len(piece))
@@ -121,6 +125,7 @@ def put_chunks(
         ok=(201,),
         headers={"Content-Length": "0"},
         body=b"",
+        pace=pace,
     )
     response.close()
     _check_stored(response, target, desc)
@@ -156,7 +161,9 @@ def _rechunk(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(held)
 
 
-def _patch(session: Session, target: Target, desc: Descriptor, location: str, piece: bytes, offset: int) -> str:
+def _patch(
+    session: Session, target: Target, desc: Descriptor, location: str, piece: bytes, offset: int, pace: Pace
+) -> str:
     """Send ``piece`` (at ``offset``); after a failure, resend only what the registry lacks."""
     what = _what(target, desc)
     sent, failures = 0, 0
@@ -176,13 +183,16 @@ def _patch(session: Session, target: Target, desc: Descriptor, location: str, pi
                     "Content-Length": str(len(piece) - sent),
                 },
                 body=_once(piece[sent:]),
+                pace=pace,
             )
         except (RegistryConnectionError, RegistryError) as exc:
             failures += 1
-            if failures > session.config.limits.max_chunk_failures or isinstance(exc, DigestMismatchError):
+            if failures > session.config.limits.max_chunk_failures or isinstance(
+                exc, DigestMismatchError | TransferDeadlineError
+            ):
                 raise
             # Ask the registry what it holds and go on from there.
-            status = session.request("GET", target, location, what=what, ok=(204,))
+            status = session.request("GET", target, location, what=what, ok=(204,), pace=pace)
             status.close()
             location = _location(status, what)
             held = _range_end(status.headers.get("Range", ""))
