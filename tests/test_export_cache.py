@@ -1,6 +1,7 @@
 """``export --cache-dir``: verified blobs are kept content-addressed, so an export killed (even with
-SIGKILL) and run again downloads only what is missing, counted in bytes the source served; a
-damaged cached file is downloaded again; and an unwritable output or cache is a clean error."""
+SIGKILL) and run again downloads only what is missing (whole blobs, and the rest of partial ones),
+counted in bytes the source served; a damaged cached file is downloaded again; and an unwritable
+output or cache is a clean error."""
 
 from __future__ import annotations
 
@@ -77,12 +78,16 @@ def test_a_killed_export_run_again_downloads_only_what_is_missing(
         code, _ = killed.interrupt(signal.SIGKILL)
     assert code == -signal.SIGKILL
     kept, kept_blobs = sum(_cached(cache).values()), len(_cached(cache))
+    on_disk = sum(p.stat().st_size for p in (cache / "blobs" / "sha256").iterdir())  # with partial downloads
     assert 2 * MiB <= kept < blob_bytes, "kill the export while some, not all, blobs are cached"
+    assert on_disk > kept, "a partial download of the killed export is kept, to be continued"
 
     with ThrottledProxy(plain_registry.address, 1 << 30) as counting:
         again = _export(key, f"{counting.address}/{ref.repository}:{ref.tag}", out, cache, "--force")
-    # Manifests are resolved again (a tag may have moved); blob bytes only for what the cache lacked.
-    assert counting.served <= blob_bytes - kept + 256 * 1024, (counting.served, blob_bytes, kept)
+    # Manifests are resolved again (a tag may have moved); blob bytes only for what the cache
+    # lacked: whole blobs, and the rest of the partial ones (Range).
+    assert counting.served <= blob_bytes - on_disk + 256 * 1024, (counting.served, blob_bytes, on_disk)
+    assert not [p for p in (cache / "blobs" / "sha256").iterdir() if p.name.startswith(".")]
     assert again["cache"] == {"blobs": kept_blobs, "blobBytes": kept, "redownloaded": 0}
     assert _content(out) == _content(fresh["bundle"]), "the resumed export carries other bytes"
     assert not list(tmp_path.glob(".killed.tar.zst.*")), "a temporary file of the killed export is left"
@@ -108,6 +113,21 @@ def test_a_warm_cache_serves_every_blob_and_a_damaged_one_is_fetched_again(
     mended = _export(key, str(ref), tmp_path / "c.tar.zst", cache)
     assert mended["cache"] == {"blobs": 3, "blobBytes": blob_bytes - len(data), "redownloaded": 1}
     assert mended["sha256"] == first["sha256"] and _sha256(damaged) == damaged.name  # same source address
+
+
+def test_a_damaged_partial_download_is_started_again(
+    layered: tuple[Reference, int], keys_dir: Path, tmp_path: Path
+) -> None:
+    ref, _ = layered
+    key, cache = keys_dir / "dtbundle.key", tmp_path / "cache"
+    first = _export(key, str(ref), tmp_path / "a.tar.zst", cache)
+    largest = max((cache / "blobs" / "sha256").glob("[0-9a-f]*"), key=lambda p: p.stat().st_size)
+    data = largest.read_bytes()
+    largest.unlink()
+    partial = largest.with_name(f".{largest.name}.partial")
+    partial.write_bytes(bytes([data[0] ^ 0xFF]) + data[1 : len(data) // 2])  # a wrong first byte: not its start
+    again = _export(key, str(ref), tmp_path / "b.tar.zst", cache)
+    assert again["sha256"] == first["sha256"] and largest.read_bytes() == data and not partial.exists()
 
 
 @pytest.mark.parametrize("option", ["--output", "--cache-dir"])

@@ -2,11 +2,13 @@
 
 Without a cache, each blob is downloaded into a spool directory beside the output and
 deleted once it is in the bundle. With ``--cache-dir DIR``, blobs live in
-``DIR/blobs/sha256/<hex>``: each arrives in a temporary file, is verified (size and digest)
+``DIR/blobs/sha256/<hex>``: each arrives in ``.<hex>.partial``, is verified (size and digest)
 and only then renamed into place, so the cache never holds an unverified name. An export
-that was killed (even with SIGKILL) and is run again downloads only the blobs the cache
-lacks; a cached file is hashed again before use, and one that no longer matches its name
-is removed and downloaded anew. Several exports may share a cache: every write is a rename.
+that was killed (even with SIGKILL) and is run again downloads only what the cache lacks:
+whole blobs, and the rest of a partial one (hashed again, continued with ``Range``). A
+cached file is hashed again before use, and one that no longer matches its name is removed
+and downloaded anew. Several exports may share a cache: every write is a rename, and a
+partial file is locked by the process writing it.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class BlobStore:
             self.use.refetched += 1
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()
-        client.fetch_blob(blob.source, blob.descriptor, dest, arrived)
+        client.fetch_blob(blob.source, blob.descriptor, dest, arrived, resumable=self.cached)
         return dest
 
     def done(self, path: Path) -> None:

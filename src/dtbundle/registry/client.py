@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import io
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -27,7 +25,6 @@ import httpx
 from dtbundle.errors import (
     DigestMismatchError,
     LimitExceededError,
-    LocalIOError,
     NotFoundError,
     RegistryError,
     RegistryProtocolError,
@@ -185,22 +182,12 @@ class RegistryClient:
         """
         _download.download(self._session, self._target(ref), ref, desc, out, progress, self._sleep)
 
-    def fetch_blob(self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None) -> None:
-        """Download into a temp file beside ``dest`` and move it into place once verified."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=dest.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "w+b") as handle:
-                self.download_blob(ref, desc, handle, progress)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, dest)
-        except OSError as exc:
-            raise LocalIOError(f"cannot write {dest}: {exc.strerror or exc}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+    def fetch_blob(
+        self, ref: Reference, desc: Descriptor, dest: Path, progress: Progress | None = None, *, resumable: bool = False
+    ) -> None:
+        """Download into a temp file beside ``dest`` and move it into place once verified
+        (``resumable``: a partial file is kept and continued; see :func:`_download.fetch`)."""
+        _download.fetch(self._session, self._target(ref), ref, desc, dest, progress, self._sleep, resumable)
 
     def get_blob_bytes(self, ref: Reference, desc: Descriptor) -> bytes:
         """A small blob (config, signature payload) in memory, verified."""
