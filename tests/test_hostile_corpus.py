@@ -84,6 +84,10 @@ def _set_file(catalog: Catalog, n: int, **fields: Any) -> None:
     old.update(fields)
 
 
+def _retagged(image: dict[str, Any]) -> str:
+    return f"{image['registry']}/{image['repository']}:other-tag"
+
+
 def _blob(entries: Entries) -> int:
     return max(range(len(entries)), key=lambda n: len(entries[n][1]))  # the largest layer
 
@@ -138,6 +142,10 @@ CORPUS = [
     Case("artifact-subject-absent", signed(lambda c: c["artifacts"][0].update(subject="sha256:" + HEX))),
     Case("artifact-kind-unknown", signed(lambda c: c["artifacts"][0].update(kind="surprise"))),
     Case("images-not-a-list", signed(lambda c: c.update(images={"a": 1}))),
+    Case("index-json-claimed-huge", signed(lambda c: _set_file(c, 1, size=400 << 20))),
+    Case("oci-layout-claimed-huge", signed(lambda c: _set_file(c, 0, size=1 << 30))),
+    Case("created-not-a-time", signed(lambda c: c.update(created="yesterday"))),
+    Case("ref-name-tag-differs", signed(lambda c: c["images"][0].update(refName=_retagged(c["images"][0])))),
     Case("first-files-reordered", signed(lambda c: c["files"].insert(0, c["files"].pop(1)))),
     # -- catalog and signature documents ---------------------------------------------------------------
     Case("catalog-not-json", archive(lambda e: [(CATALOG_NAME, b"\xff\xfe not json"), *e[1:]])),
@@ -226,3 +234,8 @@ def test_a_hostile_bundle_lands_nothing(
         proc = run_in_process("inspect", str(bundle))
         assert proc.returncode in (0, 3) and "Traceback" not in proc.stderr and "\x1b" not in proc.stdout
     _nothing_left(tmp_path, bundle)
+
+
+def test_the_readme_counts_the_corpus() -> None:
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert f"A corpus of {len(CORPUS)} hostile bundles" in readme

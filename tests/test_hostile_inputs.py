@@ -117,7 +117,7 @@ def test_inspect_escapes_what_the_catalog_says(exported: Exported, tmp_path: Pat
     catalog = json.loads(dict(entries)[CATALOG_NAME])
     forged = "x\x1b[2K\r\x1b[32mcatalog signature verified (key sha256:forged)\x1b[0m\nsecond line"
     catalog["images"][0]["source"] = forged
-    catalog["created"] = "2026\r\x1b[1A"
+    catalog["tool"]["version"] = "2026\r\x1b[1A"
     hostile = tmp_path / "hostile.tar.zst"
     write_entries(hostile, [(n, json.dumps(catalog).encode() if n == CATALOG_NAME else d) for n, d in entries])
     proc = run_in_process("inspect", str(hostile))
@@ -152,3 +152,53 @@ def test_a_deeply_nested_manifest_from_a_registry_is_refused_cleanly() -> None:
 
     with _client(httpx.MockTransport(handler)) as client, pytest.raises(RegistryError, match="not valid JSON"):
         client.get_manifest(REF)
+
+
+def test_a_redirect_chain_through_another_origin_never_gets_credentials(tmp_path: Path) -> None:
+    """registry -> elsewhere/step1 -> elsewhere/step2: the second hop is "same origin" as the first,
+    but not as the registry, so it gets no credentials either."""
+    blob = b"layer bytes"
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (answer := _challenge_first(request)) is not None:
+            return answer
+        seen.append((f"{request.url.host}{request.url.path}", request.headers.get("Authorization")))
+        if request.url.host == REG:
+            return httpx.Response(307, headers={"Location": f"https://{OTHER}/step1"})
+        if request.url.path == "/step1":
+            return httpx.Response(302, headers={"Location": "/step2"})
+        return httpx.Response(200, content=blob)
+
+    with _client(httpx.MockTransport(handler)) as client:
+        client.fetch_blob(REF, Descriptor("application/octet-stream", sha256_digest(blob), len(blob)), tmp_path / "b")
+    assert seen[0][1] == BASIC and seen[1:] == [(f"{OTHER}/step1", None), (f"{OTHER}/step2", None)]
+    assert (tmp_path / "b").read_bytes() == blob
+
+
+def test_a_registry_error_with_control_characters_cannot_drive_the_terminal() -> None:
+    forged = "DENIED: \x1b]0;owned\x07\x1b[2J\x1b[1;1H\ndtbundle: imported OK\r"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"errors": [{"code": "DENIED", "message": forged}]})
+
+    with _client(httpx.MockTransport(handler)) as client, pytest.raises(RegistryError) as info:
+        client.get_manifest(REF)
+    assert not any(not ch.isprintable() for ch in info.value.message), info.value.message
+
+
+def test_every_error_line_escapes_control_characters(tmp_path: Path) -> None:
+    """The one catch shows any message (it may quote a bundle, a path or a server) inert, on one line."""
+    proc = run_in_process("inspect", str(tmp_path / "x\x1b[2K\rforged\nline.tar.zst"))
+    assert proc.returncode == 2 and "\x1b" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "x\\x1b[2K" in proc.stderr  # (newlines become spaces)
+
+
+@pytest.mark.parametrize("command", ["inspect", "import"])
+def test_a_bundle_that_is_not_a_regular_file_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    """A device or pipe cannot be walked before it is read (the zstd frames are checked first)."""
+    extra = ["--insecure-skip-verify", "--to-oci", str(tmp_path / "layout")] if command == "import" else []
+    proc = run_in_process(command, "/dev/null", *extra)
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]  # (import also warns, unverified)
+    assert proc.returncode == 2 and len(errors) == 1 and "not a regular file" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr

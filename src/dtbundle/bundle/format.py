@@ -11,6 +11,7 @@ these values into registry paths and tags. See ``specs/bundle-format.md``.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import re
 from collections.abc import Callable
@@ -113,6 +114,30 @@ def _records(cls: type[R]) -> Check:
     return check
 
 
+# -- the creation time -------------------------------------------------------------------------------
+_CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (the catalog's ``created``) as an aware UTC datetime; ValueError otherwise."""
+    if not _CREATED.fullmatch(text):
+        raise ValueError(f"{text[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ")
+    return datetime.datetime.strptime(text, _CREATED_FORMAT).replace(tzinfo=datetime.UTC)
+
+
+def format_time(when: datetime.datetime) -> str:
+    return when.astimezone(datetime.UTC).strftime(_CREATED_FORMAT)
+
+
+def _created(value: Any, where: str, ctx: _Context) -> str:
+    try:
+        parse_time(_str(value, where, ctx))
+    except ValueError as exc:  # import compares it with the times it recorded: it must mean one instant
+        raise CatalogError(f"bundle catalog is invalid: {where} {exc}") from None
+    return str(value)
+
+
 # -- records ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CatalogFile:
@@ -170,7 +195,7 @@ class CatalogArtifact:
 
 @dataclass(frozen=True)
 class Catalog:
-    created: str
+    created: str  # YYYY-MM-DDTHH:MM:SSZ (parse_time, format_time)
     tool_version: str
     images: tuple[CatalogImage, ...]
     artifacts: tuple[CatalogArtifact, ...]
@@ -274,7 +299,7 @@ def _check_platform(p: CatalogPlatform, where: str, ctx: _Context) -> None:
     _manifest_in_bundle(p.digest, p.size, p.media_type, where, ctx)
 
 
-def _check_ref_name(ref_name: str | None, registry: str, repository: str, where: str) -> None:
+def _check_ref_name(ref_name: str | None, registry: str, repository: str, tag: str | None, where: str) -> None:
     """A root's ``index.json`` name is its own reference: it becomes a name in the target layout."""
     if ref_name is None:
         return
@@ -282,13 +307,13 @@ def _check_ref_name(ref_name: str | None, registry: str, repository: str, where:
         ref = parse_reference(ref_name, default_tag=None)
     except InvalidReferenceError:
         ref = None
-    if ref is None or (ref.registry, ref.repository) != (registry, repository):
+    if ref is None or (ref.registry, ref.repository, ref.tag) != (registry, repository, tag):
         raise CatalogError(f"bundle catalog is invalid: {where}.refName is not a reference of {registry}/{repository}")
 
 
 def _check_image(i: CatalogImage, where: str, ctx: _Context) -> None:
     _canonical_name(i.registry, i.repository, i.tag, where)
-    _check_ref_name(i.ref_name, i.registry, i.repository, where)
+    _check_ref_name(i.ref_name, i.registry, i.repository, i.tag, where)
     _manifest_in_bundle(i.digest, i.size, i.media_type, where, ctx)
     private = i.annotations.get(TARGET_REPOSITORY_ANNOTATION)
     if private is not None and not (is_valid_path(private) and len(private) < REFERENCE_NAME_MAX_LENGTH):
@@ -298,7 +323,7 @@ def _check_image(i: CatalogImage, where: str, ctx: _Context) -> None:
 
 def _check_artifact(a: CatalogArtifact, where: str, ctx: _Context) -> None:
     _canonical_name(a.registry, a.repository, a.tag, where)
-    _check_ref_name(a.ref_name, a.registry, a.repository, where)
+    _check_ref_name(a.ref_name, a.registry, a.repository, a.tag, where)
     _manifest_in_bundle(a.digest, a.size, a.media_type, where, ctx)
     if a.subject not in ctx.blobs:
         raise CatalogError(f"bundle catalog is invalid: {where}: its subject {a.subject} is not in the bundle")
@@ -351,10 +376,14 @@ def parse_catalog(data: bytes, limits: BundleLimits) -> Catalog:
             "or exceeds the limit"
         )
     ctx.blobs.update((f.digest, f) for f in files if f.path.startswith("blobs/"))
+    roots = sum(len(x) for x in (images_json, obj.get("artifacts")) if isinstance(x, list))
+    if files[0].size > 1024 or files[1].size > len(data) + 256 * roots + 1024:
+        # index.json lists the catalog's roots (import buffers it to compare them): it cannot be larger
+        raise CatalogError("bundle catalog is invalid: oci-layout or index.json is larger than its roots explain")
     tool: dict[str, Any] = obj["tool"] if isinstance(obj.get("tool"), dict) else {}
     extensions: dict[str, Any] = obj["extensions"] if isinstance(obj.get("extensions"), dict) else {}
     return Catalog(
-        created=_str(obj.get("created"), "catalog.created", ctx),
+        created=_created(obj.get("created"), "catalog.created", ctx),
         tool_version=str(tool.get("version", "unknown")),
         images=_records(CatalogImage)(images_json, "images", ctx),
         artifacts=_records(CatalogArtifact)(obj.get("artifacts"), "artifacts", ctx),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import zstandard
 from dtbundle.bundle import tar as _tar
 from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogFile, parse_catalog
 from dtbundle.bundle.key import PublicKey, verify_catalog
-from dtbundle.bundle.zstdframes import check_frames
+from dtbundle.bundle.zstdframes import check_frames, check_start
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
 from dtbundle.limits import BundleLimits
 
@@ -30,6 +32,7 @@ class _ExactReader:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self.consumed = 0  # decompressed bytes handed out
 
     def read(self, n: int) -> bytes:
         if n <= 0:
@@ -44,6 +47,7 @@ class _ExactReader:
                 break
             parts.append(piece)
             left -= len(piece)
+        self.consumed += n - left
         return b"".join(parts)
 
 
@@ -61,13 +65,16 @@ class Bundle:
         except OSError as exc:
             raise LocalIOError(f"cannot read bundle {path}: {exc.strerror or exc}") from None
         try:
-            check_frames(self._file)  # a stream reader would not notice a file cut inside its last frame
+            if not stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
+                raise UsageError(f"bundle {path} is not a regular file (a pipe or a device?): save it to a file first")
+            check_start(self._file)
         except BaseException:
             self._file.close()
             raise
         decompressor = zstandard.ZstdDecompressor(max_window_size=limits.max_zstd_window_bytes)
         self._zstd = decompressor.stream_reader(self._file, read_across_frames=True, closefd=False)
-        self._read = _ExactReader(self._zstd).read
+        self._exact = _ExactReader(self._zstd)
+        self._read = self._exact.read
         self._tar = _tar.TarReader(self._read, limits.max_pax_header_bytes)
         self.catalog_bytes = b""
         self.signature_bytes = b""
@@ -158,9 +165,15 @@ class Bundle:
         while True:  # after the end-of-archive marker only zero padding may follow
             rest = self._read(1 << 16)
             if not rest:
-                return
+                break
             if rest.count(0) != len(rest):
                 raise IntegrityError("bundle has data after the end of its archive")
+        # The decompressor ends quietly where its input ends, even inside a frame: walk the frames.
+        # A real encoder's block holds far more than 1 KiB of content, on average.
+        try:
+            check_frames(self._file, max_blocks=self._exact.consumed // 1024 + 1024)
+        except OSError as exc:
+            raise LocalIOError(f"cannot read bundle {self.path}: {exc.strerror or exc}") from None
 
 
 def _check_sha256(hasher: Any, entry: CatalogFile) -> None:

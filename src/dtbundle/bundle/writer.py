@@ -8,6 +8,7 @@ leaves nothing that looks like a bundle. See ``specs/bundle-format.md``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -25,6 +26,32 @@ from dtbundle.errors import IntegrityError, LocalIOError
 
 # zstd multi-threaded job size: small jobs keep the compressor's buffers (and RSS) low.
 JOB_BYTES = 4 << 20
+
+
+def locked_temp(directory: Path, prefix: str, suffix: str, *, is_dir: bool = False) -> tuple[int, str]:
+    """A new temporary file (or directory) and a descriptor holding an flock on it.
+
+    Locked while this process lives: a later export can tell the leftover of one that was killed
+    (SIGKILL, power loss) from one being written (export.cache.remove_dead_leftovers). Such a
+    cleaner may take the new name in the moment before it is locked; then it is made again.
+    """
+    for _ in range(3):
+        if is_dir:
+            name = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=directory)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return fd, name  # no locks on this filesystem: works, but a leftover stays for the user
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                    return fd, name
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "temporary files are being removed as they are made")
 
 
 class _HashingFile:
@@ -58,10 +85,7 @@ class BundleWriter:
         self.path = path
         self._mtime = mtime
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-            # Locked while this process lives: a later export can tell the leftover of one that
-            # was killed (SIGKILL, power loss) from a file being written (export.cache.remove_dead_leftovers).
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd, tmp = locked_temp(path.parent, f".{path.name}.", ".partial")
         except OSError as exc:
             raise LocalIOError(f"cannot create {path}: {exc.strerror or exc}") from None
         self._tmp = Path(tmp)

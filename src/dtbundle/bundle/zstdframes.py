@@ -3,8 +3,10 @@
 A zstd stream reader ends quietly when its input stops inside a frame, so a bundle cut short by
 a few bytes (its last checksum, say) would read as complete. :func:`check_frames` walks frame
 and block headers, seeking over block contents, and refuses a file that is not exactly a
-sequence of whole frames: it reads a few bytes per 128 KiB block, so it costs little even for
-a large bundle, and it runs before anything is decompressed.
+sequence of whole frames. It runs once the archive has been read to its end, with a bound on
+the number of blocks that content can explain (a hostile file of empty blocks cannot make the
+walk cost more than the decompression did); :func:`check_start` refuses a file that is not
+zstd at all before anything is read.
 """
 
 from __future__ import annotations
@@ -22,32 +24,44 @@ _CONTENT_SIZE_BYTES = (0, 2, 4, 8)  # by Frame_Content_Size_flag (0 means 1 byte
 _DICTIONARY_ID_BYTES = (0, 1, 2, 4)
 
 
-def check_frames(source: BinaryIO) -> None:
-    """Raise IntegrityError unless ``source`` (seekable, read from its start) is whole zstd frames.
+def check_start(source: BinaryIO) -> None:
+    """Refuse a file that does not start with a zstd frame (empty, a zip, a plain tar); rewinds."""
+    source.seek(0)
+    magic = int.from_bytes(source.read(4).ljust(4, b"\0"), "little")
+    source.seek(0)
+    if magic != _ZSTD_MAGIC and magic & _SKIPPABLE_MASK != _SKIPPABLE_MAGIC:
+        raise IntegrityError("bundle is not a zstd-compressed bundle (no zstd frame at its start)")
 
-    Leaves the position at the start again. Decompression still checks each block's content
-    and checksum; this only proves that no frame was cut short and nothing follows the last.
+
+def check_frames(source: BinaryIO, max_blocks: int) -> None:
+    """Raise IntegrityError unless ``source`` (seekable) is whole zstd frames, in at most
+    ``max_blocks`` blocks (frames count as blocks too).
+
+    Decompression still checks each block's content and checksum; this only proves that no
+    frame was cut short and nothing follows the last.
     """
     end = source.seek(0, os.SEEK_END)
     source.seek(0)
-    position = 0
-    if end == 0:
-        raise IntegrityError("bundle is empty: not a zstd-compressed bundle")
+    position, budget = 0, [max_blocks]
     while position < end:
+        _spend(budget)
         magic = int.from_bytes(_exactly(source, 4, "a frame"), "little")
         if magic & _SKIPPABLE_MASK == _SKIPPABLE_MAGIC:
             size = int.from_bytes(_exactly(source, 4, "a skippable frame"), "little")
             position = _skip(source, position + 8, size, end)
         elif magic == _ZSTD_MAGIC:
-            position = _frame(source, position + 4, end)
-        elif position == 0:
-            raise IntegrityError("bundle is not a zstd-compressed bundle (no zstd frame at its start)")
+            position = _frame(source, position + 4, end, budget)
         else:
             raise IntegrityError(f"bundle has data after its last zstd frame (at byte {position})")
-    source.seek(0)
 
 
-def _frame(source: BinaryIO, position: int, end: int) -> int:
+def _spend(budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise IntegrityError("bundle's zstd data has far more frames and blocks than its content explains")
+
+
+def _frame(source: BinaryIO, position: int, end: int, budget: list[int]) -> int:
     descriptor = _exactly(source, 1, "a frame header")[0]
     content_size_flag, single_segment = descriptor >> 6, bool(descriptor & 0x20)
     if descriptor & 0x08:
@@ -59,6 +73,7 @@ def _frame(source: BinaryIO, position: int, end: int) -> int:
     )
     position = _skip(source, position + 1, header, end)
     while True:
+        _spend(budget)
         block = int.from_bytes(_exactly(source, 3, "a block header"), "little")
         last, kind, size = block & 1, (block >> 1) & 3, block >> 3
         if kind not in (_RAW, _RLE, _COMPRESSED) or size > _BLOCK_SIZE:

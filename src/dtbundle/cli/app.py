@@ -26,6 +26,7 @@ import typer
 from dtbundle import __version__
 from dtbundle.cli import dynatrace, export, import_, inspect, jsonout, keygen, resolve, verify
 from dtbundle.cli.help import EPILOGS, Command, Group
+from dtbundle.cli.render import shown
 from dtbundle.errors import EXIT_INTERRUPTED, EXIT_OPERATIONAL, EXIT_USAGE, DtbundleError, Interrupted
 
 app = typer.Typer(
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 # Standalone mode: typer itself reports usage errors (exit 2) and --help.
                 app(args=args, prog_name="dtbundle")
     except Interrupted as exc:  # raised where the state is known: the message says what it is
-        typer.echo(f"dtbundle: {exc.message}", err=True)
+        typer.echo(f"dtbundle: {shown(exc.message)}", err=True)
         sys.exit(exc.exit_code)
     except SystemExit as exc:  # typer turns KeyboardInterrupt into a silent exit 130
         if signalled and exc.code == EXIT_INTERRUPTED:
@@ -101,8 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     except DtbundleError as exc:
         if debug:
             traceback.print_exc()
-        typer.echo(f"dtbundle: error: {exc.message}", err=True)
-        jsonout.report_error(args, exc.exit_code, type(exc).__name__, exc.message)
+        message = shown(exc.message)  # it may quote a bundle or a server: never raw control characters
+        typer.echo(f"dtbundle: error: {message}", err=True)
+        jsonout.report_error(args, exc.exit_code, type(exc).__name__, message)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("dtbundle: interrupted", err=True)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         typer.echo(
-            f"dtbundle: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+            f"dtbundle: internal error: {type(exc).__name__}: {shown(exc)} (rerun with --debug and report it)",
             err=True,
         )
         jsonout.report_error(args, EXIT_OPERATIONAL, "InternalError", f"{type(exc).__name__}: {exc}")

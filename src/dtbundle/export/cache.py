@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dtbundle.bundle.writer import locked_temp
 from dtbundle.errors import LocalIOError
 from dtbundle.export.plan import StoredBlob
 from dtbundle.oci import new_hasher
@@ -57,13 +58,11 @@ class BlobStore:
     def spool_beside(cls, output: Path) -> BlobStore:
         """A temporary spool next to the output, removed by :meth:`close`; locked while in use."""
         try:
-            spool = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".spool", dir=output.parent))
-            lock = os.open(spool, os.O_RDONLY | os.O_DIRECTORY)
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock, name = locked_temp(output.parent, f".{output.name}.", ".spool", is_dir=True)
         except OSError as exc:
             reason = exc.strerror or exc
             raise LocalIOError(f"cannot write in {output.parent}: {reason}; choose another --output") from None
-        return cls(spool, cached=False, lock=lock)
+        return cls(Path(name), cached=False, lock=lock)
 
     @classmethod
     def cache_at(cls, directory: Path) -> BlobStore:
@@ -81,6 +80,7 @@ class BlobStore:
                         stale.unlink()
         except OSError as exc:
             raise LocalIOError(f"cannot use --cache-dir {self.directory}: {exc.strerror or exc}") from None
+        check_writable(self.directory, "choose another --cache-dir")  # it exists: is it read-only?
         return self
 
     def path(self, blob: StoredBlob) -> Path:

@@ -18,6 +18,7 @@ from dtbundle.bundle.format import (
     CatalogFile,
     CatalogImage,
     CatalogPlatform,
+    format_time,
 )
 from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, catalog_index
 from dtbundle.export.plan import ExportPlan
@@ -83,8 +84,7 @@ def build_catalog(
         extensions = {**(extensions or {}), **trusted_root_extension(trusted_root)}
         if (root_file := carried_root_file(plan, trusted_root)) is not None:
             files.append(root_file)
-    created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Catalog(created_text, __version__, images, artifacts, tuple(files), dict(extensions or {})), index
+    return Catalog(format_time(created), __version__, images, artifacts, tuple(files), dict(extensions or {})), index
 
 
 def carried_root_file(plan: ExportPlan, trusted_root: bytes) -> CatalogFile | None:

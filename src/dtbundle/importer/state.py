@@ -37,13 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from dtbundle import jsontext
+from dtbundle.bundle.format import format_time, parse_time
 from dtbundle.errors import CatalogError, RollbackError, StateFileError
 from dtbundle.limits import STATE_FILE_MAX_BYTES
 from dtbundle.oci import Reference
 
 STATE_VERSION = 1
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _LAYOUT = "oci:"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -73,23 +72,12 @@ def layout_targets(directory: Path, ref_names: Iterable[str]) -> frozenset[Targe
     return frozenset(Target(location, name) for name in ref_names)
 
 
-def parse_time(text: str) -> datetime.datetime:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (the catalog's ``created``) as an aware UTC datetime; ValueError otherwise."""
-    if not _TIME.fullmatch(text):
-        raise ValueError(f"{text[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=datetime.UTC)
-
-
 def bundle_created(text: str) -> datetime.datetime:
-    """The catalog's creation time; a catalog whose time does not parse cannot be checked and is refused."""
+    """The catalog's creation time (validated when the catalog was parsed)."""
     try:
         return parse_time(text)
     except ValueError as exc:
         raise CatalogError(f"bundle catalog is invalid: created {exc}, so its age cannot be checked") from None
-
-
-def format_time(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime(_TIME_FORMAT)
 
 
 @dataclass(frozen=True)

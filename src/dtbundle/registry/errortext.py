@@ -45,15 +45,21 @@ def registry_error_detail(response: httpx.Response, limit: int) -> str:
         # Go answers plain HTTP on a TLS port with a bare text line and no Content-Type.
         if response.headers.get("Content-Type", "text/plain").startswith("text/plain"):
             line = data[:200].decode("utf-8", "replace").strip().splitlines()[:1]
-            return "".join(ch for ch in "".join(line) if ch.isprintable())[:120]
+            return _printable("".join(line))[:120]
         if PLAIN_TO_TLS[1].encode() in data[:2000]:  # nginx says so in an HTML page
             return PLAIN_TO_TLS[1]
         return ""
     errors = obj.get("errors") if isinstance(obj, dict) else None
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         code, message = errors[0].get("code", ""), errors[0].get("message", "")
-        return f"{code}: {message}".strip(": ")[:200]
+        return _printable(f"{code}: {message}".strip(": "))[:200]
     return ""
+
+
+def _printable(text: str) -> str:
+    """A server's words without control characters: they could drive the terminal (escape
+    sequences) or forge a second line of output."""
+    return "".join(ch for ch in text if ch.isprintable())
 
 
 def speaks_no_tls(exc: Exception) -> bool:

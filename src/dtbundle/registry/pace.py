@@ -15,7 +15,6 @@ connection. The whole transfer must end within ``max_transfer_seconds``:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -127,23 +126,17 @@ def send_paced(
     stream: bool,
 ) -> httpx.Response:
     """Send one request under ``pace``; every response body is read under it too (here, unless
-    ``stream``). A request without a body must see its answer begin within ``stall_timeout``
-    (there is nothing for the server to take in); one with a body may think ``read_timeout``
-    long. A write or read timeout so bounded is a :class:`TransferStalledError`.
+    ``stream``). The wait for the answer's headers is ``read_timeout``'s (a registry may think,
+    e.g. a pull-through cache fetching upstream); a write that waits ``stall_timeout`` (the
+    body is sent in pieces under it) is a :class:`TransferStalledError`.
     """
     sized = {"Content-Length": str(len(content))} if isinstance(content, bytes) else {}
-    timeout = client.timeout
-    if content is None:
-        read = min(timeout.read or math.inf, pace.limits.stall_timeout)
-        timeout = httpx.Timeout(connect=timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
     request = client.build_request(
-        method, url, params=params, headers={**sized, **headers}, content=pace_content(content, pace), timeout=timeout
+        method, url, params=params, headers={**sized, **headers}, content=pace_content(content, pace)
     )
     try:
         response = client.send(request, stream=True)
-    except (httpx.WriteTimeout, httpx.ReadTimeout) as exc:
-        if isinstance(exc, httpx.ReadTimeout) and content is not None:
-            raise
+    except httpx.WriteTimeout as exc:
         raise pace.silent(exc) from None
     pace_response(response, pace)
     if not stream:

@@ -206,7 +206,9 @@ class Session:
                     raise RegistryError(f"registry {target.registry}: too many or empty redirects for {what}")
                 new_url = urljoin(str(response.request.url), location)
                 hop_headers = dict(extra)
-                if _same_origin(str(response.request.url), new_url) and authorization:
+                # Compared with the registry itself, not the previous hop: a redirect to another
+                # origin that redirects within itself must still get no credentials.
+                if authorization and _same_origin(self.base_url(target.host), new_url):
                     hop_headers["Authorization"] = authorization
                 response = self._send_with_retries(
                     "GET" if response.status_code == 303 else method,
