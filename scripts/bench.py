@@ -1,9 +1,21 @@
 """Benchmarks on loopback registries (speed and memory are measured here, never in tests).
 
+    .venv/bin/python scripts/bench.py suite [--sets 1.2gb,latency] [--rounds 5] [--latency-ms 40]
     .venv/bin/python scripts/bench.py download --size-mib 1024
     .venv/bin/python scripts/bench.py export --size-mib 1100
     .venv/bin/python scripts/bench.py import --size-mib 1100
+    .venv/bin/python scripts/bench.py report [bench-results/suite.json]
+    .venv/bin/python scripts/bench.py proxy 127.0.0.1:5000 --latency-ms 40
 
+``suite``: in one run, for each set (``1.2gb``: 5 cosign-signed images of 2-4 platforms,
+1.2 GB; ``5gb``: the same with 5 GB; ``latency``: 12 small signed multi-arch images behind a
+proxy that adds ``--latency-ms`` per request turn), ``dtbundle export`` and ``import``
+against the skopeo pipeline (``skopeo copy --all`` per image + ``tar | zstd -T0 -3``; unpack +
+``skopeo copy --all`` per image) and against the floor (minimal pull and push clients,
+``benchlib/floor.py``), ``--rounds`` times in rotating order; prints medians, ratios and peak
+RSS as markdown tables and writes bench-results/suite.json and suite.md. ``--small`` runs a
+tiny version of each set (for tests). How each part works: benchlib/suite.py, proxy.py
+(the latency model), floor.py, seed.py.
 ``download``: pushes one image with a single random layer of SIZE MiB to a local
 docker-registry, then measures, in the same run and against the same registry:
 dtbundle's blob download (stream, verify, atomic move), dtbundle's upload to a
@@ -15,412 +27,99 @@ verify`` against the manual chain: ``skopeo copy --all`` into an OCI directory, 
 ``import``: the same images, exported once, then ``dtbundle import`` (and a second,
 idempotent run) into one registry against unpacking the bundle and ``skopeo copy
 --all oci:... docker://...`` into another.
+``report``: the suite's markdown tables again, from its JSON.
+``proxy``: the suite's delaying proxy in front of a registry, until interrupted.
 Each measured step runs in its own child process, so peak RSS is that step's own.
-Results are printed and written to bench-results/download.json.
+Results are printed and written to bench-results/.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from dtbundle import oci
-from dtbundle.oci import Descriptor, Platform
-from dtbundle.oci.reference import Reference, parse_reference
-from dtbundle.registry import RegistryClient, RegistryConfig
-from dtbundle.sandbox import images
-from dtbundle.sandbox.registry_server import RegistryServer, start_registry
+from benchlib.single import cmd_download, cmd_export, cmd_fetch, cmd_import, cmd_push
 
-MiB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+def cmd_suite(args: argparse.Namespace) -> None:
+    from benchlib.report import build, markdown
+    from benchlib.seed import make_set
+    from benchlib.suite import Options, run_suite
 
-
-def measured(cmd: list[str]) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS in KiB).
-
-    Peak RSS is the child's own VmHWM, sampled every 10 ms: getrusage's ru_maxrss of a
-    child starts at the parent's RSS at fork time on Linux, which would hide small peaks.
-    """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _vm_hwm_kib(proc.pid))
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark step failed: {' '.join(cmd)}")
-    return elapsed, peak
-
-
-def write_random(path: Path, size: int) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("wb") as handle:
-        left = size
-        while left:
-            chunk = os.urandom(min(16 * MiB, left))
-            digest.update(chunk)
-            handle.write(chunk)
-            left -= len(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
-def cmd_fetch(args: argparse.Namespace) -> None:
-    desc = Descriptor(oci.OCI_LAYER_GZIP, args.digest, args.size)
-    with RegistryClient(RegistryConfig(plain_http=True)) as client:
-        client.fetch_blob(parse_reference(args.ref), desc, Path(args.dest))
-
-
-def cmd_push(args: argparse.Namespace) -> None:
-    desc = Descriptor(oci.OCI_LAYER_GZIP, args.digest, args.size)
-    path = Path(args.src)
-    with RegistryClient(RegistryConfig(plain_http=True)) as client:
-        client.upload_blob(parse_reference(args.ref), desc, lambda: path.open("rb"))
-
-
-def cmd_download(args: argparse.Namespace) -> None:
-    size = args.size_mib * MiB
-    with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
-        work = Path(tmp)
-        server = start_registry(work / "registry")
-        try:
-            layer_path = work / "layer.bin"
-            digest = write_random(layer_path, size)
-            layer = Descriptor(oci.OCI_LAYER_GZIP, digest, size)
-            ref = Reference(server.address, "bench/big", "1")
-            me = [sys.executable, __file__]
-            up_s, up_rss = measured([*me, "push", str(ref), digest, str(size), str(layer_path)])
-            # a manifest so that skopeo can copy the image
-            config = images.Blob(
-                oci.OCI_CONFIG,
-                b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}',
-            )
-            manifest = json.dumps(
-                {
-                    "schemaVersion": 2,
-                    "mediaType": oci.OCI_MANIFEST,
-                    "config": config.descriptor.to_json(),
-                    "layers": [layer.to_json()],
-                }
-            ).encode()
-            with RegistryClient(RegistryConfig(plain_http=True)) as client:
-                client.upload_blob(ref, config.descriptor, lambda: io.BytesIO(config.data))
-                client.put_manifest(ref, manifest, oci.OCI_MANIFEST)
-            dl_s, dl_rss = measured([*me, "fetch", str(ref), digest, str(size), str(work / "out.bin")])
-            (work / "out.bin").unlink()
-            sk_s, sk_rss = measured(
-                [
-                    "skopeo",
-                    "copy",
-                    "--quiet",
-                    "--src-tls-verify=false",
-                    f"docker://{ref}",
-                    f"dir:{work / 'skopeo-dir'}",
-                ]
-            )
-        finally:
-            server.stop()
-    mb = size / 1e6
-    rows = {
-        "dtbundle download (verify sha256, atomic)": (dl_s, dl_rss),
-        "skopeo copy docker:// -> dir:": (sk_s, sk_rss),
-        "dtbundle upload (chunked PATCH)": (up_s, up_rss),
-    }
-    print(f"\nblob of {args.size_mib} MiB on loopback, docker-registry 2.8, {os.cpu_count()} cores")
-    print(f"{'step':<44} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
-    result = {}
-    for name, (secs, rss) in rows.items():
-        print(f"{name:<44} {secs:>8.2f} {mb / secs:>8.1f} {rss / 1024:>13.1f}")
-        result[name] = {
-            "seconds": round(secs, 3),
-            "MBps": round(mb / secs, 1),
-            "peak_rss_mib": round(rss / 1024, 1),
-        }
-    out = Path("bench-results")
-    out.mkdir(exist_ok=True)
-    (out / "download.json").write_text(json.dumps({"size_mib": args.size_mib, "results": result}, indent=2))
-
-
-def _seed_large(client: RegistryClient, registry: str, work: Path, total_mib: int) -> list[Reference]:
-    """Three multi-arch images (3 platforms each) sharing a base layer, about ``total_mib`` MiB
-    of unique random (incompressible, like real gzip layers) content, all cosign-signed."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    platforms = [Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "arm", "v7")]
-    per_layer = max(1, (total_mib - 64) // 18) * MiB  # 9 platform images x 2 layers, plus the base
-
-    def layer(name: str, size: int) -> Descriptor:
-        path = work / name
-        digest = write_random(path, size)
-        desc = Descriptor(oci.OCI_LAYER_GZIP, digest, size)
-        client.upload_blob(Reference(registry, "bench/base"), desc, lambda: path.open("rb"))
-        return desc
-
-    base = layer("base", 64 * MiB)
-    refs = []
-    for app in ("operator", "agent", "collector"):
-        ref = Reference(registry, f"bench/{app}", "1.0")
-        children = []
-        for plat in platforms:
-            layers = [base] + [layer(f"{app}-{plat.architecture}{plat.variant or ''}-{n}", per_layer) for n in range(2)]
-            for desc in layers:
-                client.upload_blob(
-                    ref,
-                    desc,
-                    lambda d=desc: (work / "missing").open("rb"),  # type: ignore[misc]
-                    mount_from="bench/base",
-                )
-            config = images.Blob(
-                oci.OCI_CONFIG,
-                json.dumps(
-                    {
-                        "architecture": plat.architecture,
-                        "os": plat.os,
-                        **({"variant": plat.variant} if plat.variant else {}),
-                        "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layers]},
-                    }
-                ).encode(),
-            )
-            manifest = images.BuiltManifest(
-                oci.OCI_MANIFEST,
-                json.dumps(
-                    {
-                        "schemaVersion": 2,
-                        "mediaType": oci.OCI_MANIFEST,
-                        "config": config.descriptor.to_json(),
-                        "layers": [d.to_json() for d in layers],
-                    }
-                ).encode(),
-                [config],
-                platform=plat,
-            )
-            children.append(manifest)
-        index = images.build_index(children)
-        images.push(client, ref, index)
-        for target in [index, *children]:
-            sig = images.cosign_signature(ref.name, target.digest, key)
-            images.push(client, ref.with_tag(oci.referrers_tag(target.digest) + ".sig"), sig)
-        refs.append(ref)
-    for path in work.iterdir():
-        if path.is_file():
-            path.unlink()
-    return refs
-
-
-def _prepare(work: Path, server: RegistryServer, size_mib: int) -> tuple[list[Reference], str]:
-    """Seed ``server`` with the large sample images and create bundle keys in ``work/keys``."""
-    (work / "seed").mkdir()
-    with RegistryClient(RegistryConfig(plain_http=True)) as client:
-        refs = _seed_large(client, server.address, work / "seed", size_mib)
+    specs = [make_set(key.strip(), args.small) for key in args.sets.split(",") if key.strip()]
+    jobs = tuple(int(j) for j in args.floor_jobs.split(",") if j.strip())
+    if not specs or args.rounds < 1 or not jobs or min(jobs) < 1 or args.latency_ms < 0:
+        raise SystemExit("suite: --sets, --rounds >= 1, --floor-jobs >= 1 and --latency-ms >= 0 are needed")
+    options = Options(
+        args.rounds, args.latency_ms, jobs, args.floor_concurrency, not args.floor_compress_layers, ROOT / "src"
+    )
+    # kill PID: unwind, so that the registries started so far stop and the work directory goes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     dtbundle = str(Path(sys.executable).with_name("dtbundle"))
-    subprocess.run([dtbundle, "keygen", "--output-dir", str(work / "keys")], check=True, stdout=subprocess.DEVNULL)
-    return refs, dtbundle
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
-        work = Path(tmp)
-        server = start_registry(work / "registry")
-        try:
-            refs, dtbundle = _prepare(work, server, args.size_mib)
-            bundle = work / "bundle.tar.zst"
-            ex_s, ex_rss = measured(
-                [
-                    dtbundle,
-                    "export",
-                    "--quiet",
-                    "--plain-http",
-                    "--signing-key",
-                    str(work / "keys/dtbundle.key"),
-                    "-o",
-                    str(bundle),
-                    *map(str, refs),
-                ]
-            )
-            bundle_size = bundle.stat().st_size
-            vf_s, vf_rss = measured(
-                [dtbundle, "verify", "--quiet", "--public-key", str(work / "keys/dtbundle.pub"), str(bundle)]
-            )
-            # The manual chain: skopeo copy --all of each image into one OCI layout, then tar | zstd -T0.
-            layout = work / "layout"
-            sk_s, sk_rss = 0.0, 0
-            for ref in refs:
-                secs, rss = measured(
-                    [
-                        "skopeo",
-                        "copy",
-                        "--quiet",
-                        "--all",
-                        "--preserve-digests",
-                        "--src-tls-verify=false",
-                        f"docker://{ref}",
-                        f"oci:{layout}:{ref}",
-                    ]
-                )
-                sk_s, sk_rss = sk_s + secs, max(sk_rss, rss)
-            tz_s, tz_rss = measured(
-                ["sh", "-c", f"tar -C '{layout}' -cf - . | zstd -q -T0 -3 -o '{work}/manual.tar.zst'"]
-            )
-            layout_bytes = sum(p.stat().st_size for p in layout.rglob("*") if p.is_file())
-            manual_size = (work / "manual.tar.zst").stat().st_size
-            bundle_content = _bundle_content(bundle)
-        finally:
-            server.stop()
-    mb = bundle_content / 1e6
-    print(
-        f"\nexport of {len(refs)} multi-arch images (3 platforms each, cosign-signed), "
-        f"{bundle_content / MiB:.0f} MiB of content, loopback docker-registry, {os.cpu_count()} cores"
-    )
-    print(f"{'step':<58} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
-    rows = {
-        "dtbundle export (images + 12 signatures, signed bundle)": (ex_s, ex_rss, mb),
-        "dtbundle verify (signature + every sha256)": (vf_s, vf_rss, mb),
-        "skopeo copy --all x3 -> OCI dir (images only, no sigs)": (sk_s, sk_rss, layout_bytes / 1e6),
-        "tar | zstd -T0 -3 of that dir": (tz_s, tz_rss, layout_bytes / 1e6),
-        "skopeo + tar|zstd total": (sk_s + tz_s, max(sk_rss, tz_rss), layout_bytes / 1e6),
+    meta = {
+        "command": " ".join(["scripts/bench.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rounds": args.rounds,
+        "latency_ms": args.latency_ms,
+        "floor_jobs": list(jobs),
+        "floor_concurrency": args.floor_concurrency,
+        "floor_stores_compressed_layers": not args.floor_compress_layers,
+        "small": args.small,
+        "cpus": os.cpu_count(),
+        "dtbundle": _output([dtbundle, "--version"]).split()[-1],
+        "skopeo": _output(["skopeo", "--version"]).split()[-1],
+        "commit": _output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "unknown",
+        # the working tree's src/ against that commit (other work in progress is measured too)
+        "src_modified": subprocess.run(
+            ["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "src"], capture_output=True, check=False
+        ).returncode
+        != 0,
     }
-    result = {}
-    for name, (secs, rss, size_mb) in rows.items():
-        print(f"{name:<58} {secs:>8.2f} {size_mb / secs:>8.1f} {rss / 1024:>13.1f}")
-        result[name] = {
-            "seconds": round(secs, 3),
-            "MBps": round(size_mb / secs, 1),
-            "peak_rss_mib": round(rss / 1024, 1),
-        }
-    print(f"bundle {bundle_size / MiB:.1f} MiB; manual tar.zst {manual_size / MiB:.1f} MiB")
-    out = Path("bench-results")
-    out.mkdir(exist_ok=True)
-    (out / "export.json").write_text(
-        json.dumps(
-            {
-                "content_bytes": bundle_content,
-                "bundle_bytes": bundle_size,
-                "manual_bytes": manual_size,
-                "results": result,
-            },
-            indent=2,
-        )
-    )
-
-
-def cmd_import(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
-        work = Path(tmp)
-        source = start_registry(work / "source")
-        ours, theirs = start_registry(work / "target-dtbundle"), start_registry(work / "target-skopeo")
+        raw = run_suite(specs, options, Path(tmp), dtbundle)
+    report = build(raw, meta)
+    text = markdown(report)
+    print("\n" + text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "suite.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "suite.md").write_text(text)
+
+
+def _output(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from benchlib.report import markdown
+
+    print(markdown(json.loads(Path(args.json).read_text())), end="")
+
+
+def cmd_proxy(args: argparse.Namespace) -> None:
+    from benchlib.proxy import DelayProxy
+
+    with DelayProxy(args.upstream, args.latency_ms) as proxy:
+        print(f"{proxy.address} -> {args.upstream}, {args.latency_ms:g} ms per round trip; Ctrl-C stops", flush=True)
         try:
-            refs, dtbundle = _prepare(work, source, args.size_mib)
-            bundle = work / "bundle.tar.zst"
-            subprocess.run(
-                [
-                    dtbundle,
-                    "export",
-                    "--quiet",
-                    "--plain-http",
-                    "--signing-key",
-                    str(work / "keys/dtbundle.key"),
-                    "-o",
-                    str(bundle),
-                    *map(str, refs),
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            content = _bundle_content(bundle)
-            im_s, im_rss = measured(
-                [
-                    dtbundle,
-                    "import",
-                    "--quiet",
-                    "--plain-http",
-                    "--public-key",
-                    str(work / "keys/dtbundle.pub"),
-                    "--registry",
-                    f"{ours.address}/mirror",
-                    str(bundle),
-                ]
-            )
-            re_s, re_rss = measured(
-                [
-                    dtbundle,
-                    "import",
-                    "--quiet",
-                    "--plain-http",
-                    "--public-key",
-                    str(work / "keys/dtbundle.pub"),
-                    "--registry",
-                    f"{ours.address}/mirror",
-                    str(bundle),
-                ]
-            )
-            layout = work / "layout"
-            layout.mkdir()
-            un_s, un_rss = measured(["sh", "-c", f"zstd -dc '{bundle}' | tar -x -C '{layout}'"])
-            sk_s, sk_rss = 0.0, 0
-            for ref in refs:
-                secs, rss = measured(
-                    [
-                        "skopeo",
-                        "copy",
-                        "--quiet",
-                        "--all",
-                        "--preserve-digests",
-                        "--dest-tls-verify=false",
-                        f"oci:{layout}:{ref}",
-                        f"docker://{theirs.address}/mirror/{ref.repository}:{ref.tag}",
-                    ]
-                )
-                sk_s, sk_rss = sk_s + secs, max(sk_rss, rss)
-        finally:
-            for server in (source, ours, theirs):
-                server.stop()
-    mb = content / 1e6
-    print(
-        f"\nimport of {len(refs)} multi-arch images (3 platforms each, 12 cosign signatures), "
-        f"{content / MiB:.0f} MiB of content, into a loopback docker-registry, {os.cpu_count()} cores"
-    )
-    print(f"{'step':<62} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
-    rows = {
-        "dtbundle import (verify + push images and signatures)": (im_s, im_rss),
-        "dtbundle import again (verifies, pushes nothing)": (re_s, re_rss),
-        "zstd -dc | tar -x (unpack for skopeo)": (un_s, un_rss),
-        "skopeo copy --all x3 oci: -> docker:// (images only)": (sk_s, sk_rss),
-        "unpack + skopeo total": (un_s + sk_s, max(un_rss, sk_rss)),
-    }
-    result = {}
-    for name, (secs, rss) in rows.items():
-        print(f"{name:<62} {secs:>8.2f} {mb / secs:>8.1f} {rss / 1024:>13.1f}")
-        result[name] = {"seconds": round(secs, 3), "MBps": round(mb / secs, 1), "peak_rss_mib": round(rss / 1024, 1)}
-    out = Path("bench-results")
-    out.mkdir(exist_ok=True)
-    (out / "import.json").write_text(json.dumps({"content_bytes": content, "results": result}, indent=2))
-
-
-def _bundle_content(bundle: Path) -> int:
-    from dtbundle.bundle.reader import open_bundle
-
-    with open_bundle(bundle, None) as reader:
-        return reader.catalog.total_size
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    print(f"{proxy.connections} connections, {proxy.turns} request turns")
 
 
 def main() -> None:
@@ -435,6 +134,29 @@ def main() -> None:
     i = sub.add_parser("import", help="dtbundle import vs skopeo copy --all from the unpacked layout")
     i.add_argument("--size-mib", type=int, default=1100)
     i.add_argument("--workdir", default=None)
+    s = sub.add_parser("suite", help="dtbundle vs the skopeo pipeline vs the floor, every set, in one run")
+    s.add_argument(
+        "--sets", default="1.2gb,latency", help="comma-separated: 1.2gb, 5gb, latency (default: %(default)s)"
+    )
+    s.add_argument("--rounds", type=int, default=5, help="runs of each tool, in rotating order (default: 5)")
+    s.add_argument("--latency-ms", type=float, default=40.0, help="round trip added per request turn (latency set)")
+    s.add_argument(
+        "--floor-jobs", default="1,2,8", help="floor import: uploads at a time, one run each (default: 1,2,8)"
+    )
+    s.add_argument("--floor-concurrency", type=int, default=8, help="floor export: parallel requests (default: 8)")
+    s.add_argument(
+        "--floor-compress-layers",
+        action="store_true",
+        help="the floor exporter compresses compressed layers again (default: stored, as dtbundle writes them)",
+    )
+    s.add_argument("--small", action="store_true", help="a tiny version of each set (a few images, KiB layers)")
+    s.add_argument("--workdir", default=None, help="where temporary data goes (default: system temp)")
+    s.add_argument("--out", default="bench-results", help="where suite.json and suite.md go")
+    r = sub.add_parser("report", help="print the markdown tables of a suite.json again")
+    r.add_argument("json", nargs="?", default="bench-results/suite.json")
+    x = sub.add_parser("proxy", help="the suite's delaying proxy in front of a registry, until interrupted")
+    x.add_argument("upstream", help="HOST:PORT of the registry")
+    x.add_argument("--latency-ms", type=float, default=40.0)
     for name in ("fetch", "push"):
         p = sub.add_parser(name)
         p.add_argument("ref")
@@ -448,6 +170,12 @@ def main() -> None:
         cmd_export(args)
     elif args.command == "import":
         cmd_import(args)
+    elif args.command == "suite":
+        cmd_suite(args)
+    elif args.command == "proxy":
+        cmd_proxy(args)
+    elif args.command == "report":
+        cmd_report(args)
     elif args.command == "fetch":
         args.dest = args.path
         cmd_fetch(args)

@@ -297,7 +297,8 @@ def test_interrupted_export_says_so_and_leaves_nothing(
             env={"DTBUNDLE_PROGRESS_INTERVAL": "0.1"},
         )
         export.wait_for(lambda line: line.startswith("dtbundle: downloading 2 blobs: "))
-        assert list(out.glob(".slow.tar.zst.*.partial")) and list(out.glob(".slow.tar.zst.*.spool/*"))
+        # The bundle and the spool exist (the layer may stream straight into the bundle: its turn)
+        assert list(out.glob(".slow.tar.zst.*.partial")) and list(out.glob(".slow.tar.zst.*.spool"))
         code, lines = export.interrupt(number)
     assert code == 130, lines
     assert lines[-1] == EXPORT_INTERRUPTED and all(LINE.fullmatch(line) for line in lines[:-1]), lines

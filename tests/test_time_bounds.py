@@ -246,3 +246,62 @@ def test_the_manifest_cache_is_bounded() -> None:
         client.get_manifest(ref)
         client.get_manifest(ref)
     assert registry.requests[f"/v2/team/app/manifests/{CHILD}"] == 2
+
+
+def test_a_registry_without_the_referrers_api_is_asked_once_then_the_tag_schema_is_used() -> None:
+    """The OCI distribution spec forbids a 404 from a registry that has the API: one 404 says the
+    registry lacks it, and each further subject costs one request (the referrers tag), not two."""
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(404, json={"errors": [{"code": "NOT_FOUND", "message": "no"}]})
+
+    subjects = ["sha256:" + c * 64 for c in "123"]
+    resolver = CredentialResolver({}, use_config_files=False)
+    with RegistryClient(registry_config(), resolver, transport=httpx.MockTransport(handler)) as client:
+        ref = Reference("registry.test", "team/app")
+        assert [client.list_referrers(ref, s).source for s in subjects] == ["none"] * 3
+    assert sum("/referrers/" in p for p in paths) == 1
+    assert sum("/manifests/sha256-" in p for p in paths) == 3
+
+
+def test_planning_lists_a_repositorys_tags_once_instead_of_probing_each_subject() -> None:
+    """Over a slow link every request is a round trip: the cosign tags that exist are known from one
+    tag listing, so subjects without signatures cost nothing more (before: four probes each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dtbundle.discovery import Lookups
+
+    signed, unsigned = "sha256:" + "a" * 64, ["sha256:" + c * 64 for c in "bcd"]
+    sig_tag = "sha256-" + "a" * 64 + ".sig"
+    config = b"{}"
+    sig = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "layers": [], "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(config), "size": 2}}).encode()
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path.endswith("/tags/list"):
+            return httpx.Response(200, json={"name": "team/app", "tags": ["1.0", sig_tag]})
+        if request.url.path.endswith(f"/manifests/{sig_tag}"):
+            return httpx.Response(200, content=sig, headers={"Content-Type": oci.OCI_MANIFEST})
+        return httpx.Response(404, json={"errors": [{"code": "NOT_FOUND", "message": "no"}]})
+
+    resolver = CredentialResolver({}, use_config_files=False)
+    ref = Reference("registry.test", "team/app")
+    with (
+        RegistryClient(registry_config(), resolver, transport=httpx.MockTransport(handler)) as client,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        lookups = Lookups(client, pool)
+        for subject in [signed, *unsigned]:
+            lookups.probe(ref, subject)
+        found = {s: [a.kind for a in lookups.attachments(ref, s)] for s in [signed, *unsigned]}
+    assert found == {signed: ["cosign.sig"], **{s: [] for s in unsigned}}
+    # One listing, the one signature, and one referrers API request (404: no API here) with its
+    # fallback tag: the registry's answer then holds for every other subject.
+    assert sorted(paths) == sorted([
+        "/v2/team/app/tags/list", f"/v2/team/app/manifests/{sig_tag}",
+        f"/v2/team/app/referrers/{signed}", f"/v2/team/app/manifests/{sig_tag.removesuffix('.sig')}",
+    ]), paths  # fmt: skip

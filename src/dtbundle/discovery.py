@@ -3,7 +3,11 @@
 One routine finds every attachment of a subject digest: cosign's
 ``sha256-<hex>.sig/.att/.sbom`` tags and OCI 1.1 referrers (API, or the referrers tag
 schema, whose index is itself an attachment). ``resolve`` asks for descriptors only
-(HEAD requests); export planning asks for the manifests too, since it carries them.
+(HEAD requests); export planning asks for the manifests too, since it carries them, through
+:class:`Lookups`: each repository's tags are listed once, so only the cosign and referrers tags
+that exist are fetched (the referrers API is asked where the registry has it), every image's
+lookups in flight together on a bounded pool, each request sent once per run however often it is
+asked for (its answer, or its failure, is kept).
 
 Both fetch what the user asked for through :func:`fetch_requested`: a tag, digest or
 repository the registry does not have is a usage error naming the nearest tags it does have.
@@ -11,16 +15,19 @@ repository the registry does not have is a usage error naming the nearest tags i
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from dtbundle.errors import DtbundleError, NotFoundError, ReferenceNotFoundError
 from dtbundle.oci import Descriptor, Reference, referrers_tag
 from dtbundle.oci.kinds import COSIGN_KINDS, ArtifactKind, is_attachment_tag
-from dtbundle.registry import Manifest, RegistryClient
+from dtbundle.registry import Manifest, Referrers, RegistryClient
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,16 @@ class Attachment:
         }
 
 
+def cosign_tag(ref: Reference, subject: str, kind: ArtifactKind) -> Reference:
+    """Where cosign keeps ``kind`` (signature, attestation, SBOM) of ``subject``: ``sha256-<hex>.sig`` etc."""
+    return Reference(ref.registry, ref.repository, referrers_tag(subject) + str(kind.cosign_suffix))
+
+
 def find_attachments(client: RegistryClient, ref: Reference, subject: str, *, fetch: bool) -> list[Attachment]:
     """Attachments of ``subject`` in ``ref``'s repository; with ``fetch``, cosign tags' manifests too."""
     found: list[Attachment] = []
     for kind in COSIGN_KINDS:
-        tagged = Reference(ref.registry, ref.repository, referrers_tag(subject) + str(kind.cosign_suffix))
+        tagged = cosign_tag(ref, subject, kind)
         if fetch:
             try:
                 manifest: Manifest | None = client.get_manifest(tagged)
@@ -63,14 +75,124 @@ def find_attachments(client: RegistryClient, ref: Reference, subject: str, *, fe
             desc = client.head_manifest(tagged)
             if desc is not None:
                 found.append(Attachment(kind, subject, tagged, desc, "tag"))
-    referrers = client.list_referrers(ref, subject)
+    return found + _referrer_attachments(ref, subject, client.list_referrers(ref, subject))
+
+
+def _referrer_attachments(ref: Reference, subject: str, referrers: Referrers) -> list[Attachment]:
     repo = Reference(ref.registry, ref.repository)
-    found.extend(Attachment(ArtifactKind.REFERRER, subject, repo, d, referrers.source) for d in referrers.descriptors)
+    found = [Attachment(ArtifactKind.REFERRER, subject, repo, d, referrers.source) for d in referrers.descriptors]
     if referrers.index is not None:
         tag = Reference(ref.registry, ref.repository, referrers_tag(subject))
         index = referrers.index
         found.append(Attachment(ArtifactKind.REFERRERS_INDEX, subject, tag, index.descriptor(), "tag-schema", index))
     return found
+
+
+class Lookups:
+    """Registry reads for export planning, as futures on ``pool``: each request is sent once per run
+    (its answer or its failure is kept and shared by every thread that asks). Tasks on the pool
+    never wait for other tasks, so callers may wait on any of them from other threads.
+
+    A repository's tags are listed once: its cosign and referrers tags are then known, and only
+    those that exist are fetched, instead of probing three or four tags per subject (a repository
+    the registry will not list is probed tag by tag, as :func:`find_attachments` does)."""
+
+    def __init__(self, client: RegistryClient, pool: Executor) -> None:
+        self.client, self._pool = client, pool
+        self._lock = threading.Lock()
+        self._futures: dict[tuple[str, str, str, str], Future[Any]] = {}
+        self._waiting: dict[tuple[str, str], list[str]] = {}  # subjects probed before their tags were listed
+        self._scouts: dict[str, Future[Referrers]] = {}  # per registry: the request that learns if it has the API
+        self.sent = 0  # distinct requests (for tests)
+
+    def _once(self, key: tuple[str, str, str, str], call: Callable[[], Any]) -> Future[Any]:
+        with self._lock:
+            future = self._futures.get(key)
+            if future is None:
+                future = self._futures[key] = self._pool.submit(call)
+                self.sent += 1
+        return future
+
+    def manifest(self, ref: Reference) -> Future[Manifest]:
+        """The manifest of ``ref`` (by digest when it has one, else by tag)."""
+        identifier = ref.digest or ref.tag or ""
+        return self._once(("manifest", ref.registry, ref.repository, identifier), lambda: self.client.get_manifest(ref))
+
+    def referrers(self, ref: Reference, subject: str) -> Future[Referrers]:
+        """``list_referrers`` of ``subject`` in ``ref``'s repository (API, else the referrers tag)."""
+        key = ("referrers", ref.registry, ref.repository, subject)
+        return self._once(key, lambda: self.client.list_referrers(ref, subject))
+
+    def tags(self, ref: Reference) -> Future[frozenset[str] | None]:
+        """The attachment tags of ``ref``'s repository, or None when the registry will not list them.
+        Subjects probed meanwhile have their lookups started as soon as the list is in."""
+        repo = (ref.registry, ref.repository)
+
+        def listed() -> frozenset[str] | None:
+            try:
+                names = frozenset(t for t in self.client.list_tags(Reference(*repo)) if is_attachment_tag(t))
+            except DtbundleError:
+                names = None
+            with self._lock:
+                waiting = self._waiting.pop(repo, [])
+            for subject in waiting:  # starting requests never waits: allowed in a pool task
+                self._start(ref, subject, names)
+            return names
+
+        return self._once(("tags", *repo, ""), listed)
+
+    def probe(self, ref: Reference, subject: str) -> None:
+        """Start every lookup of ``subject``'s attachments (cosign tags, referrers) without waiting."""
+        listing = self.tags(ref)
+        with self._lock:
+            if not listing.done():
+                self._waiting.setdefault((ref.registry, ref.repository), []).append(subject)
+                return
+        self._start(ref, subject, listing.result())
+
+    def _start(self, ref: Reference, subject: str, tags: frozenset[str] | None) -> None:
+        for tagged in self._cosign_tags(ref, subject, tags):
+            self.manifest(tagged)
+        with self._lock:
+            scout = self._scouts.get(ref.registry)
+        if tags is None or (scout is not None and scout.done() and self._may_have_referrers(ref, subject, tags)):
+            self.referrers(ref, subject)
+        elif scout is None:  # the first subject asks the referrers API; the others wait for its answer
+            first = self.referrers(ref, subject)
+            with self._lock:
+                self._scouts.setdefault(ref.registry, first)
+
+    @staticmethod
+    def _cosign_tags(ref: Reference, subject: str, tags: frozenset[str] | None) -> list[Reference]:
+        wanted = [cosign_tag(ref, subject, kind) for kind in COSIGN_KINDS]
+        return [t for t in wanted if tags is None or t.tag in tags]
+
+    def _may_have_referrers(self, ref: Reference, subject: str, tags: frozenset[str] | None) -> bool:
+        # Without the referrers API, only the referrers tag can list them: known from the tag list.
+        return tags is None or not self.client.lacks_referrers_api(ref.registry) or referrers_tag(subject) in tags
+
+    def attachments(self, ref: Reference, subject: str) -> list[Attachment]:
+        """What :func:`find_attachments` with ``fetch`` finds, from these lookups."""
+        self.probe(ref, subject)
+        tags = self.tags(ref).result()
+        self._start(ref, subject, tags)  # (again: a no-op for lookups already started)
+        found: list[Attachment] = []
+        for kind, tagged in ((k, cosign_tag(ref, subject, k)) for k in COSIGN_KINDS):
+            if tags is not None and tagged.tag not in tags:
+                continue
+            try:
+                manifest = self.manifest(tagged).result()
+            except NotFoundError:
+                continue
+            found.append(Attachment(kind, subject, tagged, manifest.descriptor(), "tag", manifest))
+        with self._lock:
+            scout = self._scouts.get(ref.registry)
+        if scout is not None:
+            with contextlib.suppress(DtbundleError):
+                scout.result()  # now the registry is known to have the referrers API, or not
+        if not self._may_have_referrers(ref, subject, tags):
+            return found
+        return found + _referrer_attachments(ref, subject, self.referrers(ref, subject).result())
 
 
 @dataclass(frozen=True)
@@ -129,10 +251,10 @@ _SIMILARITY_CUTOFF = 0.6  # difflib's default for get_close_matches
 _VERSION_LIKE = re.compile(r"v?[0-9]+(?:[._-][0-9A-Za-z]+)*")
 
 
-def fetch_requested(client: RegistryClient, ref: Reference) -> Manifest:
+def fetch_requested(client: RegistryClient, ref: Reference, lookups: Lookups | None = None) -> Manifest:
     """The manifest the user asked for; one the registry lacks is a :class:`ReferenceNotFoundError`."""
     try:
-        return client.get_manifest(ref)
+        return lookups.manifest(ref).result() if lookups else client.get_manifest(ref)
     except NotFoundError:
         raise missing_reference(client, ref) from None
 

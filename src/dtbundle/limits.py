@@ -21,6 +21,12 @@ MANIFEST_MAX_BYTES = 4 * MiB
 REFERENCE_NAME_MAX_LENGTH = 255
 # import's rollback records (importer/state.py): about 100 000 records; anything larger is not ours.
 STATE_FILE_MAX_BYTES = 16 * MiB
+# import (importer/workers.py): blobs uploaded at once by default (--concurrency), and the temporary
+# copies of blobs waiting for (or in) an upload: at most this many bytes, and files per upload slot,
+# at once (more only for one blob larger than that, which is then the only one).
+IMPORT_CONCURRENCY = 8
+IMPORT_SPOOL_MAX_BYTES = 1 * GiB
+IMPORT_SPOOL_MAX_FILES_PER_UPLOAD = 4
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,25 +20,16 @@ from dtbundle.cli.options import (
     OptionGroup,
     RegistryAccess,
     panel_option,
-    read_secret,
     uses,
 )
-from dtbundle.dynatrace.deployment_api import oneagent_versions
-from dtbundle.dynatrace.dynakube import Dynakube, dynakube_for_bundle
-from dtbundle.dynatrace.helm import CA_CONFIGMAP, install_files
-from dtbundle.dynatrace.selection import (
-    DynatraceExport,
-    classic_tag,
-    dynatrace_export,
-    latest_selection,
-    merge_selection,
-)
-from dtbundle.dynatrace.table import component_lines
-from dtbundle.dynatrace.versions import ComponentVersions, list_versions, matching_set, registry_host
+from dtbundle.cli.secrets import read_secret
 from dtbundle.errors import UsageError
-from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.registry import RegistryClient
-from dtbundle.registry.service import ServiceSession
+
+if TYPE_CHECKING:  # each command imports the Dynatrace library it uses: `--help` and other commands do not
+    from dtbundle.dynatrace.dynakube import Dynakube
+    from dtbundle.dynatrace.selection import DynatraceExport
+    from dtbundle.dynatrace.versions import ComponentVersions
+    from dtbundle.registry import RegistryClient
 
 
 @dataclass(frozen=True)
@@ -71,6 +62,9 @@ class DynatraceOptions:
             if self.option or self.version or self.environment_url or self.with_optional or self.dynatrace_registry:
                 raise UsageError("--option, --version, --environment-url and --dynatrace-registry go with --dynatrace")
             return None
+        from dtbundle.dynatrace.selection import dynatrace_export, latest_selection, merge_selection
+        from dtbundle.dynatrace.versions import registry_host
+
         selection = merge_selection(
             self.option,
             self.version,
@@ -190,6 +184,8 @@ dynatrace_app = typer.Typer(help="Dynatrace helpers: options and components, One
 @dynatrace_app.command("options", cls=Command)
 def dynatrace_options() -> None:
     """The observability options, the components each needs, and how each is signed."""
+    from dtbundle.dynatrace.table import component_lines
+
     for line in component_lines():
         typer.echo(line)
 
@@ -218,6 +214,11 @@ def dynatrace_versions(
 ) -> None:
     """Immutable versions of every public component (newest first) and the newest matching set;
     with --environment-url also the OneAgent versions the environment offers (Deployment API)."""
+    from dtbundle.dynatrace.deployment_api import oneagent_versions
+    from dtbundle.dynatrace.selection import classic_tag
+    from dtbundle.dynatrace.versions import list_versions, matching_set, registry_host
+    from dtbundle.registry.service import ServiceSession
+
     found = None
     if environment_url is not None:
         token = read_secret(
@@ -313,6 +314,10 @@ def dynakube(
 ) -> None:
     """A DynaKube for the bundle's Operator version, images pinned by digest; with -o FILE also the
     Helm values and the install commands beside it (FILE's stem + -helm-values.yaml, -commands.sh)."""
+    from dtbundle.dynatrace.dynakube import dynakube_for_bundle
+    from dtbundle.dynatrace.helm import CA_CONFIGMAP
+    from dtbundle.importer.mapping import RepositoryMapper
+
     mapper = RepositoryMapper(registry, map_ or [])
     trusted_cas = CA_CONFIGMAP if ca_cert is not None else None
     found = dynakube_for_bundle(
@@ -326,6 +331,8 @@ def emit_dynakube(
 ) -> list[Path]:
     """Write the DynaKube (stdout without ``output``), then its warnings on stderr, each naming its line;
     with ``output``, the Helm values and install commands beside it. Returns the files written."""
+    from dtbundle.dynatrace.helm import install_files
+
     emit(dynakube.text, output)
     where = str(output) if output is not None else "DynaKube on stdout"
     for warning in dynakube.warnings:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from dtbundle.bundle.key import load_private_key
 from dtbundle.cli import jsonout, render
 from dtbundle.cli.dynatrace import DYNATRACE, DynatraceOptions
 from dtbundle.cli.options import (
@@ -17,14 +16,12 @@ from dtbundle.cli.options import (
     OutputOptions,
     RegistryAccess,
     SignatureOptions,
-    prompt_secret,
     uses,
 )
 from dtbundle.cli.progress import progress_display
+from dtbundle.cli.secrets import prompt_secret
 from dtbundle.errors import UsageError
-from dtbundle.export.requests import load_images_file, requests_from
-from dtbundle.export.run import ExportSettings, created_time, run_export
-from dtbundle.trust.tuf import DEFAULT_TUF_URL, TufSource
+from dtbundle.trust import DEFAULT_TUF_URL
 
 
 @uses(REGISTRY, SIGNATURES, OUTPUT, DYNATRACE)
@@ -90,6 +87,11 @@ def export(
     ] = None,
 ) -> None:
     """Write every platform of the images, with everything that refers to them, into one signed bundle."""
+    from dtbundle.bundle.key import load_private_key
+    from dtbundle.export.requests import load_images_file, requests_from
+    from dtbundle.export.run import ExportSettings, created_time, run_export
+    from dtbundle.trust.tuf import TufSource
+
     requests = requests_from(references or [], platform or [])
     if images_file:
         requests += load_images_file(images_file, platform or [])

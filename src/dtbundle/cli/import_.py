@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dtbundle.bundle.key import PublicKey
 from dtbundle.cli import jsonout, render
 from dtbundle.cli.dynatrace import emit_dynakube as emit_dynakube_file
 from dtbundle.cli.options import (
@@ -22,12 +21,11 @@ from dtbundle.cli.options import (
     uses,
 )
 from dtbundle.cli.progress import progress_display
-from dtbundle.dynatrace.dynakube import dynakube_for_bundle
-from dtbundle.dynatrace.helm import CA_CONFIGMAP
 from dtbundle.errors import UsageError
-from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.importer.run import ImportSettings, run_import
-from dtbundle.importer.state import default_state_path
+from dtbundle.limits import IMPORT_CONCURRENCY
+
+if TYPE_CHECKING:
+    from dtbundle.bundle.key import PublicKey
 
 
 @uses(KEYS, REGISTRY, SIGNATURES, OUTPUT)
@@ -72,6 +70,16 @@ def import_(
             help="Import a bundle older than one already imported to the same target tags (rolls them back).",
         ),
     ] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            min=1,
+            max=64,
+            help="Blobs uploaded at once (each from a temporary copy in $TMPDIR); "
+            "existence checks, manifests and tags go twice as many at once.",
+        ),
+    ] = IMPORT_CONCURRENCY,
     emit_dynakube: Annotated[
         Path | None,
         typer.Option(
@@ -89,6 +97,12 @@ def import_(
     ] = None,
 ) -> None:
     """Verify a bundle, then push it byte for byte into a registry (or an OCI layout)."""
+    from dtbundle.dynatrace.dynakube import dynakube_for_bundle
+    from dtbundle.dynatrace.helm import CA_CONFIGMAP
+    from dtbundle.importer.mapping import RepositoryMapper
+    from dtbundle.importer.run import ImportSettings, run_import
+    from dtbundle.importer.state import default_state_path
+
     trusted: list[PublicKey] | None
     if insecure_skip_verify and not keys.paths:
         trusted = None
@@ -129,6 +143,7 @@ def import_(
         require_signatures=signatures.require_signatures,
         state_file=state_file if state_file is not None else default_state_path(),
         allow_downgrade=allow_downgrade,
+        concurrency=concurrency,
     )
     if trusted is None and not dry_run:
         typer.echo(

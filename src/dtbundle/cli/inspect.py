@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from dtbundle.bundle.reader import open_bundle
 from dtbundle.cli import jsonout, render
 from dtbundle.cli.options import KEYS, BundleKeys, uses
 
@@ -19,6 +18,8 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report instead of text.")] = False,
 ) -> None:
     """List images, platforms, signatures and sizes from the catalog alone (fast for any size)."""
+    from dtbundle.bundle.reader import open_bundle
+
     with open_bundle(bundle, keys.load_optional()) as opened:
         catalog, key = opened.catalog, opened.key_id
     if as_json:

@@ -13,13 +13,15 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dtbundle.bundle.format import Catalog, CatalogImage
-from dtbundle.export.run import ImageSummary
 from dtbundle.oci import Reference
+from dtbundle.oci.kinds import attachment_counts
+
+if TYPE_CHECKING:  # the library is imported by the command that runs, not by every --help
+    from dtbundle.bundle.format import Catalog, CatalogImage
 
 SCHEMA_VERSION = 1
 FLAG = "--json"
@@ -72,7 +74,7 @@ def inspect_fields(bundle: Path, key_id: str | None, catalog: Catalog) -> dict[s
             "platforms": sum(len(i.platforms) or 1 for i in catalog.images),
             "files": len(catalog.files),
         },
-        "attachmentCounts": ImageSummary.attachment_counts(Counter(a.kind for a in catalog.artifacts)),
+        "attachmentCounts": attachment_counts(Counter(a.kind for a in catalog.artifacts)),
         "uncompressedBytes": catalog.total_size,
         "images": [_image(i, catalog) for i in catalog.images],
         "attachments": [
@@ -105,7 +107,7 @@ def _image(image: CatalogImage, catalog: Catalog) -> dict[str, Any]:
             for p in image.platforms
         ],
         "annotations": dict(image.annotations),
-        "attachmentCounts": ImageSummary.attachment_counts(
+        "attachmentCounts": attachment_counts(
             Counter(a.kind for a in catalog.artifacts if a.subject in subjects)
         ),
         "verifiedAtExport": verified if isinstance(verified, bool) else None,

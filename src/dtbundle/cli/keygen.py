@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from dtbundle.bundle.key import ALGORITHMS, PASSPHRASE_ENV, generate_keys
 from dtbundle.errors import UsageError
 
 
@@ -21,6 +20,8 @@ def keygen(
     force: Annotated[bool, typer.Option("--force", help="Replace existing key files.")] = False,
 ) -> None:
     """Create a bundle signing key pair (private key encrypted when DTBUNDLE_KEY_PASSPHRASE is set)."""
+    from dtbundle.bundle.key import ALGORITHMS, PASSPHRASE_ENV, generate_keys
+
     if algorithm not in ALGORITHMS:
         raise UsageError(f"unknown --algorithm {algorithm!r}; choose ed25519 or ecdsa-p256")
     passphrase = os.environ.get(PASSPHRASE_ENV) or None

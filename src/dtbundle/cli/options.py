@@ -10,7 +10,6 @@ token files) happens here too: it is input parsing, not library logic.
 from __future__ import annotations
 
 import functools
-import getpass
 import inspect
 import os
 import re
@@ -19,17 +18,18 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from dtbundle.bundle.key import PublicKey, load_public_key
+from dtbundle.cli.secrets import prompt_secret, read_file
 from dtbundle.errors import UsageError
 from dtbundle.limits import REGISTRY as LIMITS
-from dtbundle.registry import CredentialResolver, Credentials, ProxySettings, RegistryClient, RegistryConfig
-from dtbundle.trust.keys import load_verify_key
-from dtbundle.trust.policy import Identity, Policy
-from dtbundle.trust.root import TrustedRoot
+
+if TYPE_CHECKING:  # the methods import what they build: `--help` loads no HTTP or crypto library
+    from dtbundle.bundle.key import PublicKey
+    from dtbundle.registry import Credentials, RegistryClient, RegistryConfig
+    from dtbundle.trust.policy import Identity, Policy
 
 REGISTRY_PANEL = "Registry access"
 SIGNATURES_PANEL = "Image signatures"
@@ -103,6 +103,8 @@ class RegistryAccess:
     _secret: list[tuple[str | None, str]] = field(default_factory=list, compare=False, repr=False)
 
     def config(self) -> RegistryConfig:
+        from dtbundle.registry import ProxySettings, RegistryConfig
+
         return RegistryConfig(
             plain_http=self.plain_http,
             ca_cert=self.ca_cert,
@@ -113,6 +115,8 @@ class RegistryAccess:
 
     def client(self, registries: set[str], extra: dict[str, Credentials] | None = None) -> RegistryClient:
         """A client for a command that talks to ``registries``; --username binds to exactly one of them."""
+        from dtbundle.registry import CredentialResolver, RegistryClient
+
         explicit = self.explicit_credentials(registries - set(extra or {}))
         explicit.update(extra or {})
         return RegistryClient(self.config(), CredentialResolver(explicit))
@@ -152,6 +156,8 @@ class RegistryAccess:
                 "--username needs a password: use --password-stdin or set DTBUNDLE_PASSWORD "
                 "(or run at a terminal to type it)"
             )
+        from dtbundle.registry import Credentials
+
         return {host: Credentials(source=source, username=self.username, password=password)}
 
 
@@ -239,6 +245,10 @@ class SignatureOptions:
         root is pending (``root_pending``): export fetches it through TUF, verify and import
         take the one the bundle carries.
         """
+        from dtbundle.trust.keys import load_verify_key
+        from dtbundle.trust.policy import Identity, Policy
+        from dtbundle.trust.root import TrustedRoot
+
         identity, identity_re = self.certificate_identity, self.certificate_identity_regexp
         issuer, issuer_re = self.certificate_oidc_issuer, self.certificate_oidc_issuer_regexp
         defaults: tuple[Identity, ...] = ()
@@ -260,9 +270,9 @@ class SignatureOptions:
                     re.compile(pattern)
                 except re.error as exc:
                     raise UsageError(f"invalid regular expression {pattern!r}: {exc}") from None
-        keys = tuple(load_verify_key(_read(p, "cosign key"), str(p)) for p in self.cosign_key)
+        keys = tuple(load_verify_key(read_file(p, "cosign key"), str(p)) for p in self.cosign_key)
         root = (
-            TrustedRoot.from_json(_read(self.trusted_root, "trusted root"), str(self.trusted_root))
+            TrustedRoot.from_json(read_file(self.trusted_root, "trusted root"), str(self.trusted_root))
             if (self.trusted_root)
             else None
         )
@@ -352,9 +362,11 @@ class BundleKeys:
         """The keys; none given is a usage error (exit 2) naming the option (and ``alternative``)."""
         if not self.paths:
             raise UsageError(f"{command} needs --public-key PUB (the dtbundle.pub of the exporting side){alternative}")
-        return [load_public_key(p) for p in self.paths]
+        return self.load_optional() or []
 
     def load_optional(self) -> list[PublicKey] | None:
+        from dtbundle.bundle.key import load_public_key
+
         return [load_public_key(p) for p in self.paths] if self.paths else None
 
 
@@ -368,32 +380,3 @@ KEYS = OptionGroup(
     },
     lambda public_key: BundleKeys(tuple(public_key or ())),
 )
-
-
-def prompt_secret(prompt: str) -> str | None:
-    """A secret typed at the terminal, not echoed (``getpass``); None when standard input is not
-    a terminal (then nobody can type it) or at end of input."""
-    if not sys.stdin.isatty():
-        return None
-    try:
-        return getpass.getpass(prompt)
-    except EOFError:
-        return None
-
-
-def read_secret(path: Path | None, variable: str, what: str) -> str:
-    """A token from a file or an environment variable; never from the command line."""
-    if path is not None:
-        value = _read(path, what).decode("utf-8", "replace").strip()
-    else:
-        value = os.environ.get(variable, "").strip()
-    if not value:
-        raise UsageError(f"{what}: set ${variable} or give a token file")
-    return value
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from dtbundle.bundle.format import Catalog
-from dtbundle.bundle.reader import VerifyResult
-from dtbundle.discovery import ResolvedImage
-from dtbundle.export.run import ExportSummary
-from dtbundle.importer.report import ImportReport, Landing
+from dtbundle.importer.report import Landing
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.progress import format_bytes
-from dtbundle.trust.evaluate import Coverage, ImageVerification
-from dtbundle.trust.outcome import ImageStatus, PolicyResult, SignatureOutcome
+from dtbundle.trust.outcome import Coverage, ImageStatus, PolicyResult, SignatureOutcome
+
+if TYPE_CHECKING:  # results of the command that runs: its library is loaded by then, not by every --help
+    from dtbundle.bundle.format import Catalog
+    from dtbundle.bundle.reader import VerifyResult
+    from dtbundle.discovery import ResolvedImage
+    from dtbundle.export.run import ExportSummary
+    from dtbundle.importer.report import ImportReport
+    from dtbundle.trust.evaluate import ImageVerification
 
 
 def human_bytes(size: float) -> str:

@@ -8,7 +8,6 @@ import typer
 
 from dtbundle.cli import jsonout, render
 from dtbundle.cli.options import REGISTRY, RegistryAccess, uses
-from dtbundle.discovery import resolve_all
 from dtbundle.oci import parse_reference
 
 
@@ -25,6 +24,8 @@ def resolve(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Resolve references to digests; list platforms, cosign signatures and OCI referrers."""
+    from dtbundle.discovery import resolve_all
+
     refs = [parse_reference(r) for r in references]
     with registry.client({r.registry for r in refs}) as client:
         images = resolve_all(client, refs, attachments=not no_referrers)

@@ -10,7 +10,6 @@ import typer
 from dtbundle.cli import jsonout, render
 from dtbundle.cli.options import KEYS, OUTPUT, SIGNATURES, BundleKeys, OutputOptions, SignatureOptions, uses
 from dtbundle.cli.progress import progress_display
-from dtbundle.verify import verify as verify_bundle
 
 
 @uses(KEYS, SIGNATURES, OUTPUT)
@@ -22,6 +21,8 @@ def verify(
 ) -> None:
     """Verify the bundle's signature, then every entry against the catalog (exit 3 on any problem);
     with --cosign-key or keyless options, the images' signatures too, offline."""
+    from dtbundle.verify import verify as verify_bundle
+
     trusted = keys.load("verify")
     policy = signatures.policy()
     with progress_display(output.quiet) as progress:

@@ -1,7 +1,7 @@
 """Where export keeps downloaded blobs: a throw-away spool, or a content-addressed cache (``--cache-dir``).
 
-Without a cache, each blob is downloaded into a spool directory beside the output and
-deleted once it is in the bundle. With ``--cache-dir DIR``, blobs live in
+Without a cache, the spool directory beside the output holds what arrives ahead of its turn
+(:mod:`dtbundle.export.stream`), each file deleted once it is in the bundle. With ``--cache-dir DIR``, blobs live in
 ``DIR/blobs/sha256/<hex>``: each arrives in ``.<hex>.partial``, is verified (size and digest)
 and only then renamed into place, so the cache never holds an unverified name. An export
 that was killed (even with SIGKILL) and is run again downloads only what the cache lacks:
@@ -104,11 +104,6 @@ class BlobStore:
                 dest.unlink()
         client.fetch_blob(blob.source, blob.descriptor, dest, arrived, resumable=self.cached)
         return dest
-
-    def done(self, path: Path) -> None:
-        """The blob is in the bundle: a spool forgets it, a cache keeps it."""
-        if not self.cached:
-            path.unlink()
 
     def close(self) -> None:
         if not self.cached:

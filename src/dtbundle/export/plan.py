@@ -9,17 +9,25 @@ depth. Only manifests are fetched here (small, kept in memory), each once howeve
 often it is named (an index may name one child thousands of times); layers are
 downloaded by the exporter. The result lists every digest and size, which is
 what lets the catalog be written before any layer is downloaded.
+
+Over latency, walking in that order would cost a round trip per step. Every request goes
+through one :class:`~dtbundle.discovery.Lookups` (each sent once, at most ``concurrency`` at a
+time), which :func:`prefetch` warms first by walking the same graph with every image, and every
+probe of every subject (``.sig``/``.att``/``.sbom`` tags, referrers), in flight together; it
+builds nothing, and a failure it meets is kept for the planner's walk. That walk stays
+sequential and in request order, so the plan (and the bundle's bytes) does not depend on the
+order in which answers arrive.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dtbundle.discovery import fetch_requested, find_attachments
-from dtbundle.errors import NotFoundError, UnsupportedManifestError, UsageError
+from dtbundle.discovery import Lookups, fetch_requested
+from dtbundle.errors import DtbundleError, NotFoundError, UnsupportedManifestError, UsageError
 from dtbundle.limits import TRUST
 from dtbundle.oci import Descriptor, Platform, Reference, compute_digest, load_json_object
 from dtbundle.oci.kinds import ArtifactKind
@@ -123,15 +131,22 @@ class Planner:
         self._artifact_keys: set[tuple[ArtifactKind, str, str | None]] = set()
 
     def build(self, requests: Iterable[ImageRequest]) -> ExportPlan:
-        seen: set[Reference] = set()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="dtbundle-plan") as pool:
-            self._pool = pool
-            for request in requests:
-                if request.ref in seen:
-                    continue
-                seen.add(request.ref)
+        first: dict[Reference, ImageRequest] = {}
+        for request in requests:
+            first.setdefault(request.ref, request)  # a reference named twice is planned once
+        unique = list(first.values())
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="dtbundle-plan")
+        try:
+            self.lookups = Lookups(self.client, pool)
+            prefetch(self.lookups, [(r.ref, r.platforms) for r in unique], self.referrers, trim_index)
+            for request in unique:
                 self._add_image(request)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return self.plan
+
+    def _manifest(self, ref: Reference) -> Manifest:
+        return self.lookups.manifest(ref).result()
 
     # -- manifests and blobs ------------------------------------------------------------------
     def _store_tree(self, manifest: Manifest, source: Reference) -> None:
@@ -149,15 +164,14 @@ class Planner:
             self.plan.blobs.setdefault(blob.digest, StoredBlob(blob, source))
 
     def _fetch_all(self, source: Reference, descriptors: Sequence[Descriptor]) -> list[Manifest]:
-        def fetch(desc: Descriptor) -> Manifest:
+        for desc in descriptors:
             _require_sha256(desc.digest, f"manifest of {source}")
-            return self.client.get_manifest(Reference(source.registry, source.repository, None, desc.digest))
-
-        return list(self._pool.map(fetch, descriptors))
+        refs = [Reference(source.registry, source.repository, None, desc.digest) for desc in descriptors]
+        return [future.result() for future in [self.lookups.manifest(ref) for ref in refs]]
 
     def _add_image(self, request: ImageRequest) -> None:
         ref = request.ref
-        top = fetch_requested(self.client, ref)  # a missing tag or repository names the nearest tags
+        top = fetch_requested(self.client, ref, self.lookups)  # a missing tag or repository names the nearest tags
         # An index naming one child many times: the child is one platform, listed once.
         image = PlannedImage(request, top, tuple(dict.fromkeys(top.parsed.manifests)) if top.is_index else ())
         if request.platforms:
@@ -169,7 +183,7 @@ class Planner:
             return
         subjects = list(dict.fromkeys([image.manifest.digest, *(p.digest for p in image.platforms)]))
         if image.original_digest:
-            image.dropped_attachments = len(find_attachments(self.client, ref, image.original_digest, fetch=True))
+            image.dropped_attachments = len(self.lookups.attachments(ref, image.original_digest))
         self._attachments(ref, subjects, index, depth=1)
 
     def _apply_filter(self, image: PlannedImage) -> None:
@@ -199,7 +213,9 @@ class Planner:
         if depth > TRUST.max_referrer_depth or not subjects:
             return
         subjects = list(dict.fromkeys(subjects))  # each subject's attachments are looked up once
-        discovered = list(self._pool.map(lambda s: (s, find_attachments(self.client, ref, s, fetch=True)), subjects))
+        for subject in subjects:
+            self.lookups.probe(ref, subject)  # all in flight before the first answer is used
+        discovered = [(subject, self.lookups.attachments(ref, subject)) for subject in subjects]
         next_subjects: list[str] = []
         for subject, items in discovered:
             present: set[str] = set()  # referrers of this subject that are in the plan
@@ -211,7 +227,7 @@ class Planner:
                     continue
                 if manifest is None and kind == ArtifactKind.REFERRER:
                     try:
-                        manifest = self.client.get_manifest(Reference(ref.registry, ref.repository, None, desc.digest))
+                        manifest = self._manifest(Reference(ref.registry, ref.repository, None, desc.digest))
                     except NotFoundError:
                         self.plan.warnings.append(
                             f"{ref.name}: referrer {desc.digest} of {subject} is listed but missing; skipped"
@@ -240,3 +256,88 @@ class Planner:
                 if kind != ArtifactKind.REFERRERS_INDEX:
                     next_subjects.append(manifest.digest)
         self._attachments(ref, next_subjects, image, depth + 1)
+
+
+# -- prefetch: the same walk, everything in flight at once ----------------------------------------
+_WALKERS = 64  # threads that wait for answers (requests are bounded by the lookups' pool)
+Trim = Callable[[Manifest, Sequence[Platform]], tuple[bytes, list[Descriptor]]]
+
+
+def prefetch(
+    lookups: Lookups, images: Sequence[tuple[Reference, Sequence[Platform]]], referrers: bool, trim: Trim
+) -> None:
+    """Warm ``lookups`` with what planning ``images`` (reference, platform filters) will ask for;
+    ``trim`` is the planner's index trimming (a trimmed index's subjects are probed too)."""
+    if not images:
+        return
+    walkers = ThreadPoolExecutor(min(_WALKERS, len(images)), thread_name_prefix="dtbundle-walk")
+    try:
+        for future in [walkers.submit(_image, lookups, ref, filters, referrers, trim) for ref, filters in images]:
+            future.result()
+    finally:
+        walkers.shutdown(wait=True, cancel_futures=True)
+
+
+def _image(lookups: Lookups, ref: Reference, filters: Sequence[Platform], referrers: bool, trim: Trim) -> None:
+    top = _get(lookups.manifest(ref))
+    if top is None:
+        return
+    subjects = [top.digest]
+    children = list(dict.fromkeys(top.parsed.manifests)) if top.is_index else []
+    if filters and top.is_index:
+        try:
+            data, kept = trim(top, filters)
+        except DtbundleError:
+            return
+        if len(kept) < len(children):  # a new index: its platforms, and the original's attachments counted
+            subjects, children = [compute_digest(data)], kept
+            if referrers:
+                lookups.probe(ref, top.digest)
+    futures = [lookups.manifest(Reference(ref.registry, ref.repository, None, c.digest)) for c in children]
+    _trees(lookups, ref, [m for m in map(_get, futures) if m is not None])
+    if referrers:
+        _attachments(lookups, ref, [*subjects, *(c.digest for c in children)])
+
+
+def _trees(lookups: Lookups, source: Reference, manifests: list[Manifest]) -> None:
+    """Every manifest below ``manifests`` (an index's children, level by level)."""
+    while manifests:
+        futures = [
+            lookups.manifest(Reference(source.registry, source.repository, None, child.digest))
+            for manifest in manifests
+            for child in manifest.parsed.manifests
+        ]
+        manifests = [m for m in map(_get, futures) if m is not None]
+
+
+def _attachments(lookups: Lookups, ref: Reference, subjects: list[str]) -> None:
+    for _ in range(TRUST.max_referrer_depth):
+        subjects = list(dict.fromkeys(subjects))
+        if not subjects:
+            return
+        for subject in subjects:
+            lookups.probe(ref, subject)
+        found: list[Future[Manifest] | Manifest] = []
+        for subject in subjects:
+            try:
+                items = lookups.attachments(ref, subject)
+            except DtbundleError:
+                continue
+            for item in items:
+                if item.kind == ArtifactKind.REFERRERS_INDEX:
+                    continue
+                if item.manifest is not None:
+                    found.append(item.manifest)
+                else:
+                    by_digest = Reference(ref.registry, ref.repository, None, item.descriptor.digest)
+                    found.append(lookups.manifest(by_digest))
+        manifests = [m for m in (x if isinstance(x, Manifest) else _get(x) for x in found) if m is not None]
+        _trees(lookups, ref, manifests)
+        subjects = [m.digest for m in manifests]
+
+
+def _get(future: Future[Manifest]) -> Manifest | None:
+    try:
+        return future.result()
+    except DtbundleError:
+        return None

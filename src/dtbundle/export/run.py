@@ -2,11 +2,11 @@
 
 The orchestrator does the IO; the plan (:mod:`dtbundle.export.plan`), the catalog
 (:mod:`dtbundle.bundle.format`) and the signature (:mod:`dtbundle.bundle.key`) are built
-from values. Blobs are downloaded concurrently into a spool directory beside the
-output, or into the ``--cache-dir`` (:mod:`dtbundle.export.cache`; each verified and
-renamed into place), and appended to the tar in catalog order; at most
-``2 * concurrency`` downloads run ahead of the writer, so disk and memory stay
-bounded whatever the image size.
+from values. Blobs stream in catalog order from the registry into the bundle
+(:mod:`dtbundle.export.stream`): the blob whose turn it is goes straight in, those that arrive
+ahead of their turn wait in a spool beside the output (or in the ``--cache-dir``,
+:mod:`dtbundle.export.cache`); at most ``2 * concurrency`` downloads run ahead of the writer,
+so disk and memory stay bounded whatever the image size.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import threading
 import time
-from collections import Counter, deque
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +34,9 @@ from dtbundle.errors import Interrupted, LocalIOError, UsageError
 from dtbundle.export.cache import BlobStore, CacheUse, check_writable, remove_dead_leftovers
 from dtbundle.export.catalog import build_catalog, carried_root_file
 from dtbundle.export.plan import ExportPlan, ImageRequest, Planner, StoredBlob
+from dtbundle.export.stream import StreamUse, write_blobs
 from dtbundle.oci import Descriptor, blob_path
-from dtbundle.oci.kinds import ArtifactKind
+from dtbundle.oci.kinds import ArtifactKind, attachment_counts
 from dtbundle.progress import NO_PROGRESS, Progress, format_bytes, plural
 from dtbundle.registry import RegistryClient
 from dtbundle.trust.evaluate import (
@@ -87,15 +85,9 @@ class ImageSummary:
             "digest": self.digest,
             "platformNames": list(self.platforms),
             "originalDigest": self.original_digest,
-            "attachmentCounts": self.attachment_counts(self.found),
+            "attachmentCounts": attachment_counts(self.found),
             "droppedWithTrim": self.dropped_with_trim,
         }
-
-    @staticmethod
-    def attachment_counts(counts: Mapping[ArtifactKind, int]) -> dict[str, int]:
-        """``attachmentCounts`` (specs/json-output.md): every kind but IMAGE, zero included; COSIGN_SIG -> cosignSig."""
-        words = {kind: kind.name.lower().split("_") for kind in ArtifactKind if kind != ArtifactKind.IMAGE}
-        return {w[0] + "".join(x.title() for x in w[1:]): counts.get(kind, 0) for kind, w in words.items()}
 
 
 @dataclass
@@ -116,6 +108,7 @@ class ExportSummary:
     warnings: list[str] = field(default_factory=list)
     signatures: list[ImageVerification] = field(default_factory=list)
     cache: CacheUse | None = None  # None: no --cache-dir
+    transfer: StreamUse = field(default_factory=StreamUse)  # how blobs reached the bundle (not in JSON)
 
     def to_json(self) -> dict[str, Any]:
         cache = self.cache
@@ -125,7 +118,7 @@ class ExportSummary:
             "sidecar": str(self.sidecar),
             "bundleKey": self.key_id,
             "counts": dict(images=self.images, platforms=self.platforms, manifests=self.manifests, blobs=self.blobs),
-            "attachmentCounts": ImageSummary.attachment_counts(self.artifacts),
+            "attachmentCounts": attachment_counts(self.artifacts),
             "uncompressedBytes": self.uncompressed_bytes,
             "compressedBytes": self.compressed_bytes,
             "seconds": round(self.seconds, 3),
@@ -175,7 +168,6 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         catalog_bytes = catalog.to_bytes()
         signature = sign_catalog(settings.signing_key, catalog_bytes)
         blobs = plan.content_blobs
-        window = max(1, 2 * settings.concurrency)
         _check_room(settings, catalog.total_size + len(catalog_bytes) + len(signature), len(catalog.files), blobs)
         progress.phase(f"writing the catalog and {plural(len(plan.manifests), 'manifest')}")
         store = cache or BlobStore.spool_beside(output)
@@ -189,7 +181,7 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
                     writer.add_bytes(blob_path(digest), stored.manifest.data)
                 progress.phase(f"downloading {plural(len(blobs), 'blob')}")
                 progress.start(sum(b.descriptor.size for b in blobs))
-                _write_blobs(client, store, writer, blobs, window, progress)
+                transfer = write_blobs(client, store, writer, blobs, settings.concurrency, progress)
                 if carried is not None and (root_file := carried_root_file(plan, carried)) is not None:
                     writer.add_bytes(root_file.path, carried)
                 progress.phase(f"finishing {output.name}")
@@ -231,6 +223,7 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         warnings=list(plan.warnings),
         signatures=list(verifications or []),
         cache=store.use if store.cached else None,
+        transfer=transfer,
     )
 
 
@@ -290,55 +283,3 @@ def _require(directory: Path, needed: int, detail: str, option: str) -> None:
             f"needs up to {format_bytes(needed)} in {directory} ({detail}), {format_bytes(free)} free: "
             f"free space or write elsewhere with {option}"
         )
-
-
-def _write_blobs(
-    client: RegistryClient,
-    store: BlobStore,
-    writer: BundleWriter,
-    blobs: list[StoredBlob],
-    window: int,
-    progress: Progress,
-) -> None:
-    """Download ahead (``window`` blobs, by ``window // 2`` threads; bytes counted as they arrive), append to the
-    tar in order. When the writer stops (error, Ctrl-C), running downloads stop at their next chunk."""
-    stop = threading.Event()
-
-    def arrived(n: int) -> None:
-        if stop.is_set():
-            raise Interrupted("download stopped: the export ended")
-        progress.advance(n)
-
-    def fetch(blob: StoredBlob) -> Path:
-        return store.fetch(client, blob, arrived)
-
-    pending: deque[tuple[StoredBlob, Future[Path]]] = deque()
-    queue = iter(blobs)
-    with ThreadPoolExecutor(max(1, window // 2), thread_name_prefix="dtbundle-fetch") as pool:
-        try:
-
-            def top_up() -> None:
-                while len(pending) < window:
-                    blob = next(queue, None)
-                    if blob is None:
-                        return
-                    pending.append((blob, pool.submit(fetch, blob)))
-
-            top_up()
-            while pending:
-                blob, future = pending.popleft()
-                path = future.result()
-                top_up()
-                with path.open("rb") as handle:
-                    writer.add_stream(blob_path(blob.descriptor.digest), blob.descriptor.size, _chunks(handle))
-                store.done(path)
-        except BaseException:
-            stop.set()
-            for _, future in pending:
-                future.cancel()
-            raise
-
-
-def _chunks(handle: Any, size: int = 1 << 20) -> Iterator[bytes]:
-    while chunk := handle.read(size):
-        yield chunk

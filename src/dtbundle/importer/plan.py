@@ -78,6 +78,17 @@ class ImportPlan:
     # (repository, subject) -> the referrers tag schema index the bundle carries for it
     carried_indexes: Mapping[tuple[Reference, str], str] = field(default_factory=dict)
 
+    def levels(self) -> tuple[tuple[str, ...], ...]:
+        """Every manifest, grouped by height: those without child manifests first, then those whose
+        children are all in earlier groups, and so on (each group in :attr:`order`)."""
+        height: dict[str, int] = {}
+        for digest in self.order:  # children before parents
+            height[digest] = 1 + max((height[c] for c in self.manifests[digest].children), default=-1)
+        groups: list[list[str]] = [[] for _ in range(max(height.values(), default=-1) + 1)]
+        for digest in self.order:
+            groups[height[digest]].append(digest)
+        return tuple(tuple(group) for group in groups)
+
     def referrer_descriptor(self, referrer: Referrer) -> Descriptor:
         """What a referrers index lists for a referrer: its descriptor with artifactType and annotations."""
         manifest = self.manifests[referrer.digest]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dtbundle.trust.evaluate import ImageVerification
 from dtbundle.trust.outcome import SignatureOutcome
+
+if TYPE_CHECKING:
+    from dtbundle.trust.evaluate import ImageVerification
 
 
 class Count(StrEnum):

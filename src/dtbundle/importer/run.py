@@ -8,10 +8,11 @@
    refused unless ``--overwrite``) — all before a single byte is pushed.
 3. Stream the bundle once. Manifests come first: they complete the plan
    (:func:`~dtbundle.importer.plan.build_plan`), which refuses a bundle whose manifests
-   reference content it does not carry. Then each blob goes to the sink while its
-   SHA-256 is checked.
+   reference content it does not carry; the sink then asks the target, in one batch, what
+   it holds already. Then each blob goes to the sink while its SHA-256 is checked (several
+   blobs are uploaded at once; none is completed before the reader verified it).
 4. Only when every entry matched the catalog and the archive ended cleanly (and the
-   image-signature policy passed): the sink commits — manifests, tags, signatures,
+   image-signature policy passed, and every upload ended): the sink commits — manifests, tags, signatures,
    referrers (:mod:`dtbundle.importer.publish`), or the layout's index — holding the
    state file's lock, after checking the rollback records again (another import may have
    finished meanwhile); then the bundle's creation time is recorded for its targets (only
@@ -46,7 +47,7 @@ from dtbundle.importer.state import (
     layout_targets,
     registry_targets,
 )
-from dtbundle.limits import BundleLimits
+from dtbundle.limits import IMPORT_CONCURRENCY, BundleLimits
 from dtbundle.oci import ParsedManifest
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.progress import NO_PROGRESS, Progress, plural
@@ -71,6 +72,7 @@ class ImportSettings:
     # tag; None switches it off (library callers that keep their own records).
     state_file: Path | None = field(default_factory=default_state_path)
     allow_downgrade: bool = False
+    concurrency: int = IMPORT_CONCURRENCY  # blobs uploaded at once (twice as many small requests)
 
     @property
     def records_state(self) -> bool:
@@ -99,11 +101,13 @@ def _rollback_guard(settings: ImportSettings, catalog: Catalog, placement: Place
 def _sink(client: RegistryClient | None, settings: ImportSettings, report: ImportReport, catalog: Catalog) -> Sink:
     if settings.dry_run:
         registry = client if settings.to_oci is None else None
-        return DryRunSink(report, settings.overwrite, registry, settings.to_oci, catalog.images)
+        return DryRunSink(
+            report, settings.overwrite, registry, settings.to_oci, catalog.images, concurrency=settings.concurrency
+        )
     if settings.to_oci is not None:
         return LayoutSink(settings.to_oci, report, settings.overwrite)
     assert client is not None
-    return RegistrySink(client, report, settings.overwrite)
+    return RegistrySink(client, report, settings.overwrite, settings.concurrency)
 
 
 def run_import(
@@ -195,8 +199,9 @@ def _import(
                     for child in streamed[entry.digest].manifests:
                         manifest_types.setdefault(child.digest, child.media_type)
                 else:
-                    # Manifests come first: the first other blob completes (and checks) the plan.
-                    plan = plan or build_plan(placement, manifests, blob_files, streamed)
+                    if plan is None:  # manifests come first: the first other blob completes (and checks) the plan
+                        plan = build_plan(placement, manifests, blob_files, streamed)
+                        sink.planned(plan)
                     repos = plan.blobs.get(entry.digest)
                     if repos is None and trust_file is not None and entry.digest == trust_file.digest:
                         for _ in data:  # the carried trusted root: checked (and kept for the policy), not pushed
@@ -211,11 +216,14 @@ def _import(
                     for _ in data:  # what the sink did not need to read is still checked
                         pass
             # Every entry matched the signed catalog and the archive ended cleanly.
-            plan = plan or build_plan(placement, manifests, blob_files, streamed)
+            if plan is None:
+                plan = build_plan(placement, manifests, blob_files, streamed)
+                sink.planned(plan)
             if collector is not None and policy is not None:
                 report.signatures = collector.evaluate(with_carried_root(policy, root, collector))
                 if settings.require_signatures:
                     require_verified(report.signatures)
+            sink.finish()  # every upload ended (the registry checked each blob's digest)
         except BaseException:
             sink.abort()
             raise

@@ -1,30 +1,34 @@
 """Where an import's bytes go: one :class:`Sink` protocol, three sinks.
 
-* :class:`RegistrySink` pushes blobs while the bundle streams (HEAD, cross-repository
-  mount, else upload) and publishes manifests and tags after it verified;
+* :class:`RegistrySink` pushes blobs while the bundle streams (what the target holds is asked
+  once, up front; a cross-repository mount where another repository of the same registry has
+  the blob; else an upload, several at once, each from a temporary copy the reader writes —
+  :mod:`dtbundle.importer.workers`, :mod:`dtbundle.importer.spool`) and publishes manifests and
+  tags after it verified;
 * :class:`LayoutSink` writes an OCI image layout directory (``--to-oci``);
 * :class:`DryRunSink` only reads the target (registry or layout) and counts what
   would happen; it writes nothing anywhere.
 
-The run (:mod:`dtbundle.importer.run`) calls ``prepare`` before streaming, ``blob`` for
-each blob, then ``commit`` once the whole bundle verified, or ``abort``.
+The run (:mod:`dtbundle.importer.run`) calls ``prepare`` before streaming, ``planned`` once the
+plan is known (before the first blob), ``blob`` for each blob, ``finish`` once the stream ended
+and verified (every upload done), then ``commit``; or ``abort``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import tempfile
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from dtbundle.bundle.format import CatalogFile, CatalogImage
 from dtbundle.bundle.layout import LayoutWriter, check_layout_dir, merge_index, read_index, ref_names
 from dtbundle.importer.plan import ImportPlan, Placement, Repos
 from dtbundle.importer.publish import Publisher, existing_tags
 from dtbundle.importer.report import Count, ImportReport, Landing, PlannedLanding
+from dtbundle.importer.spool import Spool
+from dtbundle.importer.workers import Presence, UploadPool, probe, requests_at_once
+from dtbundle.limits import IMPORT_CONCURRENCY
 from dtbundle.oci import Descriptor, Reference
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.registry import RegistryClient
@@ -34,8 +38,14 @@ class Sink(Protocol):
     def prepare(self, placement: Placement) -> None:
         """Check the target before a byte is read (tag conflicts); raise to refuse."""
 
+    def planned(self, plan: ImportPlan) -> None:
+        """The plan is complete (the manifests were read): called once, before the first blob."""
+
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
         """Take one blob while it streams; ``data`` is unverified until the bundle ends."""
+
+    def finish(self) -> None:
+        """The bundle verified: wait for what is still under way (uploads); raise its error."""
 
     def commit(self, plan: ImportPlan, bundle_index: bytes) -> None:
         """The bundle verified: make its content reachable (manifests, tags, index)."""
@@ -45,57 +55,95 @@ class Sink(Protocol):
 
 
 class RegistrySink:
-    """Pushes blobs to the target repositories while the bundle streams, then publishes."""
+    """Pushes blobs to the target repositories while the bundle streams, then publishes.
 
-    def __init__(self, client: RegistryClient, report: ImportReport, overwrite: bool) -> None:
+    Uploads run on ``concurrency`` threads (:class:`UploadPool`); the reader writes each blob to
+    upload into a :class:`Spool` that its upload reads at the same time or later, and whose last
+    byte it hands out only once the reader verified the blob. Existence checks are one batch
+    (:func:`probe`) once the plan is known; manifests and tags are written only at ``commit``.
+    """
+
+    def __init__(
+        self, client: RegistryClient, report: ImportReport, overwrite: bool, concurrency: int = IMPORT_CONCURRENCY
+    ) -> None:
         self.client, self.report, self.overwrite = client, report, overwrite
         self.current: dict[Reference, str] = {}
+        self.parallel = requests_at_once(concurrency, client)
+        self.presence: Presence | None = None
+        self.pool = UploadPool(min(concurrency, client.config.limits.max_connections))
+        self._lock = threading.Lock()  # the report's counters, from upload threads
 
     def prepare(self, placement: Placement) -> None:
-        self.current = existing_tags(self.client, placement.tags, self.overwrite)
+        self.current = existing_tags(self.client, placement.tags, self.overwrite, self.parallel)
+
+    def planned(self, plan: ImportPlan) -> None:
+        self.presence = probe(self.client, plan, self.parallel)
 
     def abort(self) -> None:
-        pass  # blobs are content-addressed and unreferenced: harmless, and reused by a re-run
+        # Blobs are content-addressed and unreferenced: harmless, and reused by a re-run.
+        self.pool.cancel()
+
+    def finish(self) -> None:
+        self.pool.finish()
 
     def commit(self, plan: ImportPlan, bundle_index: bytes) -> None:
-        Publisher(self.client, plan, self.report.counts).publish(self.current)
+        known = self.presence.manifests if self.presence is not None else None
+        Publisher(self.client, plan, self.report.counts, known, self.parallel).publish(self.current)
 
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
+        self.pool.check()
         desc = Descriptor("application/octet-stream", entry.digest, entry.size)
-        present = {r for r in repos if self.client.blob_size(r, entry.digest) is not None}
+        present = {r for r in repos if self._exists(r, entry.digest)}
         missing = sorted(repos - present, key=str)
         if not missing:
-            self.report.add(Count.BLOBS_EXIST)
+            self._count(Count.BLOBS_EXIST)
             return
         holders = {r.registry: r for r in sorted(present, key=str)}
-        # Mount first where another repository of the same registry has the blob.
+        spool = self.pool.open(entry.digest, entry.size)
+        self.pool.submit(spool, lambda: self._push(entry, desc, missing, holders, spool))
+        spool.fill(data)  # the upload reads it meanwhile; its last byte once the entry verified
+
+    def _exists(self, repo: Reference, digest: str) -> bool:
+        if self.presence is not None:
+            return (repo, digest) in self.presence.blobs
+        return self.client.blob_size(repo, digest) is not None
+
+    def _push(
+        self,
+        entry: CatalogFile,
+        desc: Descriptor,
+        missing: list[Reference],
+        holders: dict[str, Reference],
+        spool: Spool,
+    ) -> None:
+        """On an upload thread: mount where another repository of the registry has the blob, else upload."""
         needs_content = [r for r in missing if not self._mount(r, desc, holders.get(r.registry))]
         if not needs_content:
+            spool.abandon()
             return
-        with (
-            tempfile.TemporaryFile(prefix="dtbundle-blob-") if len(needs_content) > 1 else _nothing() as spool,
-            contextlib.closing(_prefetch(_tee(data, spool))) as pieces,
-        ):
-            self.client.upload_blob_stream(needs_content[0], desc, pieces)
+        self.client.upload_blob_from(needs_content[0], desc, spool.read_from)
+        self._uploaded(entry)
+        for repo in needs_content[1:]:
+            if self._mount(repo, desc, needs_content[0]):
+                continue
+            # A registry that will not mount: upload again, from the same copy.
+            self.client.upload_blob_from(repo, desc, spool.read_from)
             self._uploaded(entry)
-            for repo in needs_content[1:]:
-                if self._mount(repo, desc, needs_content[0]):
-                    continue
-                # A registry that will not mount: upload again, from the spooled copy.
-                assert spool is not None
-                spool.seek(0)
-                self.client.upload_blob_stream(repo, desc, iter(lambda: spool.read(1 << 20), b""))
-                self._uploaded(entry)
+
+    def _count(self, count: Count) -> None:
+        with self._lock:
+            self.report.add(count)
 
     def _uploaded(self, entry: CatalogFile) -> None:
-        self.report.add(Count.BLOBS_UPLOADED)
-        self.report.bytes_uploaded += entry.size
+        with self._lock:
+            self.report.add(Count.BLOBS_UPLOADED)
+            self.report.bytes_uploaded += entry.size
 
     def _mount(self, repo: Reference, desc: Descriptor, holder: Reference | None) -> bool:
         if holder is None or repo.registry != holder.registry:
             return False
         if self.client.mount_blob(repo, desc, holder.repository):
-            self.report.add(Count.BLOBS_MOUNTED)
+            self._count(Count.BLOBS_MOUNTED)
             return True
         return False
 
@@ -110,8 +158,14 @@ class LayoutSink:
     def prepare(self, placement: Placement) -> None:
         pass  # ref-name conflicts are checked when index.json is merged, before anything is renamed
 
+    def planned(self, plan: ImportPlan) -> None:
+        pass
+
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
         self.writer.add(entry.digest, data)
+
+    def finish(self) -> None:
+        pass
 
     def abort(self) -> None:
         self.writer.abort()
@@ -141,20 +195,30 @@ class DryRunSink:
         client: RegistryClient | None,
         directory: Path | None,
         catalog_images: Sequence[CatalogImage] = (),
+        concurrency: int = IMPORT_CONCURRENCY,
     ) -> None:
         self.report, self.overwrite, self.client, self.directory = report, overwrite, client, directory
         self.catalog_images = catalog_images  # a layout's plan: images land under their ref names
         self.current: dict[Reference, str] = {}
+        self.parallel = requests_at_once(concurrency, client) if client is not None else 1
+        self.presence: Presence | None = None
         if directory is not None:
             check_layout_dir(directory)
 
     def prepare(self, placement: Placement) -> None:
         # A dry run reports conflicts in its plan instead of refusing before showing it.
         if self.client is not None:
-            self.current = existing_tags(self.client, placement.tags, overwrite=True)
+            self.current = existing_tags(self.client, placement.tags, True, self.parallel)
+
+    def planned(self, plan: ImportPlan) -> None:
+        if self.client is not None:
+            self.presence = probe(self.client, plan, self.parallel, manifests=False)
 
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
         self._probe(entry.digest, entry.size, repos)
+
+    def finish(self) -> None:
+        pass
 
     def _landing(self, source: Reference, target: str, digest: str, current: str | None) -> PlannedLanding:
         if current is None:
@@ -167,8 +231,11 @@ class DryRunSink:
 
     def _probe(self, digest: str, size: int, repos: Repos) -> None:
         if self.client is not None:
-            client = self.client
-            present = all(client.blob_size(r, digest) is not None for r in repos)
+            client, presence = self.client, self.presence
+            present = all(
+                (r, digest) in presence.blobs if presence is not None else client.blob_size(r, digest) is not None
+                for r in repos
+            )
             would = Count.BLOBS_WOULD_UPLOAD
         else:
             assert self.directory is not None
@@ -218,60 +285,3 @@ class DryRunSink:
             else:
                 changed = Count.TAGS_WOULD_OVERWRITE if self.overwrite else Count.TAGS_IN_CONFLICT
                 self.report.add(changed if before else Count.TAGS_WOULD_PUSH)
-
-
-def _prefetch(source: Iterator[bytes], depth: int = 8) -> Generator[bytes, None, None]:
-    """Read ``source`` (decompress, hash) in a thread while the caller uploads.
-
-    zstd, hashlib and sockets release the GIL, so reading the bundle and sending to
-    the registry overlap. At most ``depth`` pieces wait in between; the thread is
-    stopped and joined before this generator ends, however it ends, so ``source``
-    is never iterated by two threads at once.
-    """
-    pending: queue.Queue[object] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                pending.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for piece in source:
-                if not put(piece):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-
-    worker = threading.Thread(target=produce, name="dtbundle-read", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = pending.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join()
-
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
-
-
-def _tee(data: Iterator[bytes], spool: BinaryIO | None) -> Iterator[bytes]:
-    for chunk in data:
-        if spool is not None:
-            spool.write(chunk)
-        yield chunk

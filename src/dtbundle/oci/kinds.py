@@ -7,6 +7,7 @@ strings on the wire (``cosign.sig``), an enum in code.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 
 from dtbundle.oci.digest import SHA256_HEX_PATTERN
@@ -38,3 +39,9 @@ _ATTACHMENT_TAG = re.compile(rf"sha256-{SHA256_HEX_PATTERN.pattern}(?:\.[a-z]+)?
 
 def is_attachment_tag(tag: str) -> bool:
     return _ATTACHMENT_TAG.fullmatch(tag) is not None
+
+
+def attachment_counts(counts: Mapping[ArtifactKind, int]) -> dict[str, int]:
+    """``attachmentCounts`` (specs/json-output.md): every kind but IMAGE, zero included; COSIGN_SIG -> cosignSig."""
+    words = {kind: kind.name.lower().split("_") for kind in ArtifactKind if kind != ArtifactKind.IMAGE}
+    return {w[0] + "".join(x.title() for x in w[1:]): counts.get(kind, 0) for kind, w in words.items()}

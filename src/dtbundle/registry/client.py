@@ -70,6 +70,9 @@ class RegistryClient:
         self._session = Session(self.config, self.credentials, transport=transport, sleep=sleep)
         self._sleep = sleep
         self._manifests = ManifestCache(self.config.limits.max_manifest_cache_bytes)
+        # Registries whose referrers API answered 404: a registry that has the API never does
+        # (OCI distribution spec), so later subjects go straight to the referrers tag.
+        self._no_referrers_api: set[str] = set()
 
     def close(self) -> None:
         self._session.close()
@@ -257,6 +260,22 @@ class RegistryClient:
             _upload.put_chunks(self._session, target, desc, location, pieces, chunk, progress)
         return "uploaded"
 
+    def upload_blob_from(self, ref: Reference, desc: Descriptor, read_from: Callable[[int], Iterator[bytes]]) -> None:
+        """Upload blob ``desc`` (known to be absent; no HEAD, no mount) in one streamed request.
+
+        ``read_from(offset)`` streams the content from ``offset``; after a failure the upload goes
+        on from what the registry holds (:func:`_upload.put_stream`). An upload session the
+        registry no longer knows is fine when the blob is there (a commit whose answer was lost).
+        """
+        target, location, _ = self._begin_upload(ref, desc, None)
+        assert location is not None  # no mount was asked for
+        monolithic = desc.size <= self.config.monolithic_upload_max
+        try:
+            _upload.put_stream(self._session, target, desc, location, read_from, monolithic)
+        except NotFoundError:
+            if self.blob_size(ref, desc.digest) is None:
+                raise
+
     def mount_blob(self, ref: Reference, desc: Descriptor, from_repository: str) -> bool:
         """Cross-repository mount only: True when mounted; an upload session the
         registry opened instead is cancelled."""
@@ -291,6 +310,10 @@ class RegistryClient:
             tags.extend(t for t in page if isinstance(t, str) and is_valid_tag(t))
         return tags
 
+    def lacks_referrers_api(self, registry: str) -> bool:
+        """Whether ``registry``'s referrers API answered 404 (it has none) in this client's lifetime."""
+        return registry in self._no_referrers_api
+
     def list_referrers(self, ref: Reference, digest: str, artifact_type: str | None = None) -> Referrers:
         """Manifests that refer to ``digest``: referrers API, else the referrers tag schema."""
         check_digest(digest)
@@ -299,6 +322,8 @@ class RegistryClient:
         found: list[Descriptor] = []
         index: Manifest | None = None
         try:
+            if ref.registry in self._no_referrers_api:
+                raise NotFoundError(what)
             for body in self._paginate(ref, f"/v2/{ref.repository}/referrers/{digest}", params, what):
                 manifests = body.get("manifests") or []
                 if not isinstance(manifests, list):
@@ -307,6 +332,7 @@ class RegistryClient:
             source: Literal["api", "tag-schema", "none"] = "api"
         except NotFoundError:
             # No referrers API: the fallback tag holds an index of referrers, if any.
+            self._no_referrers_api.add(ref.registry)
             try:
                 index = self.get_manifest(replace(ref, tag=referrers_tag(digest), digest=None))
             except NotFoundError:

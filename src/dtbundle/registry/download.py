@@ -6,6 +6,8 @@ Used by :class:`~dtbundle.registry.client.RegistryClient`. A download follows re
 ``stall_timeout``) is a drop too; the transfer deadline covers all resumes together.
 :func:`fetch` downloads into a file that is renamed into place once verified; a resumable
 one (``export --cache-dir``) keeps its locked ``.NAME.partial`` across runs and continues it.
+Bodies are read from the socket in pieces of up to ``READ_BYTES`` (httpcore reads 64 KiB by
+default: sixteen times the per-piece work of h11, httpx and the hash for every MiB).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpcore
 import httpx
 
 from dtbundle.errors import (
@@ -34,6 +37,9 @@ from dtbundle.registry.pace import Pace
 from dtbundle.registry.session import Session, Target
 
 Progress = Callable[[int], None]
+READ_BYTES = 1 << 20
+if httpcore.HTTP11Connection.READ_NUM_BYTES < READ_BYTES:
+    httpcore.HTTP11Connection.READ_NUM_BYTES = READ_BYTES  # process-wide: larger reads, same bytes
 
 
 def download(

@@ -7,6 +7,11 @@ not blindly re-sent: we ask the registry how much of the upload it holds
 (``GET`` on the upload URL, ``Range: 0-N``) and send only the rest, as the
 distribution spec describes. Memory stays at one chunk per upload. A stalled chunk
 is a failed chunk; one transfer deadline covers all chunks of an upload.
+
+:func:`put_stream` sends a whole blob in one streamed request instead (import: content
+that can be read again from any offset): ``PUT ?digest=`` with the body for blobs up to
+``monolithic_upload_max``, else one ``PATCH`` with the body and an empty ``PUT``; after a
+failure, the rest from the registry's ``Range``.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from urllib.parse import urljoin
 import httpx
 
 from dtbundle.errors import (
+    AuthenticationError,
     DigestMismatchError,
     IntegrityError,
     LocalIOError,
+    NotFoundError,
     RegistryConnectionError,
     RegistryError,
     RegistryProtocolError,
@@ -131,6 +138,109 @@ def put_chunks(
     _check_stored(response, target, desc)
 
 
+def put_stream(
+    session: Session,
+    target: Target,
+    desc: Descriptor,
+    location: str,
+    read_from: Callable[[int], Iterator[bytes]],
+    monolithic: bool,
+) -> None:
+    """The whole blob in one streamed request: ``PUT ?digest=`` with the body (``monolithic``),
+    else one ``PATCH`` with the body and an empty ``PUT``. ``read_from(offset)`` streams the
+    content from ``offset`` (``desc.size`` bytes in all, given as ``Content-Length``).
+
+    After a failure the registry is asked what it holds (``GET`` on the upload URL) and the
+    rest follows in one ``PATCH``, at most ``max_chunk_failures`` times; one pace (stall window,
+    deadline) covers it all. Never resumed: a digest mismatch, the deadline, a refusal (401,
+    403) or a session the registry does not know (404).
+    """
+    what = _what(target, desc)
+    pace = Pace(session.config.limits, what)
+    held, failures = 0, 0
+    while True:
+        try:
+            if held == 0 and monolithic:
+                response = session.request(
+                    "PUT",
+                    target,
+                    _with_digest(location, desc.digest),
+                    what=what,
+                    ok=(201,),
+                    retry=False,
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
+                    body=lambda: read_from(0),
+                    pace=pace,
+                )
+            else:
+                if held < desc.size:
+                    location = _patch_rest(session, target, desc, location, read_from, held, pace)
+                    held = desc.size
+                response = session.request(
+                    "PUT",
+                    target,
+                    _with_digest(location, desc.digest),
+                    what=what,
+                    ok=(201,),
+                    headers={"Content-Length": "0"},
+                    body=b"",
+                    pace=pace,
+                )
+            response.close()
+            _check_stored(response, target, desc)
+            return
+        except (RegistryConnectionError, RegistryError) as exc:
+            failures += 1
+            final = DigestMismatchError | TransferDeadlineError | AuthenticationError | NotFoundError
+            if failures > session.config.limits.max_chunk_failures or isinstance(exc, final):
+                raise
+            location, held = _held(session, target, location, what, pace)
+            if held > desc.size:
+                raise RegistryProtocolError(
+                    f"{what}: the registry holds {held} bytes of a {desc.size}-byte blob"
+                ) from None
+
+
+def _patch_rest(
+    session: Session,
+    target: Target,
+    desc: Descriptor,
+    location: str,
+    read_from: Callable[[int], Iterator[bytes]],
+    start: int,
+    pace: Pace,
+) -> str:
+    """One PATCH with the content from ``start`` to the end; the next upload URL."""
+    what = _what(target, desc)
+    response = session.request(
+        "PATCH",
+        target,
+        location,
+        what=what,
+        ok=(202,),
+        retry=False,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{start}-{desc.size - 1}",
+            "Content-Length": str(desc.size - start),
+        },
+        body=lambda: read_from(start),
+        pace=pace,
+    )
+    response.close()
+    held = _range_end(response.headers.get("Range", ""))
+    if held != desc.size:
+        raise RegistryProtocolError(f"{what}: registry holds {held} bytes after the upload of all {desc.size}")
+    return _location(response, what)
+
+
+def _held(session: Session, target: Target, location: str, what: str, pace: Pace) -> tuple[str, int]:
+    """Ask the registry how much of an upload it holds: (the upload URL to go on with, bytes held)."""
+    status = session.request("GET", target, location, what=what, ok=(204,), pace=pace)
+    status.close()
+    return _location(status, what), _range_end(status.headers.get("Range", ""))
+
+
 def file_pieces(open_content: Callable[[], BinaryIO], size: int) -> Iterator[bytes]:
     """A file's content, once through."""
     return _read_range(open_content, 0, size, None)()
@@ -192,10 +302,7 @@ def _patch(
             ):
                 raise
             # Ask the registry what it holds and go on from there.
-            status = session.request("GET", target, location, what=what, ok=(204,), pace=pace)
-            status.close()
-            location = _location(status, what)
-            held = _range_end(status.headers.get("Range", ""))
+            location, held = _held(session, target, location, what, pace)
             if not offset <= held <= offset + len(piece):
                 raise RegistryProtocolError(
                     f"{what}: cannot resume, the registry holds {held} bytes and the buffered chunk "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from dtbundle.bundle.format import UNSIGNED_ANNOTATION, Catalog, CatalogImage
@@ -22,33 +21,12 @@ from dtbundle.errors import PolicyError
 from dtbundle.limits import TRUST
 from dtbundle.oci import COSIGN_SIMPLESIGNING, SIGSTORE_BUNDLE_V03, parse_manifest
 from dtbundle.oci.kinds import ArtifactKind
-from dtbundle.trust.outcome import ImageStatus
+from dtbundle.trust.outcome import Coverage, ImageStatus
 from dtbundle.trust.policy import Policy, Verdict
 from dtbundle.trust.sigstore_bundle import verify_sigstore_bundle
 from dtbundle.trust.simple_signing import verify_simple_signing
 
 BlobReader = Callable[[str], bytes | None]
-
-
-class Coverage(StrEnum):
-    """What signs a platform manifest: the index's signature, its own, both, or nothing."""
-
-    INDEX = "index"
-    OWN = "own"
-    BOTH = "index+own"
-    NONE = "none"
-
-    @classmethod
-    def of(cls, *, index: bool, own: bool) -> Coverage:
-        return cls.BOTH if index and own else cls.INDEX if index else cls.OWN if own else cls.NONE
-
-    @property
-    def by_index(self) -> bool:
-        return self in (Coverage.INDEX, Coverage.BOTH)
-
-    @property
-    def by_own(self) -> bool:
-        return self in (Coverage.OWN, Coverage.BOTH)
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,24 @@ class SignatureOutcome:
             "counts": {str(status): n for status, n in self.counts.items()},
             "images": [v.to_json() for v in self.images],
         }
+
+
+class Coverage(StrEnum):
+    """What signs a platform manifest: the index's signature, its own, both, or nothing."""
+
+    INDEX = "index"
+    OWN = "own"
+    BOTH = "index+own"
+    NONE = "none"
+
+    @classmethod
+    def of(cls, *, index: bool, own: bool) -> Coverage:
+        return cls.BOTH if index and own else cls.INDEX if index else cls.OWN if own else cls.NONE
+
+    @property
+    def by_index(self) -> bool:
+        return self in (Coverage.INDEX, Coverage.BOTH)
+
+    @property
+    def by_own(self) -> bool:
+        return self in (Coverage.OWN, Coverage.BOTH)

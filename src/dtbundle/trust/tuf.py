@@ -22,10 +22,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from dtbundle.errors import IntegrityError, LocalIOError, OperationalError
+from dtbundle.trust import DEFAULT_TUF_URL
 from dtbundle.trust.policy import Policy
 from dtbundle.trust.root import TrustedRoot
 
-DEFAULT_TUF_URL = "https://tuf-repo-cdn.sigstore.dev"
 TRUSTED_ROOT_TARGET = "trusted_root.json"
 
 
