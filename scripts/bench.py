@@ -61,7 +61,12 @@ def cmd_suite(args: argparse.Namespace) -> None:
     if not specs or args.rounds < 1 or not jobs or min(jobs) < 1 or args.latency_ms < 0:
         raise SystemExit("suite: --sets, --rounds >= 1, --floor-jobs >= 1 and --latency-ms >= 0 are needed")
     options = Options(
-        args.rounds, args.latency_ms, jobs, args.floor_concurrency, not args.floor_compress_layers, ROOT / "src"
+        args.rounds,
+        args.latency_ms,
+        jobs,
+        args.floor_concurrency,
+        not args.floor_compress_layers,
+        (ROOT / "src", ROOT / "scripts" / "benchlib" / "floor.py"),
     )
     # kill PID: unwind, so that the registries started so far stop and the work directory goes
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -189,4 +189,8 @@ def _code_changes(report: dict[str, Any]) -> str:
         for run in t["runs"]
         if run.get("src")
     }
-    return f"; WARNING: src/ changed during the suite ({len(versions)} versions measured)" if len(versions) > 1 else ""
+    return (
+        f"; WARNING: the measured code (src/, the floor) changed during the suite ({len(versions)} versions)"
+        if len(versions) > 1
+        else ""
+    )

@@ -46,7 +46,7 @@ class Options:
     floor_jobs: tuple[int, ...] = (1, 2, 8)
     floor_concurrency: int = 8
     floor_store: bool = True  # the floor exporter stores compressed layers (False: compresses them again)
-    src: Path | None = None  # dtbundle's source tree: fingerprinted before every run
+    code: tuple[Path, ...] = ()  # what is measured (dtbundle's src/, the floor): fingerprinted before every run
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Run:
     turns: int | None = None  # request turns through the delaying proxy (latency set)
     connections: int | None = None  # connections through it
     load1: float = 0.0  # the machine's 1-minute load average when the run started (others' work too)
-    src: str = ""  # fingerprint of dtbundle's source tree when the run started (it may change under us)
+    src: str = ""  # fingerprint of the measured code when the run started (it may change under us)
 
 
 def rotated(names: list[str], round_: int) -> list[str]:
@@ -126,7 +126,7 @@ class SetBench:
         runs: dict[str, list[Run]] = {name: [] for name in tools}
         for r in range(self.options.rounds):
             for name in rotated(list(tools), r):
-                load1, src = os.getloadavg()[0], source_fingerprint(self.options.src)
+                load1, src = os.getloadavg()[0], source_fingerprint(self.options.code)
                 run = tools[name](r)
                 run.load1, run.src = round(load1, 2), src
                 runs[name].append(run)
@@ -269,14 +269,15 @@ class SetBench:
                         raise SystemExit(f"import check: {PREFIX}/{repo}:{reference} missing or wrong in the target")
 
 
-def source_fingerprint(src: Path | None) -> str:
-    """A short digest of every .py file under ``src`` (names and contents): equal for equal code."""
-    if src is None:
+def source_fingerprint(roots: tuple[Path, ...]) -> str:
+    """A short digest of the .py files at or under ``roots`` (names and contents): equal for equal code."""
+    if not roots:
         return ""
     digest = hashlib.sha256()
-    for path in sorted(src.rglob("*.py")):
-        with contextlib.suppress(OSError):
-            digest.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for root in roots:
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            with contextlib.suppress(OSError):
+                digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
