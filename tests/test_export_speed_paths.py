@@ -81,7 +81,7 @@ def test_stored_frames_hold_the_same_tar_as_compressed_ones(tmp_path: Path) -> N
     reader = zstandard.ZstdDecompressor(max_window_size=limits.max_zstd_window_bytes)
     assert reader.stream_reader(io.BytesIO(stored.read_bytes()), read_across_frames=True).read() == tar
     raw_frames = [size for kinds, size in frames(stored.read_bytes()) if kinds == {0}]
-    assert raw_frames == [s for s in sizes if s]  # one stored frame per non-empty file, sized
+    assert raw_frames == [s for s in sizes if s >= STORED_BLOCK]  # one stored frame per large file, sized
     with stored.open("rb") as handle:
         check_frames(handle, len(tar) // 1024 + 1024)  # the reader's block budget
     assert (
@@ -90,24 +90,38 @@ def test_stored_frames_hold_the_same_tar_as_compressed_ones(tmp_path: Path) -> N
     )
 
 
-def test_compressed_layers_are_stored_and_read_back_with_their_digests(exported: Exported, tmp_path: Path) -> None:
-    data = exported.path.read_bytes()
-    layers = {
-        b.descriptor.size
-        for image in exported.images
-        for built in [image.manifest, *image.manifest.children]
-        for b in built.blobs
-        if already_compressed(b.media_type)
-    }
-    stored = {size for kinds, size in frames(data) if kinds == {0}}
-    assert layers and layers <= stored
-    assert any(2 in kinds for kinds, _ in frames(data))  # catalog, manifests, configs: compressed
+def test_many_small_compressed_layers_stay_within_the_readers_frame_budget(tmp_path: Path) -> None:
+    """A stored frame per tiny layer would cost more frames and blocks than its bytes earn in the
+    reader's budget (a bundle of a thousand 200-byte layers was refused by its own reader)."""
+    contents = [os.urandom(200) for _ in range(1000)]
+    write(bundle := tmp_path / "tiny.tar.zst", contents, stored=True)
+    tar = zstd_cli(bundle)
+    with bundle.open("rb") as handle:
+        check_frames(handle, len(tar) // 1024 + 1024)  # the budget without the reader's per-file allowance
+
+
+def test_compressed_layers_are_stored_and_read_back_with_their_digests(
+    plain_registry: RegistryServer, keys_dir: Path, tmp_path: Path
+) -> None:
+    """A large gzip layer goes into a stored frame, a small one and the config are compressed."""
+    ref = Reference(plain_registry.address, "stored/app", "1.0")
+    large, small = images.make_layer("large", 3 * STORED_BLOCK), images.make_layer("small", 100)
+    built = images.build_image(Platform("linux", "amd64"), [large, small])
+    with make_client(plain_registry, user=None) as client:
+        images.push(client, ref, built)
+        export(client, [str(ref)], bundle := tmp_path / "b.tar.zst", keys_dir, concurrency=2)
+    data = bundle.read_bytes()
+    stored = [size for kinds, size in frames(data) if kinds == {0}]
+    assert len(large) >= STORED_BLOCK and stored == [len(large)]  # only the large layer, once
+    assert any(2 in kinds for kinds, _ in frames(data))  # catalog, manifests, config, small layer: compressed
     out = tmp_path / "x"
     out.mkdir()
-    subprocess.run(f"zstd -dc '{exported.path}' | tar -x -C '{out}'", shell=True, check=True, timeout=120)  # noqa: S602
-    for blob in (out / "blobs" / "sha256").iterdir():
+    subprocess.run(f"zstd -dc '{bundle}' | tar -x -C '{out}'", shell=True, check=True, timeout=120)  # noqa: S602
+    unpacked = list((out / "blobs" / "sha256").iterdir())
+    assert {sha256_digest(large), sha256_digest(small)} <= {f"sha256:{p.name}" for p in unpacked}
+    for blob in unpacked:
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
-    with open_bundle(exported.path, None) as reader:
+    with open_bundle(bundle, None) as reader:
         assert reader.catalog.files
 
 

@@ -169,9 +169,11 @@ class Bundle:
             if rest.count(0) != len(rest):
                 raise IntegrityError("bundle has data after the end of its archive")
         # The decompressor ends quietly where its input ends, even inside a frame: walk the frames.
-        # A real encoder's block holds far more than 1 KiB of content, on average.
+        # A real encoder's block holds far more than 1 KiB of content, on average, and a writer may
+        # end a frame at each file (a stored layer: bundle/writer.py).
         try:
-            check_frames(self._file, max_blocks=self._exact.consumed // 1024 + 1024)
+            files = len(self._catalog.files) if self._catalog is not None else 0
+            check_frames(self._file, max_blocks=self._exact.consumed // 1024 + 4 * files + 1024)
         except OSError as exc:
             raise LocalIOError(f"cannot read bundle {self.path}: {exc.strerror or exc}") from None
 

@@ -215,7 +215,9 @@ class BundleWriter:
 
     def begin_file(self, name: str, size: int, *, stored: bool = False) -> None:
         """Start a file of ``size`` bytes: its tar header; its content follows by :meth:`write_data`."""
-        stored = stored and size > 0
+        # A small file costs more frames and blocks than it saves compression: readers bound the
+        # blocks a bundle may have by its content (bundle/zstdframes.py), so it is compressed.
+        stored = stored and size >= STORED_BLOCK
         self._emit(_tar.header(name, size, self._mtime))
         self._file, self._file_written = (name, size, stored), 0
         if stored:
