@@ -212,6 +212,24 @@ def _patch_rest(
 ) -> str:
     """One PATCH with the content from ``start`` to the end; the next upload URL."""
     what = _what(target, desc)
+    location, held = _patch_range(session, target, location, what, start, desc.size, lambda: read_from(start), pace)
+    if held != desc.size:
+        raise RegistryProtocolError(f"{what}: registry holds {held} bytes after the upload of all {desc.size}")
+    return location
+
+
+def _patch_range(
+    session: Session,
+    target: Target,
+    location: str,
+    what: str,
+    start: int,
+    end: int,
+    body: Callable[[], Iterator[bytes]],
+    pace: Pace,
+) -> tuple[str, int]:
+    """PATCH bytes ``start`` to ``end`` (exclusive), not retried (the caller resumes from what the
+    registry holds); the next upload URL and how many bytes the registry says it holds."""
     response = session.request(
         "PATCH",
         target,
@@ -221,17 +239,14 @@ def _patch_rest(
         retry=False,
         headers={
             "Content-Type": "application/octet-stream",
-            "Content-Range": f"{start}-{desc.size - 1}",
-            "Content-Length": str(desc.size - start),
+            "Content-Range": f"{start}-{end - 1}",
+            "Content-Length": str(end - start),
         },
-        body=lambda: read_from(start),
+        body=body,
         pace=pace,
     )
     response.close()
-    held = _range_end(response.headers.get("Range", ""))
-    if held != desc.size:
-        raise RegistryProtocolError(f"{what}: registry holds {held} bytes after the upload of all {desc.size}")
-    return _location(response, what)
+    return _location(response, what), _range_end(response.headers.get("Range", ""))
 
 
 def _held(session: Session, target: Target, location: str, what: str, pace: Pace) -> tuple[str, int]:
@@ -280,20 +295,8 @@ def _patch(
     while sent < len(piece):
         start = offset + sent
         try:
-            response = session.request(
-                "PATCH",
-                target,
-                location,
-                what=what,
-                ok=(202,),
-                retry=False,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{start}-{offset + len(piece) - 1}",
-                    "Content-Length": str(len(piece) - sent),
-                },
-                body=_once(piece[sent:]),
-                pace=pace,
+            location, held = _patch_range(
+                session, target, location, what, start, offset + len(piece), _once(piece[sent:]), pace
             )
         except (RegistryConnectionError, RegistryError) as exc:
             failures += 1
@@ -310,9 +313,6 @@ def _patch(
                 ) from None
             sent = held - offset
             continue
-        response.close()
-        location = _location(response, what)
-        held = _range_end(response.headers.get("Range", ""))
         if held != offset + len(piece):
             raise RegistryProtocolError(
                 f"{what}: registry holds {held} bytes after a chunk ending at {offset + len(piece)}"
