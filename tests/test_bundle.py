@@ -229,7 +229,7 @@ def test_signed_but_hostile_catalog_is_rejected(exported: Exported, tmp_path: Pa
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda c: c.update(formatVersion=2), "format version"),
+        (lambda c: c.update(formatVersion=3), "format version"),
         (lambda c: c.update(totalSize=1), "totalSize"),
         (lambda c: c["images"][0].update(repository="UPPER/case"), "invalid registry"),
         (lambda c: c["images"][0].update(digest="sha256:" + "0" * 64), "not in the bundle"),

@@ -14,6 +14,7 @@ COMMANDS = [
     ["verify"],
     ["inspect"],
     ["import"],
+    ["inventory"],
     ["dynakube"],
     ["dynatrace"],
     ["dynatrace", "options"],
@@ -24,6 +25,7 @@ PANELS = {
     "import": ["Registry access", "Image signatures", "Output"],
     "verify": ["Image signatures", "Output"],
     "resolve": ["Registry access"],
+    "inventory": ["Registry access", "Output"],
 }
 
 

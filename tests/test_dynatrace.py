@@ -44,7 +44,6 @@ API_TOKEN = "dt0c01.APITOKEN.do-not-print-me-either"
 V = dtsandbox.SAMPLE_VERSIONS
 
 
-
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A built-in-like registry: basic auth, user = environment ID, password = PaaS token."""

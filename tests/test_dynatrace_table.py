@@ -246,7 +246,6 @@ def test_keyless_defaults_for_operator_and_otel_collector(monkeypatch: pytest.Mo
     assert [r.annotations[COMPONENT_ANNOTATION] for r in unsigned] == ["otel-collector"]
 
 
-
 def _export(public: str, exported: Exported, bundle: Path, *extra: str) -> dict[str, Any]:
     args = ["export", "--plain-http", "--json", "--dynatrace", "--dynatrace-registry", public]
     args += ["--no-helm-chart"]  # components only; the chart is tests/test_helm_chart.py's

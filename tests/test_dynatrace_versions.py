@@ -29,7 +29,6 @@ NEVER = {
 }
 
 
-
 def test_semantic_and_numeric_ordering() -> None:
     tags = ["v1.9.0", "v1.10.2", "v1.4.0", "v1.10.10", "v1.10.2-fips", "v1.11.0-rc.1", "latest", "sha256-ab.sig"]
     assert immutable_versions("operator", tags) == ["v1.10.10", "v1.10.2", "v1.9.0", "v1.4.0"]

@@ -21,8 +21,9 @@ from dtbundle.bundle.writer import STORED_BLOCK, BundleWriter
 from dtbundle.bundle.zstdframes import check_frames
 from dtbundle.errors import DigestMismatchError, RegistryConnectionError
 from dtbundle.export.requests import requests_from
-from dtbundle.export.run import ExportSettings, ExportSummary, run_export
+from dtbundle.export.run import ExportSettings, run_export
 from dtbundle.export.stream import Channel, already_compressed
+from dtbundle.export.summary import ExportSummary
 from dtbundle.limits import BundleLimits
 from dtbundle.oci import Platform, Reference, sha256_digest
 from dtbundle.registry import CredentialResolver, RegistryClient

@@ -202,4 +202,3 @@ def test_a_bundle_that_is_not_a_regular_file_is_a_usage_error(command: str, tmp_
     errors = [line for line in proc.stderr.splitlines() if "error" in line]  # (import also warns, unverified)
     assert proc.returncode == 2 and len(errors) == 1 and "not a regular file" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
-

@@ -30,7 +30,7 @@ from tests.support.cli import assert_clean_error, run_in_process
 from tests.support.registries import Exported, make_client
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "json-output.md"
-COMMANDS = ("resolve", "export", "verify", "inspect", "import", "dynatrace versions")
+COMMANDS = ("resolve", "export", "verify", "inspect", "import", "inventory", "dynatrace versions")
 ROW = re.compile(r"^\| `(?P<field>[^`]+)` \| `(?P<type>(?:[^`\\]|\\.)+)` \| (?P<meaning>.+) \|$")
 SCALARS = {"string": str, "boolean": bool, "integer": int, "number": (int, float)}
 API_TOKEN = "dt0c01.JSONCONTRACT.not-a-real-token"
@@ -83,6 +83,8 @@ def _check(value: Any, path: str, declared: str, spec: Spec, seen: set[str]) -> 
     elif kind in ("array<string>", "array<string|null>"):
         assert isinstance(value, list), f"{where} is not an array"
         assert all(isinstance(v, str) or (v is None and kind.endswith("null>")) for v in value), f"{where}: {value}"
+    elif kind == "array<integer>":
+        assert isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value), where
     elif kind == "map<string>":
         assert isinstance(value, dict) and all(isinstance(v, str) for v in value.values()), f"{where}: {value}"
     elif kind == "object":
@@ -215,6 +217,9 @@ def test_export_verify_inspect(
     checked = succeed(verify, "verify", "--json", "--public-key", str(exported.pub), "--cosign-key",
                       str(cosign_pub), str(exported.path))  # fmt: skip
     unchecked = succeed(verify, "verify", "--json", "--public-key", str(exported.pub), str(exported.path))
+    first = volume_set(exported, signed[:1], tmp_path)[0]
+    one = succeed(verify, "verify", "--json", "--public-key", str(exported.pub), str(first))
+    assert one["volumes"]["given"] == [1] and unchecked["volumes"] is None
     verify.assert_covered()
     assert checked["bundleKey"] == made["bundleKey"] == unchecked["bundleKey"]
     unsigned = sum(1 for i in seeded if not i.signed)
@@ -241,6 +246,28 @@ def test_export_verify_inspect(
     assert fail("inspect", 3, "inspect", *wrong_key)["kind"] in {c.__name__ for c in _integrity_errors()}
 
 
+def volume_set(exported: Exported, refs: list[str], tmp_path: Path) -> list[Path]:
+    """The sample images (or ``refs``) as volumes of 2 MiB."""
+    out = tmp_path / f"vol-{uuid.uuid4().hex[:6]}.tar.zst"
+    refs = refs or [str(i.ref) for i in exported.images]
+    proc = run_in_process("export", "--plain-http", "--signing-key", str(exported.key), "-o", str(out),
+                          "--volume-size", "2MiB", "--json", *refs)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [Path(v["bundle"]) for v in json.loads(proc.stdout)["written"]]
+
+
+def test_inventory(plain_registry: RegistryServer, exported: Exported, tmp_path: Path) -> None:
+    contract = Contract("inventory")
+    where = f"{plain_registry.address}/{exported.images[0].ref.repository.split('/')[0]}"
+    made = succeed(contract, "inventory", "--plain-http", "--json", "--registry", where, "-o", str(tmp_path / "i.json"),
+                   "--signing-key", str(exported.key))  # fmt: skip
+    assert made["counts"]["blobs"] > 0 and made["signature"]
+    gone = succeed(contract, "inventory", "--plain-http", "--json", "--registry", where, "--repository", "nothing/here",
+                   "-o", str(tmp_path / "j.json"))  # fmt: skip
+    assert gone["signature"] is None and gone["bundleKey"] is None
+    contract.assert_covered()
+
+
 def _integrity_errors() -> Iterator[type[errors.DtbundleError]]:
     stack: list[type[errors.DtbundleError]] = [errors.IntegrityError]
     while stack:
@@ -257,6 +284,8 @@ def test_import(plain_registry: RegistryServer, exported: Exported, cosign_pub: 
     assert planned["dryRun"] and {p["state"] for p in planned["plan"]} == {"new"}
     assert planned["stateRecorded"] is False and not Path(planned["stateFile"]).exists()  # a dry run records nothing
     done = succeed(contract, *base, "--cosign-key", str(cosign_pub), "--registry", where, str(exported.path))
+    volumes = succeed(contract, *base, "--registry", where + "-vol", *map(str, volume_set(exported, [], tmp_path)))
+    assert volumes["volumes"]["missing"] == [] and volumes["waiting"] == [] and done["volumes"] is None
     contract.assert_covered()
     assert done["counts"]["tagsPushed"] > 0 and done["counts"]["tagsOverwritten"] == 0 and done["plan"] == []
     assert done["imageSignatures"]["result"] == "failed"  # the sample set has an unsigned image

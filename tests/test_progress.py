@@ -234,7 +234,7 @@ def test_export_refuses_without_the_space_it_may_need(
         asked.append(Path(path))
         return shutil._ntuple_diskusage(100 * MiB, 99 * MiB, MiB)
 
-    monkeypatch.setattr("dtbundle.export.run.shutil.disk_usage", disk_usage)
+    monkeypatch.setattr("dtbundle.export.write.shutil.disk_usage", disk_usage)
     refs = [str(i.ref) for i in seeded]
     key = str(keys_dir / "dtbundle.key")
     line = assert_clean_error(
@@ -265,7 +265,7 @@ def test_export_refuses_without_the_space_it_may_need(
     assert abs(_bytes(needed) - _bytes(bundle_room) - _bytes(spool_room)) <= 0.1 * _bytes(needed)
 
     with make_client(plain_registry, user=None) as client, pytest.raises(LocalIOError):
-        monkeypatch.setattr("dtbundle.export.run.shutil.disk_usage", disk_usage)
+        monkeypatch.setattr("dtbundle.export.write.shutil.disk_usage", disk_usage)
         run_export(client, ExportSettings(settings.requests, out / "c.tar.zst", settings.signing_key))
 
 

@@ -276,8 +276,18 @@ def test_planning_lists_a_repositorys_tags_once_instead_of_probing_each_subject(
     signed, unsigned = "sha256:" + "a" * 64, ["sha256:" + c * 64 for c in "bcd"]
     sig_tag = "sha256-" + "a" * 64 + ".sig"
     config = b"{}"
-    sig = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "layers": [], "config": {
-        "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(config), "size": 2}}).encode()
+    sig = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": oci.OCI_MANIFEST,
+            "layers": [],
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_digest(config),
+                "size": 2,
+            },
+        }
+    ).encode()
     paths: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

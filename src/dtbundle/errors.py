@@ -12,6 +12,8 @@ translated at the boundary into one of these classes.
     │   ├── InvalidReferenceError               an image reference does not parse
     │   ├── CredentialsConfigError              a credentials file or helper is unusable
     │   ├── TagConflictError                    a target tag exists with another digest
+    │   ├── MissingBlobsError                   a delta bundle needs blobs the target does not hold
+    │   ├── VolumeSetError                      volumes of different sets, or one given twice
     │   └── ReferenceNotFoundError              a requested tag, digest or repository does not
     │                                           exist (names the nearest tags)
     ├── OperationalError                exit 1  network, registry or disk failed
@@ -133,6 +135,16 @@ class LimitExceededError(IntegrityError):
 
 class TagConflictError(UsageError):
     """A target tag exists with another digest (tags are treated as immutable)."""
+
+
+class MissingBlobsError(UsageError):
+    """A delta bundle leaves out blobs the target should hold, and it does not: the message names
+    each missing digest and the repository it was expected in; nothing was tagged."""
+
+
+class VolumeSetError(UsageError):
+    """The files given are not volumes of one set (another set, a volume given twice, or several
+    bundles that are not volumes)."""
 
 
 class DynatraceApiError(OperationalError):

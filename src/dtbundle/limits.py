@@ -133,3 +133,19 @@ REGISTRY = RegistryLimits()
 BUNDLE = BundleLimits()
 JSON_DEFAULT = JsonLimits()
 TRUST = TrustLimits()
+
+# Inventories (dtbundle inventory, export --inventory; specs/inventory.md): read as hostile input.
+MAX_INVENTORY_BYTES = 256 * MiB
+MAX_INVENTORY_REPOSITORIES = 100_000
+MAX_INVENTORY_ENTRIES = 2_000_000  # manifests and blobs, summed over the repositories
+MAX_INVENTORY_BLOB_BYTES = BUNDLE.max_total_bytes  # a larger blob could never be in a bundle
+MAX_INVENTORY_TOOL_TEXT = 128  # characters of the tool's name and version
+INVENTORY_JSON = JsonLimits(max_depth=8, max_elements=8_000_000, max_elements_per_kib=64)
+MAX_INDEX_DEPTH = 8  # indexes of indexes followed while taking one: real images nest two or three
+MAX_INVENTORY_WARNINGS = 100  # kept one by one while taking one; the rest are counted
+
+# Delta bundles and volumes (specs/bundle-format.md).
+MAX_REQUIRED_HINTS = 16  # repositories a delta's catalog names per required blob (where import may mount it)
+VOLUME_MIN_ROOM = 1 * MiB  # a volume must have room for at least this much content of its own
+# Zero padding a reader accepts after a bundle's end-of-archive marker (tar records are 10 KiB).
+MAX_TRAILING_ZEROS = 1 * MiB

@@ -12,6 +12,7 @@ IEC units (KiB, MiB, GiB) everywhere, through :func:`format_bytes`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -60,6 +61,26 @@ def format_bytes(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"  # not reached: TiB ends the loop
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(|B|[KMGT]i?B?)", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_size(text: str) -> int:
+    """``4GiB``, ``4.7GB``, ``700MiB``, ``64k``, ``4096`` as bytes (IEC units are powers of 1024, SI
+    units of 1000, a bare K/M/G/T is IEC); ValueError for anything else."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text[:40]!r} is not a size such as 4GiB, 700MiB or 4.7GB")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if unit in ("", "b"):
+        factor = 1
+    elif unit.endswith("ib") or len(unit) == 1:
+        factor = 1024 ** ("kmgt".index(unit[0]) + 1)
+    else:
+        factor = _UNITS[unit[0]]
+    return int(number * factor)
 
 
 def plural(n: int, noun: str) -> str:

@@ -8,14 +8,15 @@ need" step, used here and by the importer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dtbundle.bundle.format import Catalog, CatalogFile
 from dtbundle.bundle.key import PublicKey
-from dtbundle.bundle.reader import VerifyResult, open_bundle
+from dtbundle.bundle.reader import STDIN, Observer, VerifyResult, open_bundle
+from dtbundle.bundle.volumeset import VolumeCheck
 from dtbundle.errors import CatalogError, IntegrityError, UsageError
 from dtbundle.limits import TRUST, BundleLimits
 from dtbundle.oci.digest import sha256_hex
@@ -83,22 +84,34 @@ def collect_signatures(collector: SignatureCollector, entry: CatalogFile, data: 
         yield from collector.tap(entry.digest, data)
 
 
+def _observer(collector: SignatureCollector | None) -> Observer | None:
+    if collector is None:
+        return None
+    return lambda entry, data: collect_signatures(collector, entry, data)
+
+
 @dataclass(frozen=True)
 class BundleVerification:
-    bundle: VerifyResult
+    bundle: VerifyResult  # of every file given, in all
     images: list[ImageVerification] | None  # with a signature policy
+    volumes: tuple[int, ...] = ()  # a volume set: the numbers verified
+    missing: tuple[int, ...] = ()  # … and those not given
 
     def to_json(self) -> dict[str, Any]:
+        volume = self.bundle.catalog.volume
         return {
             "bundleKey": self.bundle.key_id,
             "counts": {"images": len(self.bundle.catalog.images), "files": self.bundle.files},
             "uncompressedBytes": self.bundle.bytes,
             "imageSignatures": SignatureOutcome.of(self.images).to_json(),
+            "volumes": None
+            if volume is None
+            else {"set": volume.set, "count": volume.count, "given": list(self.volumes), "missing": list(self.missing)},
         }
 
 
 def verify(
-    path: Path,
+    path: Path | Sequence[Path],
     keys: list[PublicKey],
     policy: Policy | None,
     *,
@@ -106,19 +119,38 @@ def verify(
     limits: BundleLimits | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> BundleVerification:
-    """Verify the bundle (one pass), then each image's signatures under ``policy``.
+    """Verify the bundle (one pass each: a bundle, or volumes of one set), then each image's signatures
+    under ``policy`` (every volume carries what signatures need).
 
-    Raises IntegrityError at the first bundle problem, and PolicyError when
-    ``require_signatures`` and an image lacks a valid signature.
+    Raises IntegrityError at the first bundle problem, VolumeSetError for files that are not
+    volumes of one set, and PolicyError when ``require_signatures`` and an image lacks a valid
+    signature.
     """
-    progress.phase(f"verifying {path.name}")
-    with open_bundle(path, keys, limits) as bundle:
-        if policy is None:
-            return BundleVerification(bundle.verify_entries(byte_counter(progress)), None)
-        collector = SignatureCollector(bundle.catalog)
-        root = expect_carried_root(bundle.catalog, policy, collector)
-        result = bundle.verify_entries(byte_counter(progress), lambda e, d: collect_signatures(collector, e, d))
+    paths = [path] if isinstance(path, Path) else list(path)
+    results: list[VerifyResult] = []
+    check: VolumeCheck | None = None
+    collector: SignatureCollector | None = None
+    root: str | None = None
+    for each in paths:
+        progress.phase(f"verifying {'standard input' if each == STDIN else each.name}")
+        with open_bundle(each, keys, limits) as bundle:
+            if check is None:
+                check = VolumeCheck(bundle.catalog, each)
+                if policy is not None:
+                    collector = SignatureCollector(bundle.catalog)
+                    root = expect_carried_root(bundle.catalog, policy, collector)
+            else:
+                check.add(bundle.catalog, each)
+            results.append(bundle.verify_entries(byte_counter(progress), _observer(collector)))
+    assert check is not None, "no bundle given"
+    first = results[0]
+    result = VerifyResult(first.catalog, first.key_id, sum(r.files for r in results), sum(r.bytes for r in results))
+    volume = first.catalog.volume
+    given = tuple(sorted(check.numbers)) if volume else ()
+    missing = tuple(n for n in range(1, volume.count + 1) if n not in check.numbers) if volume else ()
+    if collector is None or policy is None:
+        return BundleVerification(result, None, given, missing)
     images = collector.evaluate(with_carried_root(policy, root, collector))
     if require_signatures:
         require_verified(images)
-    return BundleVerification(result, images)
+    return BundleVerification(result, images, given, missing)

@@ -1,32 +1,51 @@
-"""The bundle format: entry names, and the catalog (``dtbundle.json``) with its one codec.
+"""The bundle format: entry names, and the catalog (``dtbundle.json``) records.
 
 Each catalog record is a frozen dataclass whose fields declare, once, their JSON key
-and how a reader validates them; :func:`encode` and :func:`decode` serve every record.
-Pure code: bytes in, a validated :class:`Catalog` out, or a :class:`CatalogError` that
-names the first problem. A reader trusts nothing in a catalog before its signature
+and how a reader validates them (:mod:`dtbundle.bundle.codec` encodes and decodes every
+record); the cross-field checks are here. Pure code: bytes in, a validated :class:`Catalog`
+out, or a :class:`CatalogError` that names the first problem. A reader trusts nothing in a catalog before its signature
 verified, and even then validates every name, size and digest, because import turns
 these values into registry paths and tags. See ``specs/bundle-format.md``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from dtbundle import jsontext
+from dtbundle.bundle.codec import (
+    CROSS_CHECKS,
+    Context,
+    annotations_check,
+    created_check,
+    decode,
+    dict_check,
+    digest_check,
+    encode,
+    format_time,
+    kind_check,
+    parse_time,
+    path_check,
+    records,
+    sha256_check,
+    size_check,
+    spec,
+    str_check,
+    typed,
+)
 from dtbundle.errors import CatalogError, IntegrityError, InvalidReferenceError
-from dtbundle.limits import REFERENCE_NAME_MAX_LENGTH, BundleLimits
+from dtbundle.limits import MAX_REQUIRED_HINTS, REFERENCE_NAME_MAX_LENGTH, BundleLimits
 from dtbundle.oci import MANIFEST_TYPES, Reference, parse_reference
-from dtbundle.oci.digest import SHA256_HEX_PATTERN, SHA256_PATTERN
-from dtbundle.oci.kinds import ARTIFACT_KINDS, ArtifactKind
+from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.oci.reference import is_valid_path
 
-FORMAT_VERSION = 1
+__all__ = ["format_time", "parse_time"]  # re-exported: the catalog's time format, used by state and export
+
+FORMAT_VERSION = 1  # a bundle without the members below: what every dtbundle reads
+DELTA_FORMAT_VERSION = 2  # a delta bundle (required blobs) or a volume of a set: older readers refuse it
+READ_VERSIONS = (FORMAT_VERSION, DELTA_FORMAT_VERSION)
 CATALOG_NAME = "dtbundle.json"
 SIGNATURE_NAME = "dtbundle.json.sig"
 LAYOUT_NAME = "oci-layout"
@@ -34,145 +53,99 @@ INDEX_NAME = "index.json"
 # Image annotations dtbundle itself understands (written by export, read by import):
 TARGET_REPOSITORY_ANNOTATION = "dev.dtbundle.repository"  # private repository name at the target
 UNSIGNED_ANNOTATION = "dev.dtbundle.unsigned"  # why the image has no signature, by design
-_FILE_PATH = re.compile(rf"(oci-layout|index\.json|blobs/sha256/{SHA256_HEX_PATTERN.pattern})")
 
 
-@dataclass(frozen=True)
-class _Context:
-    """What field validators need besides the value: the limits and the files listed so far."""
-
-    limits: BundleLimits
-    blobs: dict[str, CatalogFile] = field(default_factory=dict)  # digest -> file
-
-
-Check = Callable[[Any, str, _Context], Any]
+def _volume_number(value: Any, where: str, ctx: Context) -> int:
+    number = typed(int)(value, where, ctx)
+    if not 1 <= number <= ctx.limits.max_files:
+        raise CatalogError(f"bundle catalog is invalid: {where} {number} is outside 1..{ctx.limits.max_files}")
+    return int(number)
 
 
-def _spec(check: Check, key: str | None = None, *, optional: bool = False, omit_empty: bool = False) -> dict[str, Any]:
-    """Field metadata: the validator, the JSON key (default: camelCase of the name), and whether
-    the value may be null (``optional``) or is left out of the JSON when empty (``omit_empty``)."""
-    return {"check": check, "key": key, "optional": optional or omit_empty, "omit_empty": omit_empty}
-
-
-# -- validators ---------------------------------------------------------------------------------------
-def _typed(kind: type) -> Check:
-    def check(value: Any, where: str, ctx: _Context) -> Any:
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise CatalogError(f"bundle catalog is invalid: {where} is missing or not a {kind.__name__}")
-        return value
-
-    return check
-
-
-_str, _dict = _typed(str), _typed(dict)
-
-
-def _size(value: Any, where: str, ctx: _Context) -> int:
-    size = _typed(int)(value, where, ctx)
-    if not 0 <= size <= ctx.limits.max_total_bytes:
-        raise CatalogError(f"bundle catalog is invalid: {where} {size} is outside 0..{ctx.limits.max_total_bytes}")
-    return int(size)
-
-
-def _digest(value: Any, where: str, ctx: _Context) -> str:
-    if not isinstance(value, str) or not SHA256_PATTERN.fullmatch(value):
-        raise CatalogError(f"bundle catalog is invalid: {where} is not a sha256 digest")
-    return value
-
-
-def _sha256_hex(value: Any, where: str, ctx: _Context) -> str:
-    if not isinstance(value, str) or not SHA256_HEX_PATTERN.fullmatch(value):
-        raise CatalogError(f"bundle catalog is invalid: {where} is not 64 lower-case hex characters")
-    return value
-
-
-def _path(value: Any, where: str, ctx: _Context) -> str:
-    if not isinstance(value, str) or not _FILE_PATH.fullmatch(value):
-        raise CatalogError(f"bundle catalog is invalid: {where} {str(value)[:80]!r} is not an allowed entry name")
-    return value
-
-
-def _kind(value: Any, where: str, ctx: _Context) -> ArtifactKind:
-    if not isinstance(value, str) or value not in ARTIFACT_KINDS:
-        raise CatalogError(f"bundle catalog is invalid: {where} {str(value)[:40]!r} is unknown")
-    return ArtifactKind(value)
-
-
-def _annotations(value: Any, where: str, ctx: _Context) -> dict[str, str]:
-    return {str(k): str(v) for k, v in _dict(value, where, ctx).items()}
-
-
-R = TypeVar("R")
-
-
-def _records(cls: type[R]) -> Check:
-    def check(value: Any, where: str, ctx: _Context) -> tuple[R, ...]:
-        if not isinstance(value, list):
-            raise CatalogError(f"bundle catalog is invalid: {where} is missing or not a list")
-        return tuple(decode(cls, item, f"{where}[{n}]", ctx) for n, item in enumerate(value))
-
-    return check
-
-
-# -- the creation time -------------------------------------------------------------------------------
-_CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-_CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def parse_time(text: str) -> datetime.datetime:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (the catalog's ``created``) as an aware UTC datetime; ValueError otherwise."""
-    if not _CREATED.fullmatch(text):
-        raise ValueError(f"{text[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.datetime.strptime(text, _CREATED_FORMAT).replace(tzinfo=datetime.UTC)
-
-
-def format_time(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime(_CREATED_FORMAT)
-
-
-def _created(value: Any, where: str, ctx: _Context) -> str:
-    try:
-        parse_time(_str(value, where, ctx))
-    except ValueError as exc:  # import compares it with the times it recorded: it must mean one instant
-        raise CatalogError(f"bundle catalog is invalid: {where} {exc}") from None
-    return str(value)
+def _hints(value: Any, where: str, ctx: Context) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_REQUIRED_HINTS:
+        raise CatalogError(
+            f"bundle catalog is invalid: {where} is not a list of at most {MAX_REQUIRED_HINTS} repositories"
+        )
+    for name in value:  # repository names at the target, where import may mount the blob from
+        if not isinstance(name, str) or not is_valid_path(name) or len(name) >= REFERENCE_NAME_MAX_LENGTH:
+            raise CatalogError(f"bundle catalog is invalid: {where} names an invalid repository {str(name)[:80]!r}")
+    return tuple(value)
 
 
 # -- records ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CatalogFile:
-    path: str = field(metadata=_spec(_path))
-    size: int = field(metadata=_spec(_size))
-    sha256: str = field(metadata=_spec(_sha256_hex))  # hex
+    path: str = field(metadata=spec(path_check))
+    size: int = field(metadata=spec(size_check))
+    sha256: str = field(metadata=spec(sha256_check))  # hex
+    volume: int | None = field(default=None, metadata=spec(_volume_number, omit_empty=True))  # None: every volume
 
     @property
     def digest(self) -> str:
         return f"sha256:{self.sha256}"
 
+    @property
+    def is_blob(self) -> bool:
+        """A whole blob or manifest (``blobs/sha256/…``); not the layout files or a part."""
+        return self.path.startswith("blobs/")
+
+    @property
+    def part_of(self) -> str | None:
+        """The digest of the blob this file is a part of (``parts/<hex>.<n>``), or None."""
+        return "sha256:" + self.path[6:70] if self.path.startswith("parts/") else None
+
+
+@dataclass(frozen=True)
+class CatalogRequired:
+    """A blob a delta bundle leaves out: the target must hold it (import checks, before tagging)."""
+
+    digest: str = field(metadata=spec(digest_check))
+    size: int = field(metadata=spec(size_check))
+    repositories: tuple[str, ...] = field(default=(), metadata=spec(_hints, omit_empty=True))  # seen there
+
+
+@dataclass(frozen=True)
+class CatalogSplit:
+    """A blob larger than a volume, carried as parts ``parts/<hex>.001``… in consecutive volumes."""
+
+    digest: str = field(metadata=spec(digest_check))
+    size: int = field(metadata=spec(size_check))
+    parts: int = field(metadata=spec(_volume_number))
+
+
+@dataclass(frozen=True)
+class CatalogVolume:
+    """Which volume of a set this bundle is; every volume carries the same catalog but this number."""
+
+    set: str = field(metadata=spec(sha256_check))  # the set's identifier
+    number: int = field(metadata=spec(_volume_number))
+    count: int = field(metadata=spec(_volume_number))
+
 
 @dataclass(frozen=True)
 class CatalogPlatform:
-    platform: str | None = field(metadata=_spec(_str, optional=True))
-    digest: str = field(metadata=_spec(_digest))
-    media_type: str = field(metadata=_spec(_str))
-    size: int = field(metadata=_spec(_size))
+    platform: str | None = field(metadata=spec(str_check, optional=True))
+    digest: str = field(metadata=spec(digest_check))
+    media_type: str = field(metadata=spec(str_check))
+    size: int = field(metadata=spec(size_check))
 
 
 @dataclass(frozen=True)
 class CatalogImage:
-    source: str = field(metadata=_spec(_str))  # the reference as the user gave it
-    registry: str = field(metadata=_spec(_str))
-    repository: str = field(metadata=_spec(_str))
-    tag: str | None = field(metadata=_spec(_str, optional=True))
-    digest: str = field(metadata=_spec(_digest))
-    media_type: str = field(metadata=_spec(_str))
-    size: int = field(metadata=_spec(_size))
-    ref_name: str = field(metadata=_spec(_str))  # org.opencontainers.image.ref.name of its index.json entry
-    platforms: tuple[CatalogPlatform, ...] = field(default=(), metadata=_spec(_records(CatalogPlatform)))
-    original_digest: str | None = field(default=None, metadata=_spec(_digest, optional=True))  # --platform trim
-    annotations: dict[str, str] = field(default_factory=dict, metadata=_spec(_annotations, optional=True))
+    source: str = field(metadata=spec(str_check))  # the reference as the user gave it
+    registry: str = field(metadata=spec(str_check))
+    repository: str = field(metadata=spec(str_check))
+    tag: str | None = field(metadata=spec(str_check, optional=True))
+    digest: str = field(metadata=spec(digest_check))
+    media_type: str = field(metadata=spec(str_check))
+    size: int = field(metadata=spec(size_check))
+    ref_name: str = field(metadata=spec(str_check))  # org.opencontainers.image.ref.name of its index.json entry
+    platforms: tuple[CatalogPlatform, ...] = field(default=(), metadata=spec(records(CatalogPlatform)))
+    original_digest: str | None = field(default=None, metadata=spec(digest_check, optional=True))  # --platform trim
+    annotations: dict[str, str] = field(default_factory=dict, metadata=spec(annotations_check, optional=True))
     # Signature verification done at export (trust.evaluate's JSON form).
-    verification: dict[str, Any] | None = field(default=None, metadata=_spec(_dict, omit_empty=True))
+    verification: dict[str, Any] | None = field(default=None, metadata=spec(dict_check, omit_empty=True))
 
     @property
     def reference(self) -> Reference:
@@ -181,16 +154,16 @@ class CatalogImage:
 
 @dataclass(frozen=True)
 class CatalogArtifact:
-    kind: ArtifactKind = field(metadata=_spec(_kind))
-    registry: str = field(metadata=_spec(_str))
-    repository: str = field(metadata=_spec(_str))
-    tag: str | None = field(metadata=_spec(_str, optional=True))
-    subject: str = field(metadata=_spec(_digest))
-    digest: str = field(metadata=_spec(_digest))
-    media_type: str = field(metadata=_spec(_str))
-    size: int = field(metadata=_spec(_size))
-    artifact_type: str | None = field(default=None, metadata=_spec(_str, optional=True))
-    ref_name: str | None = field(default=None, metadata=_spec(_str, optional=True))
+    kind: ArtifactKind = field(metadata=spec(kind_check))
+    registry: str = field(metadata=spec(str_check))
+    repository: str = field(metadata=spec(str_check))
+    tag: str | None = field(metadata=spec(str_check, optional=True))
+    subject: str = field(metadata=spec(digest_check))
+    digest: str = field(metadata=spec(digest_check))
+    media_type: str = field(metadata=spec(str_check))
+    size: int = field(metadata=spec(size_check))
+    artifact_type: str | None = field(default=None, metadata=spec(str_check, optional=True))
+    ref_name: str | None = field(default=None, metadata=spec(str_check, optional=True))
 
 
 @dataclass(frozen=True)
@@ -201,14 +174,37 @@ class Catalog:
     artifacts: tuple[CatalogArtifact, ...]
     files: tuple[CatalogFile, ...]
     extensions: dict[str, Any] = field(default_factory=dict)
+    required: tuple[CatalogRequired, ...] = ()  # a delta bundle: blobs left out, held by the target
+    split: tuple[CatalogSplit, ...] = ()  # blobs carried in parts across volumes
+    volume: CatalogVolume | None = None  # one volume of a set
 
     @property
     def total_size(self) -> int:
+        """Bytes of every file of the bundle (of the whole set, for a volume)."""
         return sum(f.size for f in self.files)
+
+    @property
+    def format_version(self) -> int:
+        return DELTA_FORMAT_VERSION if self.required or self.split or self.volume else FORMAT_VERSION
+
+    def files_in(self, volume: int | None) -> tuple[CatalogFile, ...]:
+        """The files a volume carries, in tar order (every file when ``volume`` is None)."""
+        if volume is None:
+            return self.files
+        return tuple(f for f in self.files if f.volume is None or f.volume == volume)
+
+    @property
+    def own_files(self) -> tuple[CatalogFile, ...]:
+        """The files of this bundle file (of this volume, for a volume of a set)."""
+        return self.files_in(self.volume.number if self.volume else None)
+
+    def blob_digests(self) -> frozenset[str]:
+        """Digests of every blob the bundle (or its set) carries, whole or split."""
+        return frozenset(f.digest for f in self.files if f.is_blob) | {s.digest for s in self.split}
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "formatVersion": FORMAT_VERSION,
+            "formatVersion": self.format_version,
             "created": self.created,
             "tool": {"name": "dtbundle", "version": self.tool_version},
             "images": [encode(i) for i in self.images],
@@ -216,58 +212,17 @@ class Catalog:
             "files": [encode(f) for f in self.files],
             "totalSize": self.total_size,
             **({"extensions": self.extensions} if self.extensions else {}),
+            **({"required": [encode(r) for r in self.required]} if self.required else {}),
+            **({"split": [encode(s) for s in self.split]} if self.split else {}),
+            **({"volume": encode(self.volume)} if self.volume else {}),
         }
 
     def to_bytes(self) -> bytes:
         return (json.dumps(self.to_json(), indent=1, ensure_ascii=True) + "\n").encode()
 
 
-# -- the codec ----------------------------------------------------------------------------------------
-def _key(f: dataclasses.Field[Any]) -> str:
-    if f.metadata.get("key"):
-        return str(f.metadata["key"])
-    head, *rest = f.name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def encode(record: Any) -> dict[str, Any]:
-    """A catalog record as JSON-ready data (the inverse of :func:`decode`)."""
-    result: dict[str, Any] = {}
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
-        if f.metadata.get("omit_empty") and not value:
-            continue
-        if isinstance(value, tuple):
-            value = [encode(v) for v in value]
-        elif isinstance(value, dict):
-            value = dict(value)
-        result[_key(f)] = str(value) if isinstance(value, ArtifactKind) else value
-    return result
-
-
-def decode(cls: type[R], obj: Any, where: str, ctx: _Context) -> R:
-    """Validate ``obj`` field by field against ``cls``'s declarations and build the record."""
-    if not isinstance(obj, dict):
-        raise CatalogError(f"bundle catalog is invalid: {where} is not an object")
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = _key(f)
-        value = obj.get(key)
-        if value is None and f.metadata["optional"]:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            values[f.name] = None
-            continue
-        values[f.name] = f.metadata["check"](value, f"{where}.{key}", ctx)
-    record = cls(**values)
-    cross_check = _CROSS_CHECKS.get(cls)
-    if cross_check is not None:
-        cross_check(record, where, ctx)
-    return record
-
-
 # -- cross-field checks ---------------------------------------------------------------------------------
-def _manifest_in_bundle(digest: str, size: int, media_type: str, where: str, ctx: _Context) -> None:
+def _manifest_in_bundle(digest: str, size: int, media_type: str, where: str, ctx: Context) -> None:
     found = ctx.blobs.get(digest)
     if found is None:
         raise CatalogError(f"bundle catalog is invalid: {where}: {digest} is not in the bundle")
@@ -290,12 +245,12 @@ def _canonical_name(registry: str, repository: str, tag: str | None, where: str)
         raise CatalogError(f"bundle catalog is invalid: {where} names a registry/repository that is not canonical")
 
 
-def _check_file(f: CatalogFile, where: str, ctx: _Context) -> None:
-    if f.path.startswith("blobs/") and f.path.rsplit("/", 1)[1] != f.sha256:
+def _check_file(f: CatalogFile, where: str, ctx: Context) -> None:
+    if f.is_blob and f.path.rsplit("/", 1)[1] != f.sha256:
         raise CatalogError(f"bundle catalog is invalid: {where}: a blob's name must be its sha256")
 
 
-def _check_platform(p: CatalogPlatform, where: str, ctx: _Context) -> None:
+def _check_platform(p: CatalogPlatform, where: str, ctx: Context) -> None:
     _manifest_in_bundle(p.digest, p.size, p.media_type, where, ctx)
 
 
@@ -311,7 +266,7 @@ def _check_ref_name(ref_name: str | None, registry: str, repository: str, tag: s
         raise CatalogError(f"bundle catalog is invalid: {where}.refName is not a reference of {registry}/{repository}")
 
 
-def _check_image(i: CatalogImage, where: str, ctx: _Context) -> None:
+def _check_image(i: CatalogImage, where: str, ctx: Context) -> None:
     _canonical_name(i.registry, i.repository, i.tag, where)
     _check_ref_name(i.ref_name, i.registry, i.repository, i.tag, where)
     _manifest_in_bundle(i.digest, i.size, i.media_type, where, ctx)
@@ -321,7 +276,7 @@ def _check_image(i: CatalogImage, where: str, ctx: _Context) -> None:
         raise CatalogError(f"bundle catalog is invalid: {where} names an invalid target repository {private[:80]!r}")
 
 
-def _check_artifact(a: CatalogArtifact, where: str, ctx: _Context) -> None:
+def _check_artifact(a: CatalogArtifact, where: str, ctx: Context) -> None:
     _canonical_name(a.registry, a.repository, a.tag, where)
     _check_ref_name(a.ref_name, a.registry, a.repository, a.tag, where)
     _manifest_in_bundle(a.digest, a.size, a.media_type, where, ctx)
@@ -329,12 +284,14 @@ def _check_artifact(a: CatalogArtifact, where: str, ctx: _Context) -> None:
         raise CatalogError(f"bundle catalog is invalid: {where}: its subject {a.subject} is not in the bundle")
 
 
-_CROSS_CHECKS: dict[type, Callable[[Any, str, _Context], None]] = {
-    CatalogFile: _check_file,
-    CatalogPlatform: _check_platform,
-    CatalogImage: _check_image,
-    CatalogArtifact: _check_artifact,
-}
+CROSS_CHECKS.update(
+    {
+        CatalogFile: _check_file,
+        CatalogPlatform: _check_platform,
+        CatalogImage: _check_image,
+        CatalogArtifact: _check_artifact,
+    }
+)
 
 
 def parse_catalog(data: bytes, limits: BundleLimits) -> Catalog:
@@ -351,17 +308,18 @@ def parse_catalog(data: bytes, limits: BundleLimits) -> Catalog:
     if not isinstance(obj, dict):
         raise CatalogError("bundle catalog is not a JSON object")
     version = obj.get("formatVersion")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS or isinstance(version, bool):
         raise IntegrityError(
             f"bundle format version {version!r} is not supported by this dtbundle "
-            f"(it reads version {FORMAT_VERSION}); use the dtbundle release that wrote the bundle"
+            f"(it reads versions {FORMAT_VERSION} and {DELTA_FORMAT_VERSION}); "
+            "use the dtbundle release that wrote the bundle"
         )
-    ctx = _Context(limits)
+    ctx = Context(limits)
     files_json, images_json = obj.get("files"), obj.get("images")
     for what, items, limit in (("files", files_json, limits.max_files), ("images", images_json, limits.max_images)):
         if isinstance(items, list) and len(items) > limit:
             raise CatalogError(f"bundle catalog is invalid: more than {limit} {what}")
-    files = _records(CatalogFile)(files_json, "files", ctx)
+    files = records(CatalogFile)(files_json, "files", ctx)
     seen: set[str] = set()
     for n, f in enumerate(files):
         if f.path in seen:
@@ -375,18 +333,58 @@ def parse_catalog(data: bytes, limits: BundleLimits) -> Catalog:
             f"bundle catalog is invalid: totalSize {obj.get('totalSize')!r} does not match the files ({total}) "
             "or exceeds the limit"
         )
-    ctx.blobs.update((f.digest, f) for f in files if f.path.startswith("blobs/"))
+    ctx.blobs.update((f.digest, f) for f in files if f.is_blob)
     roots = sum(len(x) for x in (images_json, obj.get("artifacts")) if isinstance(x, list))
     if files[0].size > 1024 or files[1].size > len(data) + 256 * roots + 1024:
         # index.json lists the catalog's roots (import buffers it to compare them): it cannot be larger
         raise CatalogError("bundle catalog is invalid: oci-layout or index.json is larger than its roots explain")
     tool: dict[str, Any] = obj["tool"] if isinstance(obj.get("tool"), dict) else {}
     extensions: dict[str, Any] = obj["extensions"] if isinstance(obj.get("extensions"), dict) else {}
-    return Catalog(
-        created=_created(obj.get("created"), "catalog.created", ctx),
+    catalog = Catalog(
+        created=created_check(obj.get("created"), "catalog.created", ctx),
         tool_version=str(tool.get("version", "unknown")),
-        images=_records(CatalogImage)(images_json, "images", ctx),
-        artifacts=_records(CatalogArtifact)(obj.get("artifacts"), "artifacts", ctx),
+        images=records(CatalogImage)(images_json, "images", ctx),
+        artifacts=records(CatalogArtifact)(obj.get("artifacts"), "artifacts", ctx),
         files=files,
         extensions=dict(extensions),
+        required=records(CatalogRequired)(obj.get("required", []), "required", ctx),
+        split=records(CatalogSplit)(obj.get("split", []), "split", ctx),
+        volume=None if obj.get("volume") is None else decode(CatalogVolume, obj["volume"], "volume", ctx),
     )
+    if catalog.format_version != version:  # an older reader must refuse what it cannot honour
+        raise CatalogError(f"bundle catalog is invalid: formatVersion {version} does not match its members")
+    _check_delta_and_volumes(catalog, limits)
+    return catalog
+
+
+def _check_delta_and_volumes(catalog: Catalog, limits: BundleLimits) -> None:
+    """Required blobs are not carried; volume numbers and parts are consistent; shared files are shared."""
+    carried = catalog.blob_digests()
+    if len(catalog.required) > limits.max_files or len(catalog.split) > limits.max_files:
+        raise CatalogError(f"bundle catalog is invalid: more than {limits.max_files} required or split blobs")
+    required = {r.digest for r in catalog.required}
+    if len(required) != len(catalog.required) or required & carried:
+        raise CatalogError("bundle catalog is invalid: a required blob is listed twice or also carried")
+    volume = catalog.volume
+    if volume is not None and not 1 <= volume.number <= volume.count:
+        raise CatalogError(f"bundle catalog is invalid: volume {volume.number} of {volume.count}")
+    count = volume.count if volume else 0
+    roots = {i.digest for i in catalog.images} | {a.digest for a in catalog.artifacts}
+    roots |= {p.digest for i in catalog.images for p in i.platforms}
+    for n, f in enumerate(catalog.files):
+        if f.volume is not None and f.volume > count:
+            raise CatalogError(f"bundle catalog is invalid: files[{n}] names volume {f.volume} of {count}")
+        if f.volume is not None and (not f.path.startswith(("blobs/", "parts/")) or f.digest in roots):
+            raise CatalogError(f"bundle catalog is invalid: files[{n}] must be in every volume")
+        if f.part_of is not None and f.volume is None:
+            raise CatalogError(f"bundle catalog is invalid: files[{n}] is a part outside a volume set")
+    paths = {f.path: f for f in catalog.files}
+    parts = 0
+    for n, s in enumerate(catalog.split):
+        names = [f"parts/{s.digest[7:]}.{k:03d}" for k in range(1, s.parts + 1)]
+        listed = [paths.get(name) for name in names]
+        if s.digest in paths or None in listed or sum(p.size for p in listed if p) != s.size:
+            raise CatalogError(f"bundle catalog is invalid: split[{n}] does not match its parts")
+        parts += len(names)
+    if parts != sum(1 for f in catalog.files if f.part_of is not None):
+        raise CatalogError("bundle catalog is invalid: a part belongs to no split blob")

@@ -197,6 +197,11 @@ class LayoutWriter:
         except OSError as exc:
             raise LocalIOError(f"cannot write {tmp}: {exc.strerror or exc}") from None
 
+    def holds(self, digest: str) -> bool:
+        """Whether the directory has the blob, or will have it at :meth:`commit` (written by this import)."""
+        final = self.blobs / digest.split(":", 1)[1]
+        return final.is_file() or any(f == final for _, f in self.pending)
+
     def abort(self) -> None:
         for tmp, _ in self.pending:
             with contextlib.suppress(FileNotFoundError):

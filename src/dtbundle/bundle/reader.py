@@ -1,8 +1,10 @@
 """Reading a bundle file: one streaming, verified pass with bounded memory.
 
 The catalog and its signature come first and are verified before anything else is
-parsed; then every entry must be the next file the catalog lists, with its size and
-sha256. See ``specs/bundle-format.md``.
+parsed; then every entry must be the next file the catalog lists (for a volume of a set:
+the next file of that volume), with its size and sha256. A bundle is a regular file, or
+standard input (``-``: a pipe, walked as it passes by a :class:`FrameWatch`). See
+``specs/bundle-format.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import hmac
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +25,9 @@ import zstandard
 from dtbundle.bundle import tar as _tar
 from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogFile, parse_catalog
 from dtbundle.bundle.key import PublicKey, verify_catalog
-from dtbundle.bundle.zstdframes import check_frames, check_start
+from dtbundle.bundle.zstdframes import FrameWatch, check_frames, check_start
 from dtbundle.errors import IntegrityError, LocalIOError, UsageError
-from dtbundle.limits import BundleLimits
+from dtbundle.limits import MAX_TRAILING_ZEROS, BundleLimits
 
 
 class _ExactReader:
@@ -51,6 +54,14 @@ class _ExactReader:
         return b"".join(parts)
 
 
+STDIN = Path("-")  # the bundle name that means standard input
+
+
+def bundle_name(path: Path) -> str:
+    """How messages name a bundle."""
+    return "standard input" if path == STDIN else str(path)
+
+
 class Bundle:
     """A bundle file being streamed; see :func:`open_bundle`. Its catalog is not trusted unless
     it is a :class:`VerifiedBundle`."""
@@ -58,21 +69,17 @@ class Bundle:
     def __init__(self, path: Path, limits: BundleLimits) -> None:
         self.path = path
         self.limits = limits
-        try:
-            self._file = path.open("rb")
-        except FileNotFoundError:
-            raise UsageError(f"bundle {path} does not exist") from None
-        except OSError as exc:
-            raise LocalIOError(f"cannot read bundle {path}: {exc.strerror or exc}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
-                raise UsageError(f"bundle {path} is not a regular file (a pipe or a device?): save it to a file first")
-            check_start(self._file)
-        except BaseException:
-            self._file.close()
-            raise
+        self._watch: FrameWatch | None = None
+        self._file: BinaryIO
+        if path == STDIN:  # a pipe: walked as it passes, never seeked
+            self._file = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+            self._watch = FrameWatch(self._file, self._allowed_blocks)
+            source: BinaryIO = self._watch  # type: ignore[assignment]
+        else:
+            self._file = _open_file(path)
+            source = self._file
         decompressor = zstandard.ZstdDecompressor(max_window_size=limits.max_zstd_window_bytes)
-        self._zstd = decompressor.stream_reader(self._file, read_across_frames=True, closefd=False)
+        self._zstd = decompressor.stream_reader(source, read_across_frames=True, closefd=False)
         self._exact = _ExactReader(self._zstd)
         self._read = self._exact.read
         self._tar = _tar.TarReader(self._read, limits.max_pax_header_bytes)
@@ -80,6 +87,11 @@ class Bundle:
         self.signature_bytes = b""
         self.key_id: str | None = None
         self._catalog: Catalog | None = None
+
+    def _allowed_blocks(self, raw_bytes: int) -> int:
+        """Blocks the input may use: about one per KiB of content, four per file, 1024 more (_finish)."""
+        files = len(self._catalog.own_files) if self._catalog is not None else 0
+        return (self._exact.consumed + raw_bytes) // 1024 + 4 * files + 1024
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -103,9 +115,6 @@ class Bundle:
 
     def read_head(self) -> None:
         """Read the catalog and its signature (the first two entries); verify nothing yet."""
-        if not self._file.read(4) == b"\x28\xb5\x2f\xfd":
-            raise IntegrityError(f"{self.path} is not a zstd-compressed dtbundle bundle")
-        self._file.seek(0)
         self.catalog_bytes = self._small_entry(CATALOG_NAME, self.limits.max_catalog_bytes)
         self.signature_bytes = self._small_entry(SIGNATURE_NAME, self.limits.max_signature_file_bytes)
 
@@ -129,7 +138,7 @@ class Bundle:
         reordered entries. Data handed out before those checks is unverified:
         consumers must not make it reachable until the iteration is complete.
         """
-        for expected in self.catalog.files:
+        for expected in self.catalog.own_files:
             member = self._tar.next()
             if member is None:
                 raise IntegrityError(f"bundle is missing {expected.path}, which its catalog lists")
@@ -162,20 +171,43 @@ class Bundle:
         extra = self._tar.next()
         if extra is not None:
             raise IntegrityError(f"bundle holds {extra.name[:80]!r}, which its catalog does not list")
+        padding = 0
         while True:  # after the end-of-archive marker only zero padding may follow
             rest = self._read(1 << 16)
             if not rest:
                 break
-            if rest.count(0) != len(rest):
+            padding += len(rest)
+            if rest.count(0) != len(rest) or padding > MAX_TRAILING_ZEROS:
                 raise IntegrityError("bundle has data after the end of its archive")
         # The decompressor ends quietly where its input ends, even inside a frame: walk the frames.
         # A real encoder's block holds far more than 1 KiB of content, on average, and a writer may
         # end a frame at each file (a stored layer: bundle/writer.py).
         try:
-            files = len(self._catalog.files) if self._catalog is not None else 0
+            if self._watch is not None:
+                self._watch.finish()
+                return
+            files = len(self._catalog.own_files) if self._catalog is not None else 0
             check_frames(self._file, max_blocks=self._exact.consumed // 1024 + 4 * files + 1024)
         except OSError as exc:
-            raise LocalIOError(f"cannot read bundle {self.path}: {exc.strerror or exc}") from None
+            raise LocalIOError(f"cannot read bundle {bundle_name(self.path)}: {exc.strerror or exc}") from None
+
+
+def _open_file(path: Path) -> BinaryIO:
+    """A bundle file, opened: a regular file that starts with a zstd frame."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        raise UsageError(f"bundle {path} does not exist") from None
+    except OSError as exc:
+        raise LocalIOError(f"cannot read bundle {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise UsageError(f"bundle {path} is not a regular file (a pipe or a device?): read it from - (stdin)")
+        check_start(file)
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 def _check_sha256(hasher: Any, entry: CatalogFile) -> None:
@@ -209,7 +241,7 @@ class VerifiedBundle(Bundle):
 
         ``observe`` sees every entry's data as it streams (e.g. to collect image signatures).
         """
-        progress = progress_factory(self.catalog.total_size) if progress_factory else None
+        progress = progress_factory(sum(f.size for f in self.catalog.own_files)) if progress_factory else None
         count = total = 0
         for entry, data in self.files():
             for chunk in observe(entry, data) if observe is not None else data:

@@ -122,10 +122,13 @@ class _FileSink:
             raise self._error
 
 
+STDOUT = Path("-")  # the output name that means standard output
+
+
 @dataclass(frozen=True)
 class WrittenBundle:
     path: Path
-    sidecar: Path
+    sidecar: Path | None  # None: written to standard output
     compressed_size: int
     sha256: str
 
@@ -135,16 +138,23 @@ class BundleWriter:
 
     A file goes in whole (:meth:`add_bytes`, :meth:`add_stream`) or in three steps
     (:meth:`begin_file`, :meth:`write_data`, :meth:`end_file`), from one thread at a time.
+    ``path`` :data:`STDOUT` writes to standard output: no temporary file, no sidecar; a reader
+    of a stream cut short finds it truncated (bundle/reader.py).
     """
 
     def __init__(self, path: Path, *, mtime: int, level: int = 3, threads: int = -1) -> None:
         self.path = path
         self._mtime = mtime
-        try:
-            fd, tmp = locked_temp(path.parent, f".{path.name}.", ".partial")
-        except OSError as exc:
-            raise LocalIOError(f"cannot create {path}: {exc.strerror or exc}") from None
-        self._tmp = Path(tmp)
+        self._tmp: Path | None = None
+        self._finished = False
+        if path == STDOUT:
+            fd = os.dup(1)
+        else:
+            try:
+                fd, tmp = locked_temp(path.parent, f".{path.name}.", ".partial")
+            except OSError as exc:
+                raise LocalIOError(f"cannot create {path}: {exc.strerror or exc}") from None
+            self._tmp = Path(tmp)
         self._raw = os.fdopen(fd, "wb")
         self._sink = _FileSink(self._raw)
         params = zstandard.ZstdCompressionParameters.from_level(
@@ -255,17 +265,40 @@ class BundleWriter:
         self._file = None
         self._emit(_tar.padding(size))
 
+    @property
+    def compressed_size(self) -> int:
+        """Bytes written so far (queued included)."""
+        return self._sink.size
+
     def commit(self) -> WrittenBundle:
         """Finish the archive, fsync, rename into place, write the sidecar."""
+        self.finish()
+        return self.publish()
+
+    def finish(self) -> None:
+        """Finish the archive and fsync the temporary file; :meth:`publish` renames it into place."""
         self._emit(_tar.end_of_archive(self._written))
         try:
             self._zstd.close()  # type: ignore[no-untyped-call]  # ends the last frame
             self._sink.finish()
             self._raw.flush()
-            os.fsync(self._raw.fileno())
+            if self._tmp is not None:
+                os.fsync(self._raw.fileno())
             self._raw.close()
+        except OSError as exc:
+            self.abort()
+            raise LocalIOError(f"cannot finish {self.path}: {exc.strerror or exc}") from None
+        self._finished = True
+
+    def publish(self) -> WrittenBundle:
+        """Rename the finished file into place and write its sidecar."""
+        assert self._finished, "publish before finish"
+        digest = self._sink.hash.hexdigest()
+        if self._tmp is None:
+            return WrittenBundle(self.path, None, self._sink.size, digest)
+        try:
             os.replace(self._tmp, self.path)
-            digest = self._sink.hash.hexdigest()
+            self._tmp = None
             sidecar = self.path.with_name(self.path.name + ".sha256")
             tmp_sidecar = sidecar.with_name(f".{sidecar.name}.partial")
             tmp_sidecar.write_text(f"{digest}  {self.path.name}\n")
@@ -276,11 +309,13 @@ class BundleWriter:
         return WrittenBundle(self.path, sidecar, self._sink.size, digest)
 
     def abort(self) -> None:
+        """Remove the temporary file (a published bundle stays)."""
         with contextlib.suppress(Exception):
             self._zstd.close()  # type: ignore[no-untyped-call]
         with contextlib.suppress(Exception):
             self._sink.finish()
         with contextlib.suppress(Exception):
             self._raw.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()

@@ -6,12 +6,14 @@ and block headers, seeking over block contents, and refuses a file that is not e
 sequence of whole frames. It runs once the archive has been read to its end, with a bound on
 the number of blocks that content can explain (a hostile file of empty blocks cannot make the
 walk cost more than the decompression did); :func:`check_start` refuses a file that is not
-zstd at all before anything is read.
+zstd at all before anything is read. :class:`FrameWatch` does the same walk on a stream (a pipe), as
+its bytes pass.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import BinaryIO
 
 from dtbundle.errors import IntegrityError
@@ -95,3 +97,88 @@ def _exactly(source: BinaryIO, size: int, what: str) -> bytes:
     if len(data) != size:
         raise IntegrityError(f"bundle is truncated: it ends inside {what} of its zstd data")
     return data
+
+
+class FrameWatch:
+    """The frame walk of :func:`check_frames` for input that cannot be walked afterwards (a pipe).
+
+    Wraps the raw source: every byte the decompressor reads passes through :meth:`read` and
+    advances the walk (headers parsed, block contents counted over). :meth:`finish`, once the
+    decompressor saw the end, refuses input that did not end after a whole frame. ``allowed``
+    gives the number of blocks the input may have used so far (checked as they come).
+    """
+
+    def __init__(self, source: BinaryIO, allowed: Callable[[int], int]) -> None:
+        self._source, self._allowed = source, allowed
+        self.position = 0  # raw bytes read
+        self._blocks = 0
+        self._state, self._need, self._head = "magic", 4, bytearray()
+        self._skip, self._checksum = 0, 0
+        self._frames = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._feed(memoryview(data))
+        self.position += len(data)
+        return data
+
+    def finish(self) -> None:
+        """Raise IntegrityError unless the input ended exactly after a whole frame (and is not empty)."""
+        if self.read(1):
+            raise IntegrityError("bundle has data after its last zstd frame")
+        if self._frames == 0:
+            raise IntegrityError("bundle is empty: no zstd frame (was the export cut before it began?)")
+        if self._state != "magic" or self._head or self._skip:
+            raise IntegrityError("bundle is truncated: the stream ended inside a zstd frame")
+
+    def _feed(self, data: memoryview) -> None:
+        while data:
+            if self._skip:
+                step = min(self._skip, len(data))
+                self._skip -= step
+                data = data[step:]
+                continue
+            step = min(self._need - len(self._head), len(data))
+            self._head += data[:step]
+            data = data[step:]
+            if len(self._head) == self._need:
+                head, self._head = bytes(self._head), bytearray()
+                self._header(head)
+
+    def _header(self, head: bytes) -> None:
+        value = int.from_bytes(head, "little")
+        if self._state == "magic":
+            if value & _SKIPPABLE_MASK == _SKIPPABLE_MAGIC:
+                self._state, self._need = "skippable", 4
+            elif value == _ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+                self._frames += 1
+            elif self._frames == 0:
+                raise IntegrityError("bundle is not a zstd-compressed bundle (no zstd frame at its start)")
+            else:
+                raise IntegrityError("bundle has data after its last zstd frame")
+        elif self._state == "skippable":
+            self._spend()
+            self._state, self._need, self._skip = "magic", 4, value
+        elif self._state == "descriptor":
+            if value & 0x08:
+                raise IntegrityError("bundle is not valid zstd data: a frame header sets its reserved bit")
+            flag, single = value >> 6, bool(value & 0x20)
+            size = 1 if single and flag == 0 else _CONTENT_SIZE_BYTES[flag]
+            self._skip = (0 if single else 1) + _DICTIONARY_ID_BYTES[value & 0x03] + size
+            self._checksum = 4 if value & 0x04 else 0
+            self._state, self._need = "block", 3
+        else:  # a block header
+            self._spend()
+            last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+            if kind not in (_RAW, _RLE, _COMPRESSED) or size > _BLOCK_SIZE:
+                raise IntegrityError("bundle is not valid zstd data: a block header is invalid")
+            self._skip = 1 if kind == _RLE else size
+            if last:
+                self._skip += self._checksum
+                self._state, self._need = "magic", 4
+
+    def _spend(self) -> None:
+        self._blocks += 1
+        if self._blocks > self._allowed(self.position):
+            raise IntegrityError("bundle's zstd data has far more frames and blocks than its content explains")

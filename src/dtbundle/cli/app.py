@@ -24,7 +24,7 @@ from typing import Annotated
 import typer
 
 from dtbundle import __version__
-from dtbundle.cli import dynatrace, export, import_, inspect, jsonout, keygen, resolve, verify
+from dtbundle.cli import dynatrace, export, import_, inspect, inventory, jsonout, keygen, resolve, verify
 from dtbundle.cli.help import EPILOGS, Command, Group
 from dtbundle.cli.render import shown
 from dtbundle.errors import EXIT_INTERRUPTED, EXIT_OPERATIONAL, EXIT_USAGE, DtbundleError, Interrupted
@@ -65,6 +65,7 @@ for name, command in (
     ("verify", verify.verify),
     ("inspect", inspect.inspect),
     ("import", import_.import_),
+    ("inventory", inventory.inventory),
     ("dynakube", dynatrace.dynakube),
 ):
     app.command(name, cls=Command, epilog=EPILOGS.get(name))(command)

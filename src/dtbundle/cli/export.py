@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +38,11 @@ def export(
     ] = None,
     bundle: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Bundle file to write (default: bundle-<UTC time>.tar.zst)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Bundle file to write (default: bundle-<UTC time>.tar.zst); - writes it to standard output.",
+        ),
     ] = None,
     signing_key: Annotated[
         Path,
@@ -66,6 +71,34 @@ def export(
             help="Keep verified blobs here across runs; a killed export run again downloads only what is missing.",
         ),
     ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory",
+            exists=True,
+            dir_okay=False,
+            help="A delta bundle: leave out the blobs this inventory (from 'dtbundle inventory') says the target "
+            "holds; the catalog lists them as required at the target.",
+        ),
+    ] = None,
+    inventory_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--inventory-key",
+            exists=True,
+            dir_okay=False,
+            help="Public key the inventory must be signed with (its .sig file); repeatable.",
+        ),
+    ] = None,
+    volume_size: Annotated[
+        str | None,
+        typer.Option(
+            "--volume-size",
+            metavar="SIZE",
+            help="Write volumes NAME.001.tar.zst, NAME.002.tar.zst, … of at most SIZE each (4GiB, 700MiB, 4.7GB), "
+            "each a complete signed bundle; a blob is never split.",
+        ),
+    ] = None,
     tuf_url: Annotated[
         str | None,
         typer.Option(
@@ -87,10 +120,21 @@ def export(
     ] = None,
 ) -> None:
     """Write every platform of the images, with everything that refers to them, into one signed bundle."""
-    from dtbundle.bundle.key import load_private_key
+    from dtbundle.bundle.key import load_private_key, load_public_key
     from dtbundle.export.requests import load_images_file, requests_from
     from dtbundle.export.run import ExportSettings, created_time, run_export
+    from dtbundle.inventory import load_inventory
     from dtbundle.trust.tuf import TufSource
+
+    size = _volume_size(volume_size)
+    if bundle == Path("-") and sys.stdout.isatty():
+        raise UsageError("--output - writes the bundle to standard output, which is a terminal: pipe or redirect it")
+    if inventory_key and inventory is None:
+        raise UsageError("--inventory-key checks the signature of an --inventory: give the inventory too")
+    held = None
+    if inventory is not None:
+        keys = [load_public_key(path) for path in inventory_key] if inventory_key else None
+        held = load_inventory(inventory, keys).blob_locations()
 
     requests = requests_from(references or [], platform or [])
     if images_file:
@@ -115,6 +159,8 @@ def export(
         tuf=TufSource(tuf_url or DEFAULT_TUF_URL, tuf_root),
         extensions={"dynatrace": dict(chosen.extensions)} if chosen else {},
         cache_dir=cache_dir,
+        inventory=held,
+        volume_size=size,
     )
     built_in = dict(chosen.credentials) if chosen else {}
     with (
@@ -122,7 +168,23 @@ def export(
         progress_display(output.quiet) as progress,
     ):
         summary = run_export(client, settings, progress)
+    to_stderr = settings.output == Path("-")  # standard output carries the bundle: the report goes to stderr
     if output.quiet and not output.as_json:
-        typer.echo(render.export_line(summary))
+        typer.echo(render.export_line(summary), err=to_stderr)
         return
-    typer.echo(jsonout.document("export", summary.to_json()) if output.as_json else render.export_summary(summary))
+    text = jsonout.document("export", summary.to_json()) if output.as_json else render.export_summary(summary)
+    typer.echo(text, err=to_stderr)
+
+
+def _volume_size(text: str | None) -> int | None:
+    from dtbundle.progress import parse_size
+
+    if text is None:
+        return None
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"--volume-size: {exc}") from None
+    if size < 2 << 20:
+        raise UsageError(f"--volume-size {text} is too small: a volume must hold at least 2 MiB")
+    return size

@@ -50,6 +50,15 @@ EPILOGS = {
   --map public.ecr.aws/dynatrace=registry.example.com --dry-run dt.tar.zst
 
   dtbundle import --public-key dtbundle.pub --to-oci ./layout dt.tar.zst""",
+    "inventory": """Examples:
+
+  dtbundle inventory --registry registry.example.com/mirror --bundle dt.tar.zst -o inventory.json
+
+  dtbundle inventory --registry registry.example.com --map public.ecr.aws/dynatrace=registry.example.com
+  --bundle dt.tar.zst --signing-key keys/dtbundle.key -o inventory.json
+
+  dtbundle inventory --registry registry.example.com/mirror --repository dynatrace/dynatrace-oneagent
+  -o inventory.json""",
     "dynakube": """Examples:
 
   dtbundle dynakube --registry registry.example.com/mirror -o dynakube.yaml dt.tar.zst""",

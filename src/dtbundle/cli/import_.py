@@ -21,6 +21,7 @@ from dtbundle.cli.options import (
     uses,
 )
 from dtbundle.cli.progress import progress_display
+from dtbundle.cli.verify import check_inputs
 from dtbundle.errors import UsageError
 from dtbundle.limits import IMPORT_CONCURRENCY
 
@@ -30,7 +31,12 @@ if TYPE_CHECKING:
 
 @uses(KEYS, REGISTRY, SIGNATURES, OUTPUT)
 def import_(
-    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    bundles: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The bundle file (- reads standard input), or volumes of one set in any order.", show_default=False
+        ),
+    ],
     keys: BundleKeys,
     registry: RegistryAccess,
     signatures: SignatureOptions,
@@ -103,6 +109,11 @@ def import_(
     from dtbundle.importer.run import ImportSettings, run_import
     from dtbundle.importer.state import default_state_path
 
+    check_inputs(bundles)
+    bundle = bundles[0]
+    if emit_dynakube is not None and bundle == Path("-"):
+        raise UsageError("--emit-dynakube reads the bundle twice: save it to a file instead of reading -")
+
     trusted: list[PublicKey] | None
     if insecure_skip_verify and not keys.paths:
         trusted = None
@@ -144,6 +155,7 @@ def import_(
         state_file=state_file if state_file is not None else default_state_path(),
         allow_downgrade=allow_downgrade,
         concurrency=concurrency,
+        volumes=tuple(bundles[1:]),
     )
     if trusted is None and not dry_run:
         typer.echo(

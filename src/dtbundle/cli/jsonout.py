@@ -107,8 +107,6 @@ def _image(image: CatalogImage, catalog: Catalog) -> dict[str, Any]:
             for p in image.platforms
         ],
         "annotations": dict(image.annotations),
-        "attachmentCounts": attachment_counts(
-            Counter(a.kind for a in catalog.artifacts if a.subject in subjects)
-        ),
+        "attachmentCounts": attachment_counts(Counter(a.kind for a in catalog.artifacts if a.subject in subjects)),
         "verifiedAtExport": verified if isinstance(verified, bool) else None,
     }

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # results of the command that runs: its library is loaded by 
     from dtbundle.bundle.format import Catalog
     from dtbundle.bundle.reader import VerifyResult
     from dtbundle.discovery import ResolvedImage
-    from dtbundle.export.run import ExportSummary
+    from dtbundle.export.summary import ExportSummary
     from dtbundle.importer.report import ImportReport
     from dtbundle.trust.evaluate import ImageVerification
 
@@ -27,7 +27,13 @@ def human_bytes(size: float) -> str:
 
 # --quiet: one line per command, the final result.
 def export_line(s: ExportSummary) -> str:
-    return f"wrote {s.path} ({human_bytes(s.compressed_bytes)}, sha256 {s.sha256})"
+    if len(s.written) > 1:
+        return f"wrote {len(s.written)} volumes {s.path} … {s.written[-1].path} ({human_bytes(s.compressed_bytes)})"
+    return f"wrote {_bundle_name(s.path)} ({human_bytes(s.compressed_bytes)}, sha256 {s.sha256})"
+
+
+def _bundle_name(path: object) -> str:
+    return "the bundle to standard output" if str(path) == "-" else str(path)
 
 
 def verify_line(path: str, r: VerifyResult, images: Sequence[ImageVerification] | None) -> str:
@@ -122,9 +128,19 @@ def export_summary(s: ExportSummary) -> str:
                 f"{image.dropped_with_trim} signature(s)/referrer(s) of the original index not carried"
             )
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(s.artifacts.items())) or "none"
+    if len(s.written) > 1 or s.volume_set:
+        lines.append(f"wrote {len(s.written)} volume(s) of set {s.volume_set}, catalog signed with key {s.key_id}:")
+        lines += [f"  {w.path} ({human_bytes(w.compressed_size)}), sha256 {w.sha256}" for w in s.written]
+    else:
+        lines.append(f"wrote {_bundle_name(s.path)} ({human_bytes(s.compressed_bytes)}), sha256 {s.sha256}")
+        checksum = f"checksum file {s.sidecar}; " if s.sidecar else ""
+        lines.append(f"  {checksum}catalog signed with key {s.key_id}")
+    if s.required_blobs:
+        lines.append(
+            f"  delta: {s.required_blobs} blob(s) the target holds were left out, "
+            f"{human_bytes(s.required_bytes)} saved (import checks they are there)"
+        )
     lines += [
-        f"wrote {s.path} ({human_bytes(s.compressed_bytes)}), sha256 {s.sha256}",
-        f"  checksum file {s.sidecar}; catalog signed with key {s.key_id}",
         f"  {s.images} image(s), {s.platforms} platform manifest(s), signatures and referrers: {kinds}",
         f"  {s.manifests} manifests, {s.blobs} blobs, {human_bytes(s.uncompressed_bytes)} -> "
         f"{human_bytes(s.compressed_bytes)} (x{ratio:.2f}) in {s.seconds:.1f} s ({human_bytes(rate)}/s)",
@@ -137,6 +153,14 @@ def export_summary(s: ExportSummary) -> str:
     lines += [f"  warning: {w}" for w in s.warnings]
     lines += signature_lines(s.signatures)
     return "\n".join(lines)
+
+
+def volume_line(count: int, given: Sequence[int], missing: Sequence[int]) -> str:
+    """Which volumes of a set a run read, and which are still missing."""
+    read = ", ".join(str(n) for n in given)
+    if not missing:
+        return f"  volumes {read} of {count}: no volume of the set is missing"
+    return f"  volumes {read} of {count}; still missing: " + ", ".join(str(n) for n in missing)
 
 
 def verify_result(path: str, r: VerifyResult, images: Sequence[ImageVerification] | None = None) -> str:
@@ -190,6 +214,13 @@ def import_report(r: ImportReport) -> str:
         lines += [f"  {i.target}" for i in r.images]
     elif not r.counts:
         lines.append("  nothing to do")
+    if r.volumes is not None:
+        lines.append(volume_line(r.volumes.count, r.volumes.given, r.volumes.missing))
+    if r.waiting:
+        lines.append(
+            f"  not yet published ({len(r.waiting)}): the target lacks some of their blobs: import the missing volumes"
+        )
+        lines += [f"    {name}" for name in r.waiting]
     lines += signature_lines(r.signatures)
     return "\n".join(lines)
 

@@ -18,10 +18,11 @@ from dtbundle.bundle.format import (
     CatalogFile,
     CatalogImage,
     CatalogPlatform,
+    CatalogRequired,
     format_time,
 )
 from dtbundle.bundle.layout import OCI_LAYOUT_BYTES, catalog_index
-from dtbundle.export.plan import ExportPlan
+from dtbundle.export.plan import ExportPlan, StoredBlob
 from dtbundle.oci import blob_path, sha256_digest, sha256_hex
 from dtbundle.trust.evaluate import ImageVerification
 from dtbundle.verify import trusted_root_extension
@@ -33,8 +34,12 @@ def build_catalog(
     verifications: Sequence[ImageVerification] | None = None,
     extensions: dict[str, Any] | None = None,
     trusted_root: bytes | None = None,
+    blobs: Sequence[StoredBlob] | None = None,
+    required: tuple[CatalogRequired, ...] = (),
 ) -> tuple[Catalog, bytes]:
-    """The catalog and the ``index.json`` bytes for ``plan`` (pure); ``trusted_root``: carried, the last file."""
+    """The catalog and the ``index.json`` bytes for ``plan`` (pure); ``trusted_root``: carried, the last file;
+    ``blobs``: the content blobs carried (default: all the plan's), ``required``: those left out (a delta)."""
+    blobs = plan.content_blobs if blobs is None else blobs
     images = tuple(
         CatalogImage(
             source=i.request.source,
@@ -76,21 +81,22 @@ def build_catalog(
         CatalogFile(INDEX_NAME, len(index), sha256_hex(index)),
     ]
     files += [CatalogFile(blob_path(d), m.manifest.size, d.split(":", 1)[1]) for d, m in plan.manifests.items()]
-    files += [
-        CatalogFile(blob_path(b.descriptor.digest), b.descriptor.size, b.descriptor.digest[7:])
-        for b in plan.content_blobs
-    ]
+    files += [CatalogFile(blob_path(b.descriptor.digest), b.descriptor.size, b.descriptor.digest[7:]) for b in blobs]
     if trusted_root is not None:
         extensions = {**(extensions or {}), **trusted_root_extension(trusted_root)}
-        if (root_file := carried_root_file(plan, trusted_root)) is not None:
+        carried = {b.descriptor.digest for b in blobs}
+        if (root_file := carried_root_file(plan, trusted_root, carried)) is not None:
             files.append(root_file)
-    return Catalog(format_time(created), __version__, images, artifacts, tuple(files), dict(extensions or {})), index
+    catalog = Catalog(
+        format_time(created), __version__, images, artifacts, tuple(files), dict(extensions or {}), required
+    )
+    return catalog, index
 
 
-def carried_root_file(plan: ExportPlan, trusted_root: bytes) -> CatalogFile | None:
-    """The carried trusted root as the bundle's last file, or None when a manifest or blob already
-    holds those very bytes (content-addressed: it is then carried once, as that file)."""
+def carried_root_file(plan: ExportPlan, trusted_root: bytes, carried: set[str]) -> CatalogFile | None:
+    """The carried trusted root as the bundle's last file, or None when a manifest or a carried blob
+    already holds those very bytes (content-addressed: it is then carried once, as that file)."""
     digest = sha256_digest(trusted_root)
-    if digest in plan.manifests or digest in plan.blobs:
+    if digest in plan.manifests or digest in carried:
         return None
     return CatalogFile(blob_path(digest), len(trusted_root), digest.split(":", 1)[1])

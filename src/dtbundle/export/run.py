@@ -13,31 +13,25 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtbundle.bundle.format import (
-    CATALOG_NAME,
-    INDEX_NAME,
-    LAYOUT_NAME,
-    SIGNATURE_NAME,
-    UNSIGNED_ANNOTATION,
-)
-from dtbundle.bundle.key import PrivateKey, key_id, sign_catalog
-from dtbundle.bundle.layout import OCI_LAYOUT_BYTES
-from dtbundle.bundle.writer import BundleWriter
-from dtbundle.errors import Interrupted, LocalIOError, UsageError
-from dtbundle.export.cache import BlobStore, CacheUse, check_writable, remove_dead_leftovers
-from dtbundle.export.catalog import build_catalog, carried_root_file
-from dtbundle.export.plan import ExportPlan, ImageRequest, Planner, StoredBlob
-from dtbundle.export.stream import StreamUse, write_blobs
-from dtbundle.oci import Descriptor, blob_path
-from dtbundle.oci.kinds import ArtifactKind, attachment_counts
-from dtbundle.progress import NO_PROGRESS, Progress, format_bytes, plural
+from dtbundle.bundle.format import UNSIGNED_ANNOTATION
+from dtbundle.bundle.key import PrivateKey, key_id
+from dtbundle.bundle.writer import STDOUT
+from dtbundle.errors import Interrupted, UsageError
+from dtbundle.export.cache import BlobStore, check_writable, remove_dead_leftovers
+from dtbundle.export.catalog import build_catalog
+from dtbundle.export.delta import leave_out
+from dtbundle.export.plan import ExportPlan, ImageRequest, Planner
+from dtbundle.export.summary import ExportSummary, ImageSummary
+from dtbundle.export.write import WriteJob, stdout_spool_anchor
+from dtbundle.oci import Descriptor
+from dtbundle.progress import NO_PROGRESS, Progress, plural
 from dtbundle.registry import RegistryClient
 from dtbundle.trust.evaluate import (
     ImageVerification,
@@ -47,7 +41,6 @@ from dtbundle.trust.evaluate import (
     signature_layers,
     verify_image,
 )
-from dtbundle.trust.outcome import SignatureOutcome
 from dtbundle.trust.policy import Policy
 from dtbundle.trust.tuf import TufSource, with_tuf_root
 
@@ -66,67 +59,9 @@ class ExportSettings:
     require_signatures: bool = False
     tuf: TufSource = field(default_factory=TufSource)  # where a keyless policy's trusted root comes from
     cache_dir: Path | None = None  # keep verified blobs here, content-addressed, across runs
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    """What export carried for one requested image."""
-
-    reference: str  # as requested
-    digest: str
-    platforms: tuple[str | None, ...]
-    original_digest: str | None  # before --platform trimmed the index
-    found: dict[ArtifactKind, int]  # attachments carried, by kind
-    dropped_with_trim: int  # attachments of the original index, which a trim invalidates
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "digest": self.digest,
-            "platformNames": list(self.platforms),
-            "originalDigest": self.original_digest,
-            "attachmentCounts": attachment_counts(self.found),
-            "droppedWithTrim": self.dropped_with_trim,
-        }
-
-
-@dataclass
-class ExportSummary:
-    path: Path
-    sidecar: Path
-    sha256: str
-    key_id: str
-    images: int
-    platforms: int
-    artifacts: dict[ArtifactKind, int]
-    manifests: int
-    blobs: int
-    uncompressed_bytes: int
-    compressed_bytes: int
-    seconds: float
-    per_image: list[ImageSummary] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    signatures: list[ImageVerification] = field(default_factory=list)
-    cache: CacheUse | None = None  # None: no --cache-dir
-    transfer: StreamUse = field(default_factory=StreamUse)  # how blobs reached the bundle (not in JSON)
-
-    def to_json(self) -> dict[str, Any]:
-        cache = self.cache
-        return {
-            "bundle": str(self.path),
-            "sha256": self.sha256,
-            "sidecar": str(self.sidecar),
-            "bundleKey": self.key_id,
-            "counts": dict(images=self.images, platforms=self.platforms, manifests=self.manifests, blobs=self.blobs),
-            "attachmentCounts": attachment_counts(self.artifacts),
-            "uncompressedBytes": self.uncompressed_bytes,
-            "compressedBytes": self.compressed_bytes,
-            "seconds": round(self.seconds, 3),
-            "images": [i.to_json() for i in self.per_image],
-            "warnings": list(self.warnings),
-            "imageSignatures": SignatureOutcome.of(self.signatures).to_json(),
-            "cache": dict(blobs=cache.hits, blobBytes=cache.hit_bytes, redownloaded=cache.refetched) if cache else None,
-        }
+    # A delta bundle: blob digest -> (size, repositories) the target holds (an inventory's blob_locations)
+    inventory: Mapping[str, tuple[int, tuple[str, ...]]] | None = None
+    volume_size: int | None = None  # write a set of volumes of at most this many bytes each
 
 
 def created_time() -> datetime.datetime:
@@ -138,20 +73,24 @@ def created_time() -> datetime.datetime:
 
 
 def run_export(client: RegistryClient, settings: ExportSettings, progress: Progress = NO_PROGRESS) -> ExportSummary:
-    """Export ``settings.requests`` into one signed bundle at ``settings.output``; refuse before the first
-    blob without the disk space it may need; KeyboardInterrupt becomes Interrupted, after the cleanup."""
+    """Export ``settings.requests`` into one signed bundle at ``settings.output`` (or a set of volumes, or
+    standard output); refuse before the first blob without the disk space it may need; KeyboardInterrupt
+    becomes Interrupted, after the cleanup."""
     started = time.monotonic()
     output = settings.output
-    if output.exists() and not settings.force:
-        raise UsageError(f"{output} already exists; pass --force to replace it")
-    if not output.parent.is_dir():
-        raise UsageError(f"output directory {output.parent} does not exist")
     if not settings.requests:
         raise UsageError("no images to export: give references or --images-file")
-    check_writable(output.parent, "choose another --output")
-    remove_dead_leftovers(output)
+    if output == STDOUT and settings.volume_size is not None:
+        raise UsageError("--volume-size writes files: it cannot go with --output - (standard output)")
+    if output != STDOUT:
+        if output.exists() and not settings.force and settings.volume_size is None:
+            raise UsageError(f"{output} already exists; pass --force to replace it")
+        if not output.parent.is_dir():
+            raise UsageError(f"output directory {output.parent} does not exist")
+        check_writable(output.parent, "choose another --output")
+        remove_dead_leftovers(output)
     cache = BlobStore.cache_at(settings.cache_dir).open() if settings.cache_dir else None
-    finishing = False
+    finishing: list[bool] = []
     try:
         progress.phase(f"resolving {plural(len(settings.requests), 'image')}")
         plan = Planner(client, referrers=settings.referrers, concurrency=settings.concurrency).build(settings.requests)
@@ -162,31 +101,17 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
             verifications = verify_plan(client, plan, policy)
             if settings.require_signatures:
                 require_verified(verifications)
+        delta = leave_out(plan, settings.inventory) if settings.inventory is not None else None
+        blobs = delta.carried if delta is not None else plan.content_blobs
         created = created_time()
         carried = policy.trusted_root.raw if policy and policy.trusted_root and policy.trusted_root.raw else None
-        catalog, index = build_catalog(plan, created, verifications, settings.extensions, carried)
-        catalog_bytes = catalog.to_bytes()
-        signature = sign_catalog(settings.signing_key, catalog_bytes)
-        blobs = plan.content_blobs
-        _check_room(settings, catalog.total_size + len(catalog_bytes) + len(signature), len(catalog.files), blobs)
-        progress.phase(f"writing the catalog and {plural(len(plan.manifests), 'manifest')}")
-        store = cache or BlobStore.spool_beside(output)
+        catalog, index = build_catalog(
+            plan, created, verifications, settings.extensions, carried, blobs, delta.required if delta else ()
+        )
+        job = WriteJob(client, settings, plan, catalog, index, blobs, carried, int(created.timestamp()))
+        store = cache or BlobStore.spool_beside(output if output != STDOUT else stdout_spool_anchor())
         try:
-            with BundleWriter(output, mtime=int(created.timestamp()), level=settings.compression_level) as writer:
-                writer.add_bytes(CATALOG_NAME, catalog_bytes)
-                writer.add_bytes(SIGNATURE_NAME, signature)
-                writer.add_bytes(LAYOUT_NAME, OCI_LAYOUT_BYTES)
-                writer.add_bytes(INDEX_NAME, index)
-                for digest, stored in plan.manifests.items():
-                    writer.add_bytes(blob_path(digest), stored.manifest.data)
-                progress.phase(f"downloading {plural(len(blobs), 'blob')}")
-                progress.start(sum(b.descriptor.size for b in blobs))
-                transfer = write_blobs(client, store, writer, blobs, settings.concurrency, progress)
-                if carried is not None and (root_file := carried_root_file(plan, carried)) is not None:
-                    writer.add_bytes(root_file.path, carried)
-                progress.phase(f"finishing {output.name}")
-                finishing = True
-                written = writer.commit()
+            written, transfer, volume_set = job.write(store, progress, finishing)
         finally:
             store.close()
     except KeyboardInterrupt:
@@ -207,9 +132,7 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         for n, image in enumerate(plan.images)
     ]
     return ExportSummary(
-        path=written.path,
-        sidecar=written.sidecar,
-        sha256=written.sha256,
+        written=written,
         key_id=key_id(settings.signing_key.public_key()),
         images=len(plan.images),
         platforms=sum(len(i.platforms) or 1 for i in plan.images),
@@ -217,13 +140,16 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         manifests=len(plan.manifests),
         blobs=len(blobs),
         uncompressed_bytes=catalog.total_size,
-        compressed_bytes=written.compressed_size,
+        compressed_bytes=sum(w.compressed_size for w in written),
         seconds=time.monotonic() - started,
         per_image=per_image,
         warnings=list(plan.warnings),
         signatures=list(verifications or []),
         cache=store.use if store.cached else None,
         transfer=transfer,
+        required_blobs=len(delta.required) if delta else 0,
+        required_bytes=delta.saved_bytes if delta else 0,
+        volume_set=volume_set,
     )
 
 
@@ -258,28 +184,3 @@ def verify_plan(client: RegistryClient, plan: ExportPlan, policy: Policy) -> lis
         )
         for i in plan.images
     ]
-
-
-def _check_room(settings: ExportSettings, tar_content: int, files: int, blobs: list[StoredBlob]) -> None:
-    """Refuse before the first blob without the disk space the export may need: the tar through
-    zstd (< 1 % growth) beside the output, and the blobs downloaded ahead of the writer (window + 1)
-    in the spool, or every blob the cache lacks in ``--cache-dir``."""
-    tar = tar_content + 1024 * (files + 4)
-    room = tar + tar // 100 + (1 << 20)
-    if settings.cache_dir is not None:
-        missing = BlobStore.cache_at(settings.cache_dir).missing_bytes(blobs)
-        _require(settings.cache_dir, missing, f"downloads {format_bytes(missing)}", "--cache-dir")
-        _require(settings.output.parent, room, f"bundle {format_bytes(room)}", "--output")
-        return
-    window = max(1, 2 * settings.concurrency)
-    spooled = sum(sorted(b.descriptor.size for b in blobs)[-window - 1 :])
-    detail = f"bundle {format_bytes(room)} + temporary files {format_bytes(spooled)}"
-    _require(settings.output.parent, room + spooled, detail, "--output")
-
-
-def _require(directory: Path, needed: int, detail: str, option: str) -> None:
-    if needed > (free := shutil.disk_usage(directory).free):
-        raise LocalIOError(
-            f"needs up to {format_bytes(needed)} in {directory} ({detail}), {format_bytes(free)} free: "
-            f"free space or write elsewhere with {option}"
-        )

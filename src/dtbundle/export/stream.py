@@ -28,9 +28,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
-from dtbundle.bundle.writer import BundleWriter
 from dtbundle.errors import Interrupted, LocalIOError, RegistryConnectionError
 from dtbundle.export.cache import BlobStore
 from dtbundle.export.plan import StoredBlob
@@ -41,6 +40,14 @@ from dtbundle.registry import RegistryClient
 PIECE = 1 << 20  # spool and cache reads
 _COMPRESSED_SUFFIXES = ("+gzip", "+zstd", ".gzip", ".zstd", "+gz")
 Sink = Callable[[bytes], None]
+
+
+class FileWriter(Protocol):
+    """Where blobs go: a :class:`~dtbundle.bundle.writer.BundleWriter`, or a set of volumes."""
+
+    def begin_file(self, name: str, size: int, *, stored: bool = False) -> None: ...
+    def write_data(self, chunk: bytes) -> None: ...
+    def end_file(self) -> None: ...
 
 
 def already_compressed(media_type: str) -> bool:
@@ -153,7 +160,7 @@ class Channel:
 def write_blobs(
     client: RegistryClient,
     store: BlobStore,
-    writer: BundleWriter,
+    writer: FileWriter,
     blobs: list[StoredBlob],
     concurrency: int,
     progress: Progress,
@@ -219,7 +226,7 @@ def write_blobs(
     return use
 
 
-def _copy_file(path: Path, writer: BundleWriter) -> None:
+def _copy_file(path: Path, writer: FileWriter) -> None:
     with path.open("rb") as handle:
         while chunk := handle.read(PIECE):
             writer.write_data(chunk)

@@ -15,7 +15,8 @@ A ``mapper`` of None plans for an OCI layout directory: no repositories, no tags
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from dtbundle.bundle.format import TARGET_REPOSITORY_ANNOTATION, Catalog
@@ -67,6 +68,7 @@ class PlannedManifest:
     data: bytes
     repos: Repos
     children: tuple[str, ...]
+    blobs: tuple[str, ...] = ()  # the digests of its config and layers
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,31 @@ class ImportPlan:
         for digest in self.order:
             groups[height[digest]].append(digest)
         return tuple(tuple(group) for group in groups)
+
+    def complete(self, holds: Callable[[str, Repos], bool]) -> frozenset[str]:
+        """The manifests whose blobs the target holds in each of their repositories (``holds``),
+        and whose child manifests are complete too: those that can be published."""
+        done: set[str] = set()
+        for digest in self.order:  # children before parents
+            manifest = self.manifests[digest]
+            if all(c in done for c in manifest.children) and all(holds(b, manifest.repos) for b in manifest.blobs):
+                done.add(digest)
+        return frozenset(done)
+
+    def restricted(self, complete: frozenset[str]) -> ImportPlan:
+        """This plan with only the ``complete`` manifests, and the tags and referrers of those."""
+        placement = self.placement
+        return dataclasses.replace(
+            self,
+            placement=dataclasses.replace(
+                placement,
+                tags=tuple(w for w in placement.tags if w.digest in complete),
+                referrers=tuple(r for r in placement.referrers if r.digest in complete),
+            ),
+            manifests={d: m for d, m in self.manifests.items() if d in complete},
+            order=tuple(d for d in self.order if d in complete),
+            carried_indexes={k: d for k, d in self.carried_indexes.items() if d in complete},
+        )
 
     def referrer_descriptor(self, referrer: Referrer) -> Descriptor:
         """What a referrers index lists for a referrer: its descriptor with artifactType and annotations."""
@@ -213,7 +240,15 @@ def build_plan(
     return ImportPlan(
         placement=placement,
         manifests={
-            d: PlannedManifest(d, types[d], manifests[d], frozenset(repos.get(d, ())), children[d]) for d in order
+            d: PlannedManifest(
+                d,
+                types[d],
+                manifests[d],
+                frozenset(repos.get(d, ())),
+                children[d],
+                tuple(b.digest for b in parsed[d].blobs()),
+            )
+            for d in order
         },
         order=tuple(order),
         blobs={d: frozenset(r) for d, r in blobs.items()},

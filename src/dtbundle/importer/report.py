@@ -66,6 +66,19 @@ class ImportedImage:
     target: str  # target reference with tag and digest
 
 
+@dataclass(frozen=True)
+class VolumeReport:
+    """A volume set: which volumes this run read, and which the target still lacks blobs of."""
+
+    set: str
+    count: int
+    given: tuple[int, ...]
+    missing: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"set": self.set, "count": self.count, "given": list(self.given), "missing": list(self.missing)}
+
+
 @dataclass
 class ImportReport:
     bundle: str
@@ -79,6 +92,8 @@ class ImportReport:
     images: list[ImportedImage] = field(default_factory=list)
     signatures: list[ImageVerification] = field(default_factory=list)
     plan: list[PlannedLanding] = field(default_factory=list)  # dry runs: each image's landing
+    volumes: VolumeReport | None = None  # a volume set
+    waiting: list[str] = field(default_factory=list)  # images not published: the target lacks some of their blobs
 
     @property
     def conflicts(self) -> list[PlannedLanding]:
@@ -117,4 +132,6 @@ class ImportReport:
                 for p in self.plan
             ],
             "imageSignatures": SignatureOutcome.of(self.signatures).to_json(),
+            "volumes": self.volumes.to_json() if self.volumes else None,
+            "waiting": list(self.waiting),
         }

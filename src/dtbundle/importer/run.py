@@ -25,19 +25,19 @@ unreferenced blobs, never a tag or manifest pointing at unverified content.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dtbundle.bundle.format import INDEX_NAME, LAYOUT_NAME, Catalog
+from dtbundle.bundle.format import Catalog
 from dtbundle.bundle.key import PublicKey
-from dtbundle.bundle.layout import catalog_index, check_bundle_index
-from dtbundle.bundle.reader import open_bundle
-from dtbundle.errors import IntegrityError, Interrupted, UsageError
+from dtbundle.bundle.layout import catalog_index
+from dtbundle.bundle.reader import bundle_name, open_bundle
+from dtbundle.bundle.volumeset import VolumeCheck, missing_volumes
+from dtbundle.errors import Interrupted, UsageError
 from dtbundle.importer.mapping import RepositoryMapper
-from dtbundle.importer.plan import ImportPlan, Placement, build_plan, parse_bundle_manifest, place
-from dtbundle.importer.report import ImportedImage, ImportReport
+from dtbundle.importer.plan import Placement, place
+from dtbundle.importer.report import ImportedImage, ImportReport, VolumeReport
 from dtbundle.importer.sinks import DryRunSink, LayoutSink, RegistrySink, Sink
 from dtbundle.importer.state import (
     RollbackGuard,
@@ -47,14 +47,14 @@ from dtbundle.importer.state import (
     layout_targets,
     registry_targets,
 )
+from dtbundle.importer.stream import BundlePass
 from dtbundle.limits import IMPORT_CONCURRENCY, BundleLimits
-from dtbundle.oci import ParsedManifest
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.progress import NO_PROGRESS, Progress, plural
 from dtbundle.registry import RegistryClient
-from dtbundle.trust.evaluate import SignatureCollector, require_verified
+from dtbundle.trust.evaluate import require_verified
 from dtbundle.trust.policy import Policy
-from dtbundle.verify import carried_root, collect_signatures, expect_carried_root, with_carried_root
+from dtbundle.verify import with_carried_root
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class ImportSettings:
     state_file: Path | None = field(default_factory=default_state_path)
     allow_downgrade: bool = False
     concurrency: int = IMPORT_CONCURRENCY  # blobs uploaded at once (twice as many small requests)
+    volumes: tuple[Path, ...] = ()  # further volumes of ``bundle``'s set, read in this order
 
     @property
     def records_state(self) -> bool:
@@ -145,13 +146,16 @@ def _import(
         raise ValueError("a registry import needs a mapper and a client")
     with open_bundle(settings.bundle, settings.keys, settings.limits) as bundle:
         catalog = bundle.catalog
+        volumes = VolumeCheck(catalog, settings.bundle)
+        if settings.volumes and catalog.volume is None:
+            volumes.add(catalog, settings.volumes[0])  # refused: several bundles that are not volumes
         if settings.to_oci is not None:
             target = str(settings.to_oci)
         else:
             assert settings.mapper is not None
             target = str(settings.mapper.default) if settings.mapper.default else "--map targets"
         report = ImportReport(
-            str(settings.bundle), target, settings.dry_run, settings.to_oci is not None, bundle.key_id
+            bundle_name(settings.bundle), target, settings.dry_run, settings.to_oci is not None, bundle.key_id
         )
         placement = place(catalog, settings.mapper if settings.to_oci is None else None)
         guard = _rollback_guard(settings, catalog, placement)
@@ -161,12 +165,6 @@ def _import(
         if settings.to_oci is None:
             progress.phase(f"checking {plural(len(placement.tags), 'target tag')}")
         sink.prepare(placement)
-        doing = (
-            "verifying" if settings.dry_run else "verifying and writing" if settings.to_oci else "verifying and pushing"
-        )
-        progress.phase(f"{doing} {plural(len(catalog.files), 'file')}")
-        progress.start(catalog.total_size)
-        collector = SignatureCollector(catalog) if settings.signature_policy is not None else None
         policy = settings.signature_policy
         if policy is not None and policy.root_pending and settings.keys is None:
             # An unverified catalog would choose which keyless signers count as verified.
@@ -174,59 +172,35 @@ def _import(
                 "--insecure-skip-verify does not check the bundle's signature, so the trusted root it carries is "
                 "not trusted either: pass --trusted-root FILE for keyless verification"
             )
-        root = expect_carried_root(catalog, policy, collector) if policy and collector else None
-        trust_file = carried_root(catalog)  # verified like any entry, then left out of the target
-        blob_files = frozenset(f.digest for f in catalog.files if f.path.startswith("blobs/"))
-        manifest_types = {d: t for d, (t, _) in placement.roots.items()}
-        manifests: dict[str, bytes] = {}
-        streamed: dict[str, ParsedManifest] = {}  # parsed once while streaming, reused by the plan
-        plan: ImportPlan | None = None
-        layout_index = catalog_index(catalog.images, catalog.artifacts)  # what a target layout gets
+        passes = BundlePass(catalog, placement, sink, settings, progress)
         try:
-            for entry, data in bundle.files():
-                data = _counted(data, progress.advance)
-                if collector is not None:
-                    data = collect_signatures(collector, entry, data)
-                if entry.path in (LAYOUT_NAME, INDEX_NAME):
-                    content = b"".join(data)
-                    if entry.path == INDEX_NAME:  # the second entry: checked before any blob is written
-                        check_bundle_index(content, layout_index)
-                elif plan is None and entry.digest in manifest_types:
-                    if entry.size > settings.limits.max_manifest_bytes:
-                        raise IntegrityError(f"manifest {entry.digest} is larger than the manifest limit")
-                    manifests[entry.digest] = raw = b"".join(data)
-                    streamed[entry.digest] = parse_bundle_manifest(entry.digest, raw, manifest_types[entry.digest])
-                    for child in streamed[entry.digest].manifests:
-                        manifest_types.setdefault(child.digest, child.media_type)
-                else:
-                    if plan is None:  # manifests come first: the first other blob completes (and checks) the plan
-                        plan = build_plan(placement, manifests, blob_files, streamed)
-                        sink.planned(plan)
-                    repos = plan.blobs.get(entry.digest)
-                    if repos is None and trust_file is not None and entry.digest == trust_file.digest:
-                        for _ in data:  # the carried trusted root: checked (and kept for the policy), not pushed
-                            pass
-                        continue
-                    if repos is None:
-                        raise IntegrityError(
-                            f"bundle entry {entry.path} is referenced by no manifest before it "
-                            "(manifests must precede the blobs they use)"
-                        )
-                    sink.blob(entry, data, repos)
-                    for _ in data:  # what the sink did not need to read is still checked
-                        pass
-            # Every entry matched the signed catalog and the archive ended cleanly.
-            if plan is None:
-                plan = build_plan(placement, manifests, blob_files, streamed)
-                sink.planned(plan)
-            if collector is not None and policy is not None:
-                report.signatures = collector.evaluate(with_carried_root(policy, root, collector))
+            passes.read(bundle)
+            for path in settings.volumes:  # further volumes of the set, each verified on its own
+                with open_bundle(path, settings.keys, settings.limits) as more:
+                    volumes.add(more.catalog, path)
+                    passes.read(more)
+            plan = passes.finish()
+            if passes.collector is not None and policy is not None:
+                report.signatures = passes.collector.evaluate(with_carried_root(policy, passes.root, passes.collector))
                 if settings.require_signatures:
                     require_verified(report.signatures)
             sink.finish()  # every upload ended (the registry checked each blob's digest)
+            if catalog.volume is not None or catalog.required:  # only what is complete at the target
+                plan = plan.restricted(plan.complete(sink.holds))
+            if catalog.volume is not None:
+                report.volumes = VolumeReport(
+                    catalog.volume.set,
+                    catalog.volume.count,
+                    tuple(sorted(volumes.numbers)),
+                    tuple(missing_volumes(catalog, passes.plan_blobs, sink.holds)),
+                )
         except BaseException:
             sink.abort()
             raise
+    published = {d for d in plan.manifests}
+    layout_index = catalog_index(
+        [i for i in catalog.images if i.digest in published], [a for a in catalog.artifacts if a.digest in published]
+    )
     with ExitStack() as locked:
         if guard is not None:
             try:  # locked from here until recorded: re-checked, in case another import finished meanwhile
@@ -239,13 +213,12 @@ def _import(
         publishing.append(True)
         sink.commit(plan, layout_index)
     report.images = [
-        ImportedImage(str(w.source), f"{w.target}@{w.digest}") for w in placement.tags if w.kind == ArtifactKind.IMAGE
+        ImportedImage(str(w.source), f"{w.target}@{w.digest}")
+        for w in plan.placement.tags
+        if w.kind == ArtifactKind.IMAGE
+    ]
+    report.waiting = [
+        str(w.source) for w in placement.tags if w.kind == ArtifactKind.IMAGE and w.digest not in published
     ]
     report.seconds = time.monotonic() - started
     return report
-
-
-def _counted(data: Iterator[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
-    for chunk in data:
-        advance(len(chunk))
-        yield chunk

@@ -10,14 +10,16 @@
   would happen; it writes nothing anywhere.
 
 The run (:mod:`dtbundle.importer.run`) calls ``prepare`` before streaming, ``planned`` once the
-plan is known (before the first blob), ``blob`` for each blob, ``finish`` once the stream ended
-and verified (every upload done), then ``commit``; or ``abort``.
+plan is known (before the first blob), ``require`` for the blobs a delta bundle left out, ``blob``
+for each blob, ``finish`` once the stream ended and verified (every upload done), ``holds`` to
+learn which manifests are complete at the target (a volume set imported in parts), then
+``commit``; or ``abort``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -27,11 +29,13 @@ from dtbundle.importer.plan import ImportPlan, Placement, Repos
 from dtbundle.importer.publish import Publisher, existing_tags
 from dtbundle.importer.report import Count, ImportReport, Landing, PlannedLanding
 from dtbundle.importer.spool import Spool
-from dtbundle.importer.workers import Presence, UploadPool, probe, requests_at_once
+from dtbundle.importer.workers import Presence, UploadPool, find_required, probe, requests_at_once
 from dtbundle.limits import IMPORT_CONCURRENCY
 from dtbundle.oci import Descriptor, Reference
 from dtbundle.oci.kinds import ArtifactKind
 from dtbundle.registry import RegistryClient
+
+Required = Mapping[str, tuple[int, tuple[str, ...]]]  # a delta's left-out blobs: digest -> (size, seen in)
 
 
 class Sink(Protocol):
@@ -41,8 +45,15 @@ class Sink(Protocol):
     def planned(self, plan: ImportPlan) -> None:
         """The plan is complete (the manifests were read): called once, before the first blob."""
 
+    def require(self, plan: ImportPlan, required: Required) -> list[str]:
+        """Make sure the target holds the blobs a delta bundle left out (mounting them where it can);
+        return a description of each one missing."""
+
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
         """Take one blob while it streams; ``data`` is unverified until the bundle ends."""
+
+    def holds(self, digest: str, repos: Repos) -> bool:
+        """After :meth:`finish`: whether the target holds the blob in every one of ``repos``."""
 
     def finish(self) -> None:
         """The bundle verified: wait for what is still under way (uploads); raise its error."""
@@ -71,13 +82,25 @@ class RegistrySink:
         self.parallel = requests_at_once(concurrency, client)
         self.presence: Presence | None = None
         self.pool = UploadPool(min(concurrency, client.config.limits.max_connections))
-        self._lock = threading.Lock()  # the report's counters, from upload threads
+        self._lock = threading.Lock()  # the report's counters and landed, from upload threads
+        self.landed: set[tuple[Reference, str]] = set()  # (repository, blob) pairs this run put there
 
     def prepare(self, placement: Placement) -> None:
         self.current = existing_tags(self.client, placement.tags, self.overwrite, self.parallel)
 
     def planned(self, plan: ImportPlan) -> None:
         self.presence = probe(self.client, plan, self.parallel)
+
+    def require(self, plan: ImportPlan, required: Required) -> list[str]:
+        assert self.presence is not None
+        held, missing = find_required(self.client, plan, self.presence, required, self.parallel)
+        self.landed |= held
+        self.report.add(Count.BLOBS_MOUNTED, len(held))
+        return missing
+
+    def holds(self, digest: str, repos: Repos) -> bool:
+        known = self.presence.blobs if self.presence is not None else set()
+        return all((r, digest) in known or (r, digest) in self.landed for r in repos)
 
     def abort(self) -> None:
         # Blobs are content-addressed and unreferenced: harmless, and reused by a re-run.
@@ -98,6 +121,8 @@ class RegistrySink:
         if not missing:
             self._count(Count.BLOBS_EXIST)
             return
+        with self._lock:
+            self.landed.update((r, entry.digest) for r in present)
         holders = {r.registry: r for r in sorted(present, key=str)}
         spool = self.pool.open(entry.digest, entry.size)
         self.pool.submit(spool, lambda: self._push(entry, desc, missing, holders, spool))
@@ -122,28 +147,31 @@ class RegistrySink:
             spool.abandon()
             return
         self.client.upload_blob_from(needs_content[0], desc, spool.read_from)
-        self._uploaded(entry)
+        self._uploaded(entry, needs_content[0])
         for repo in needs_content[1:]:
             if self._mount(repo, desc, needs_content[0]):
                 continue
             # A registry that will not mount: upload again, from the same copy.
             self.client.upload_blob_from(repo, desc, spool.read_from)
-            self._uploaded(entry)
+            self._uploaded(entry, repo)
 
     def _count(self, count: Count) -> None:
         with self._lock:
             self.report.add(count)
 
-    def _uploaded(self, entry: CatalogFile) -> None:
+    def _uploaded(self, entry: CatalogFile, repo: Reference) -> None:
         with self._lock:
             self.report.add(Count.BLOBS_UPLOADED)
             self.report.bytes_uploaded += entry.size
+            self.landed.add((repo, entry.digest))
 
     def _mount(self, repo: Reference, desc: Descriptor, holder: Reference | None) -> bool:
         if holder is None or repo.registry != holder.registry:
             return False
         if self.client.mount_blob(repo, desc, holder.repository):
-            self._count(Count.BLOBS_MOUNTED)
+            with self._lock:
+                self.report.add(Count.BLOBS_MOUNTED)
+                self.landed.add((repo, desc.digest))
             return True
         return False
 
@@ -160,6 +188,12 @@ class LayoutSink:
 
     def planned(self, plan: ImportPlan) -> None:
         pass
+
+    def require(self, plan: ImportPlan, required: Required) -> list[str]:
+        return [f"{d} in {self.writer.directory}" for d in sorted(required) if not self.writer.holds(d)]
+
+    def holds(self, digest: str, repos: Repos) -> bool:
+        return self.writer.holds(digest)
 
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
         self.writer.add(entry.digest, data)
@@ -202,6 +236,8 @@ class DryRunSink:
         self.current: dict[Reference, str] = {}
         self.parallel = requests_at_once(concurrency, client) if client is not None else 1
         self.presence: Presence | None = None
+        self.carried: set[tuple[Reference, str]] = set()  # required blobs a real run would mount
+        self.carried_digests: set[str] = set()  # blobs this run's volumes carry
         if directory is not None:
             check_layout_dir(directory)
 
@@ -214,7 +250,27 @@ class DryRunSink:
         if self.client is not None:
             self.presence = probe(self.client, plan, self.parallel, manifests=False)
 
+    def require(self, plan: ImportPlan, required: Required) -> list[str]:
+        if self.client is None:
+            assert self.directory is not None
+            return [f"{d} in {self.directory}" for d in sorted(required) if not self._in_layout(d)]
+        presence = self.presence or Presence()
+        held, missing = find_required(self.client, plan, presence, required, self.parallel, mount=False)
+        self.carried |= held  # a real run mounts them
+        return missing
+
+    def holds(self, digest: str, repos: Repos) -> bool:
+        if self.client is None:
+            return digest in self.carried_digests or self._in_layout(digest)
+        known = self.presence.blobs if self.presence is not None else set()
+        return all((r, digest) in known or (r, digest) in self.carried or digest in self.carried_digests for r in repos)
+
+    def _in_layout(self, digest: str) -> bool:
+        assert self.directory is not None
+        return (self.directory / "blobs" / "sha256" / digest.split(":", 1)[1]).is_file()
+
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
+        self.carried_digests.add(entry.digest)  # a real run puts it there
         self._probe(entry.digest, entry.size, repos)
 
     def finish(self) -> None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dtbundle.importer.plan import ImportPlan
 from dtbundle.importer.spool import Spool
 from dtbundle.limits import IMPORT_SPOOL_MAX_BYTES, IMPORT_SPOOL_MAX_FILES_PER_UPLOAD
-from dtbundle.oci import Reference
+from dtbundle.oci import Descriptor, Reference
 from dtbundle.registry import RegistryClient
 
 T = TypeVar("T")
@@ -105,6 +105,47 @@ def probe(client: RegistryClient, plan: ImportPlan, parallel: int, manifests: bo
         if there:
             (presence.manifests if is_manifest else presence.blobs).add(pair)
     return presence
+
+
+def find_required(
+    client: RegistryClient,
+    plan: ImportPlan,
+    presence: Presence,
+    required: Mapping[str, tuple[int, tuple[str, ...]]],
+    parallel: int,
+    mount: bool = True,
+) -> tuple[set[tuple[Reference, str]], list[str]]:
+    """Where the target lacks a blob a delta bundle requires, mount it from a repository of the same
+    registry that holds it (another target of this import, or one the inventory saw it in); with
+    ``mount`` False only ask (HEAD) whether one holds it. Returns the (repository, digest) pairs now
+    held and a description of each one still missing."""
+    wanted = [
+        (repo, digest)
+        for digest in sorted(required)
+        for repo in sorted(plan.blobs.get(digest, ()), key=str)
+        if (repo, digest) not in presence.blobs
+    ]
+
+    def fetch(pair: tuple[Reference, str]) -> bool:
+        repo, digest = pair
+        size, seen = required[digest]
+        desc = Descriptor("application/octet-stream", digest, size)
+        holders = [
+            r.repository for r, d in sorted(presence.blobs, key=str) if d == digest and r.registry == repo.registry
+        ]
+        for source in dict.fromkeys([*holders, *seen]):  # each once, targets of this import first
+            if source == repo.repository:
+                continue
+            if not mount and client.blob_size(Reference(repo.registry, source), digest) is not None:
+                return True
+            if mount and client.mount_blob(repo, desc, source):
+                return True
+        return False
+
+    found = run_all(fetch, wanted, parallel)
+    held = {pair for pair, ok in zip(wanted, found, strict=True) if ok}
+    missing = [f"{digest} in {repo}" for (repo, digest), ok in zip(wanted, found, strict=True) if not ok]
+    return held, missing
 
 
 class UploadPool:

@@ -40,7 +40,7 @@ from dtbundle.oci import (
     referrers_tag,
     verify_bytes,
 )
-from dtbundle.oci.reference import Reference, is_valid_tag
+from dtbundle.oci.reference import Reference, is_valid_path, is_valid_tag
 from dtbundle.registry import download as _download
 from dtbundle.registry import upload as _upload
 from dtbundle.registry.bounded import read_with_retries
@@ -309,6 +309,21 @@ class RegistryClient:
             # pulled or pushed: it is left out here, where the registry's answer is parsed.
             tags.extend(t for t in page if isinstance(t, str) and is_valid_tag(t))
         return tags
+
+    def list_repositories(self, registry: str, page_size: int = 1000) -> list[str]:
+        """Every repository ``registry``'s catalog API (``/v2/_catalog``) lists, following ``Link`` pagination.
+
+        Asked without a repository scope: a token registry's challenge names the one it needs
+        (``registry:catalog:*``). Names outside the path grammar are left out, as in :meth:`list_tags`.
+        """
+        what = f"repository catalog of {registry}"
+        names: list[str] = []
+        for body in self._paginate(Reference(registry, ""), "/v2/_catalog", {"n": str(page_size)}, what):
+            page = body.get("repositories") or []
+            if not isinstance(page, list):
+                raise RegistryProtocolError(f"{what} is malformed")
+            names.extend(n for n in page if isinstance(n, str) and is_valid_path(n))
+        return names
 
     def lacks_referrers_api(self, registry: str) -> bool:
         """Whether ``registry``'s referrers API answered 404 (it has none) in this client's lifetime."""

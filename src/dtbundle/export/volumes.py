@@ -1,0 +1,187 @@
+"""A bundle as a set of volumes (``--volume-size``): each one a complete, signed bundle.
+
+Every volume carries the whole catalog (the same but for its ``volume`` number), its own
+signature, the layout files, every manifest and every blob an attachment uses (the *shared*
+files), then its share of the other blobs: a blob is never split across volumes. The
+partition (:func:`partition`, pure) is made before the first blob is downloaded, from the
+plan's sizes: each volume's compressed size is bounded by its tar size plus zstd's worst-case
+growth, and :class:`VolumeWriter` checks the real size of each volume it finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogVolume
+from dtbundle.bundle.writer import BundleWriter, WrittenBundle
+from dtbundle.errors import LocalIOError, UsageError
+from dtbundle.limits import VOLUME_MIN_ROOM
+from dtbundle.progress import format_bytes
+
+BLOCK = 512
+RECORD = 10240  # the end of the archive is padded to a tar record
+
+
+def tar_entry_bytes(size: int) -> int:
+    """Bytes a file of ``size`` takes in the tar: header (and a pax header at 8 GiB or more), content, padding."""
+    pax = 2 * BLOCK if size >= 8**11 - 1 else 0
+    return pax + BLOCK + -(-size // BLOCK) * BLOCK
+
+
+def compressed_bound(tar_bytes: int) -> int:
+    """An upper bound of the zstd file holding ``tar_bytes``: incompressible data grows by less than
+    1/128 (frame and block headers; stored frames by 3 bytes per 128 KiB), plus a fixed allowance."""
+    return tar_bytes + tar_bytes // 128 + (64 << 10)
+
+
+def volume_paths(output: Path, count: int) -> list[Path]:
+    """``dt.tar.zst`` -> ``dt.001.tar.zst``, ``dt.002.tar.zst``, … (other names: before the last suffix)."""
+    width = max(3, len(str(count)))
+    name = output.name
+    if name.endswith(".tar.zst"):
+        stem, suffix = name[: -len(".tar.zst")], ".tar.zst"
+    elif "." in name.lstrip("."):
+        stem, _, rest = name.rpartition(".")
+        suffix = "." + rest
+    else:
+        stem, suffix = name, ""
+    return [output.with_name(f"{stem}.{n:0{width}d}{suffix}") for n in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    """Which volume each blob that is not shared goes into."""
+
+    count: int
+    volume_of: dict[str, int]  # blob digest -> volume number (1-based)
+    shared: frozenset[str] = frozenset()  # blobs every volume carries (attachments)
+
+
+def partition(
+    blobs: Sequence[tuple[str, int]], head_tar: int, volume_size: int, shared: frozenset[str] = frozenset()
+) -> VolumePlan:
+    """Blobs (digest, size), in bundle order, into as few volumes as first fit in order allows.
+
+    ``head_tar``: the tar bytes every volume carries (catalog, signature, shared files, end of
+    archive). Raises UsageError when the head leaves no room or a blob is larger than a volume.
+    """
+    room = (volume_size - (64 << 10)) * 128 // 129 - head_tar
+    if room < VOLUME_MIN_ROOM:
+        least = compressed_bound(head_tar + VOLUME_MIN_ROOM)
+        raise UsageError(
+            f"--volume-size {format_bytes(volume_size)} leaves no room for blobs: every volume carries the catalog, "
+            f"every manifest and the attachments ({format_bytes(head_tar)}); choose at least {format_bytes(least)}"
+        )
+    volume_of: dict[str, int] = {}
+    number, used = 1, 0
+    for digest, size in blobs:
+        entry = tar_entry_bytes(size)
+        if entry > room:
+            raise UsageError(
+                f"blob {digest} is {format_bytes(size)}, larger than what a volume of "
+                f"{format_bytes(volume_size)} holds besides its catalog and attachments; choose a larger --volume-size"
+            )
+        if used + entry > room:
+            number, used = number + 1, 0
+        volume_of[digest] = number
+        used += entry
+    return VolumePlan(number, volume_of, shared)
+
+
+def volume_catalogs(catalog: Catalog, plan: VolumePlan, manifests: frozenset[str]) -> list[Catalog]:
+    """The catalog of each volume: files in set order (layout, index, manifests, shared blobs, each
+    volume's own blobs, the trusted root), each own blob with its volume number."""
+    head, shared, own, tail = [], [], [], []
+    for f in catalog.files:
+        if not f.is_blob or f.digest in manifests:
+            head.append(f)
+        elif f.digest in plan.volume_of:
+            own.append(dataclasses.replace(f, volume=plan.volume_of[f.digest]))
+        elif f is catalog.files[-1] and f.digest not in plan.shared:
+            tail.append(f)  # the carried trusted root: last in every volume
+        else:
+            shared.append(f)
+    base = dataclasses.replace(catalog, files=tuple(head + shared + sorted(own, key=lambda f: f.volume or 0) + tail))
+    set_id = hashlib.sha256(dataclasses.replace(base, volume=CatalogVolume("0" * 64, 0, plan.count)).to_bytes())
+    return [
+        dataclasses.replace(base, volume=CatalogVolume(set_id.hexdigest(), n, plan.count))
+        for n in range(1, plan.count + 1)
+    ]
+
+
+Head = Callable[[BundleWriter], None]
+
+
+class VolumeWriter:
+    """The writer :func:`dtbundle.export.stream.write_blobs` writes a volume set through.
+
+    ``begin_file`` of a blob moves to the blob's volume: the volumes before it are finished
+    (``tail``, then checked against ``volume_size``), the next ones opened with their catalog,
+    signature and ``head`` (layout, manifests, shared blobs). Nothing is renamed into place
+    before :meth:`publish`; :meth:`abort` removes every volume of the set.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        signed: list[tuple[bytes, bytes]],  # (catalog, signature) of each volume
+        plan: VolumePlan,
+        head: Head,
+        tail: Head,
+        volume_size: int,
+        open_writer: Callable[[Path], BundleWriter],
+    ) -> None:
+        self.paths, self.signed, self.plan = paths, signed, plan
+        self._head, self._tail, self._size, self._open = head, tail, volume_size, open_writer
+        self._writers: list[BundleWriter] = []
+
+    @property
+    def _current(self) -> BundleWriter:
+        return self._writers[-1]
+
+    def _move_to(self, number: int) -> None:
+        while len(self._writers) < number:
+            if self._writers:
+                self._close_current()
+            writer = self._open(self.paths[len(self._writers)])
+            self._writers.append(writer)
+            catalog, signature = self.signed[len(self._writers) - 1]
+            writer.add_bytes(CATALOG_NAME, catalog)
+            writer.add_bytes(SIGNATURE_NAME, signature)
+            self._head(writer)
+
+    def _close_current(self) -> None:
+        writer = self._current
+        self._tail(writer)
+        writer.finish()
+        if writer.compressed_size > self._size:
+            raise LocalIOError(
+                f"volume {writer.path.name} came out at {format_bytes(writer.compressed_size)}, above --volume-size "
+                f"{format_bytes(self._size)} (an estimate failed): choose a smaller --volume-size and report this"
+            )
+
+    def begin_file(self, name: str, size: int, *, stored: bool = False) -> None:
+        self._move_to(self.plan.volume_of["sha256:" + name.rsplit("/", 1)[1]])
+        self._current.begin_file(name, size, stored=stored)
+
+    def write_data(self, chunk: bytes) -> None:
+        self._current.write_data(chunk)
+
+    def end_file(self) -> None:
+        self._current.end_file()
+
+    def finish(self) -> None:
+        """Finish the last volume (and any left without blobs of their own)."""
+        self._move_to(self.plan.count)
+        self._close_current()
+
+    def publish(self) -> list[WrittenBundle]:
+        return [writer.publish() for writer in self._writers]
+
+    def abort(self) -> None:
+        for writer in self._writers:
+            writer.abort()

@@ -1,0 +1,106 @@
+"""A bundle as a stream (issue 14): ``export -o -`` writes it to stdout, ``import -`` and ``verify -``
+read it from stdin, with the file's guarantees: ``export -o - | import -`` copies every image with its
+signatures, byte for byte; a stream cut anywhere exits 3 and tags nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dtbundle.oci.reference import Reference
+from dtbundle.sandbox.registry_server import RegistryServer
+from tests.support.cli import assert_clean_error, cli_env
+from tests.support.registries import Exported, make_client
+
+TIMEOUT = 60
+
+
+def dtbundle(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dtbundle", *args]
+
+
+def run_with_stdin(data: bytes, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(dtbundle(*args), input=data, capture_output=True, timeout=TIMEOUT, env=cli_env(), check=False)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def test_export_piped_into_import_copies_every_image_and_signature(
+    plain_registry: RegistryServer, exported: Exported, tmp_path: Path
+) -> None:
+    where = f"{plain_registry.address}/pipe-{uuid.uuid4().hex[:8]}"
+    refs = [str(i.ref) for i in exported.images]
+    export = subprocess.Popen(
+        dtbundle("export", "--plain-http", "--signing-key", str(exported.key), "-o", "-", "--quiet", *refs),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert export.stdout is not None
+    imported = subprocess.run(
+        dtbundle("import", "-", "--plain-http", "--public-key", str(exported.pub), "--registry", where, "--json"),
+        stdin=export.stdout,
+        capture_output=True,
+        timeout=TIMEOUT,
+        env=cli_env(),
+        check=False,
+    )
+    export.stdout.close()
+    assert export.wait(TIMEOUT) == 0, export.stderr.read().decode() if export.stderr else ""
+    assert imported.returncode == 0, imported.stderr.decode()
+    assert export.stderr is not None and "wrote the bundle to standard output" in export.stderr.read().decode()
+    with make_client(plain_registry, user=None) as client:
+        for image in exported.images:
+            target = Reference(
+                plain_registry.address, f"{where.split('/', 1)[1]}/{image.ref.repository}", image.ref.tag
+            )
+            there = client.head_manifest(target)
+            assert there is not None and there.digest == image.digest  # byte for byte: the same digest
+            if image.signed:  # the cosign signature came along
+                assert client.head_manifest(target.with_tag(f"sha256-{image.digest[7:]}.sig")) is not None
+
+
+def test_verify_reads_a_bundle_from_stdin(exported: Exported) -> None:
+    proc = run_with_stdin(exported.path.read_bytes(), "verify", "--public-key", str(exported.pub), "-")
+    assert proc.returncode == 0, proc.stderr
+    assert "OK" in proc.stdout
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, -3, -1])
+def test_a_truncated_stream_exits_3_and_tags_nothing(
+    plain_registry: RegistryServer, exported: Exported, keep: float
+) -> None:
+    """Cut inside a blob, near the end, inside the last frame's checksum, one byte short."""
+    data = exported.path.read_bytes()
+    cut = data[: int(len(data) * keep)] if isinstance(keep, float) else data[:keep]
+    where = f"{plain_registry.address}/cut-{uuid.uuid4().hex[:8]}"
+    proc = run_with_stdin(cut, "import", "-", "--plain-http", "--public-key", str(exported.pub), "--registry", where)
+    error = assert_clean_error(proc, 3)
+    assert "truncated" in error or "missing" in error or "zstd" in error, error
+    with make_client(plain_registry, user=None) as client:
+        for image in exported.images:
+            target = Reference(
+                plain_registry.address, f"{where.split('/', 1)[1]}/{image.ref.repository}", image.ref.tag
+            )
+            assert client.head_manifest(target) is None
+    assert_clean_error(run_with_stdin(cut, "verify", "--public-key", str(exported.pub), "-"), 3)
+
+
+def test_data_after_the_last_frame_of_a_stream_is_refused(exported: Exported) -> None:
+    data = exported.path.read_bytes() + b"\x00" * 7
+    error = assert_clean_error(run_with_stdin(data, "verify", "--public-key", str(exported.pub), "-"), 3)
+    assert "after its last zstd frame" in error
+
+
+def test_stdin_goes_alone_and_volume_options_need_a_file(exported: Exported) -> None:
+    proc = run_with_stdin(b"", "verify", "--public-key", str(exported.pub), "-", str(exported.path))
+    assert "standard input" in assert_clean_error(proc, 2)
+    proc = run_with_stdin(
+        b"", "export", "--signing-key", str(exported.key), "-o", "-", "--volume-size", "4GiB", "x/y:1"
+    )
+    assert "--volume-size" in assert_clean_error(proc, 2)
+    empty = run_with_stdin(b"", "verify", "--public-key", str(exported.pub), "-")
+    assert_clean_error(empty, 3)
