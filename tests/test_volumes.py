@@ -9,19 +9,23 @@ import json
 import random
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dtbundle.bundle.format import parse_catalog
 from dtbundle.bundle.key import load_private_key, load_public_key
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.errors import UsageError, VolumeSetError
+from dtbundle.errors import CatalogError, UsageError, VolumeSetError
 from dtbundle.export.requests import requests_from
 from dtbundle.export.run import ExportSettings, run_export
 from dtbundle.export.volumes import partition, volume_paths
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.run import ImportSettings, run_import
+from dtbundle.limits import BundleLimits
 from dtbundle.oci import Platform, referrers_tag
 from dtbundle.oci.reference import Reference
 from dtbundle.sandbox import images
@@ -149,18 +153,90 @@ def test_volumes_of_two_sets_or_one_twice_are_refused(
         verify([exported.path, exported.path], [load_public_key(exported.pub)], None)
 
 
-def test_partition_never_splits_and_refuses_what_cannot_fit() -> None:
+def test_partition_splits_only_a_blob_larger_than_a_volume() -> None:
     blobs = [(f"sha256:{n:064x}", 700_000) for n in range(6)]
     plan = partition(blobs, head_tar=20_000, volume_size=VOLUME)
     per_volume = [sum(1 for v in plan.volume_of.values() if v == n) for n in range(1, plan.count + 1)]
-    assert plan.count == 3 and per_volume == [2, 2, 2]
-    with pytest.raises(UsageError, match="larger than what a volume"):
-        partition([("sha256:" + "a" * 64, 3 << 20)], head_tar=20_000, volume_size=VOLUME)
+    assert plan.count == 3 and per_volume == [2, 2, 2] and plan.parts == {}
+    large = "sha256:" + "a" * 64
+    split = partition([*blobs[:1], (large, 5 << 20)], head_tar=20_000, volume_size=VOLUME)
+    pieces = split.parts[large]
+    assert sum(size for _, size in pieces) == 5 << 20 and [v for v, _ in pieces] == [1, 2, 3]
+    assert split.volume_of == {blobs[0][0]: 1}  # the whole blob first; the parts fill the rest of its volume
+    assert all(size % 512 == 0 for _, size in pieces[:-1])
     with pytest.raises(UsageError, match="leaves no room"):
         partition(blobs, head_tar=VOLUME, volume_size=VOLUME)
+
+
+def test_a_blob_larger_than_a_volume_travels_in_parts_imported_days_apart(
+    plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey, keys_dir: Path, tmp_path: Path
+) -> None:
+    """Each part in its own volume, verified alone; import keeps parts in --parts-dir between runs and
+    pushes the blob (its digest checked) once the last part arrived, then removes them."""
+    layers = [gzip.compress(random.Random(99).randbytes(5_000_000), compresslevel=1, mtime=0), layer_of(98)]
+    built = images.build_image(Platform("linux", "amd64"), layers)
+    ref = Reference(plain_registry.address, f"vol/{uuid.uuid4().hex[:8]}/big", "2.0")
+    with make_client(plain_registry, user=None) as client:
+        images.push(client, ref, built)
+    out = tmp_path / "big.tar.zst"
+    key, pub = str(keys_dir / "dtbundle.key"), str(keys_dir / "dtbundle.pub")
+    proc = run_in_process("export", "--plain-http", "--signing-key", key, "-o", str(out), "--volume-size", "2MiB",
+                          "--json", str(ref))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    paths = [Path(w["bundle"]) for w in json.loads(proc.stdout)["written"]]
+    assert len(paths) >= 3 and all(p.stat().st_size <= VOLUME for p in paths)
+    with open_bundle(paths[0], [load_public_key(keys_dir / "dtbundle.pub")]) as bundle:
+        (split,) = bundle.catalog.split
+        assert split.digest == built.blobs[1].descriptor.digest and split.parts >= 3
+    assert run_in_process("verify", "--public-key", pub, *map(str, paths)).returncode == 0
+    where = f"{plain_registry.address}/parts-{uuid.uuid4().hex[:8]}"
+    target = Reference(plain_registry.address, f"{where.split('/', 1)[1]}/{ref.repository}", "2.0")
+    parts_dir = tmp_path / "parts"
+    order = list(reversed(paths))
+    with make_client(plain_registry, user=None) as client:
+        for n, path in enumerate(order, 1):
+            proc = run_in_process("import", "--plain-http", "--public-key", pub, "--registry", where,
+                                  "--parts-dir", str(parts_dir), str(path))  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            there = client.head_manifest(target)
+            assert (there is None) == (n < len(order)), f"after {n} of {len(order)} volumes"
+        assert there is not None and there.digest == built.digest
+        assert client.blob_size(target, split.digest) == split.size
+    assert not any(parts_dir.rglob("*.0*")), "the parts were removed once the blob was pushed"
+
+
+def layer_of(seed: int) -> bytes:
+    return gzip.compress(random.Random(seed).randbytes(300_000), compresslevel=1, mtime=0)
 
 
 def test_volume_names() -> None:
     assert [p.name for p in volume_paths(Path("/x/dt.tar.zst"), 2)] == ["dt.001.tar.zst", "dt.002.tar.zst"]
     assert volume_paths(Path("b.bundle"), 1)[0].name == "b.001.bundle"
     assert volume_paths(Path("plain"), 1000)[999].name == "plain.1000"
+
+
+def test_the_catalog_of_a_volume_is_checked_for_consistency(volume_set: list[Path], keys_dir: Path) -> None:
+    """Volume numbers, parts and the format version are validated where the catalog is parsed."""
+    with open_bundle(volume_set[0], [load_public_key(keys_dir / "dtbundle.pub")]) as bundle:
+        good = json.loads(bundle.catalog_bytes)
+    own = next(n for n, f in enumerate(good["files"]) if f.get("volume"))
+
+    def broken(change: Callable[[dict[str, Any]], None]) -> bytes:
+        document = json.loads(json.dumps(good))
+        change(document)
+        return json.dumps(document).encode()
+
+    cases: list[Callable[[dict[str, Any]], None]] = [
+        lambda c: c.update(formatVersion=1),  # an older reader would ignore the volume: refused
+        lambda c: c["volume"].update(number=c["volume"]["count"] + 1),
+        lambda c: c["files"][own].update(volume=c["volume"]["count"] + 1),
+        lambda c: c["files"][1].update(volume=1),  # index.json must be in every volume
+        lambda c: c.pop("volume"),  # volume numbers without a set
+        lambda c: c.update(required=[{"digest": "sha256:" + c["files"][own]["sha256"], "size": 1}]),  # also carried
+        lambda c: c.update(split=[{"digest": "sha256:" + "b" * 64, "size": 1, "parts": 1}]),  # parts missing
+    ]
+    limits = BundleLimits()
+    parse_catalog(broken(lambda c: None), limits)
+    for change in cases:
+        with pytest.raises(CatalogError):
+            parse_catalog(broken(change), limits)

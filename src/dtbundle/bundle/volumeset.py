@@ -14,7 +14,7 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dtbundle.bundle.format import Catalog
+from dtbundle.bundle.format import Catalog, CatalogFile
 from dtbundle.bundle.reader import bundle_name
 from dtbundle.errors import VolumeSetError
 
@@ -60,15 +60,21 @@ def _without_volume(catalog: Catalog) -> Catalog:
 P = TypeVar("P", bound=AbstractSet[Any])  # where a blob must be (an import's target repositories)
 
 
-def missing_volumes(catalog: Catalog, blobs: Mapping[str, P], holds: Callable[[str, P], bool]) -> list[int]:
-    """The volumes of ``catalog``'s set that carry a blob the target still lacks."""
+def missing_volumes(
+    catalog: Catalog,
+    blobs: Mapping[str, P],
+    holds: Callable[[str, P], bool],
+    have_part: Callable[[CatalogFile], bool] = lambda part: False,
+) -> list[int]:
+    """The volumes of ``catalog``'s set that carry a blob the target still lacks (or a part of one
+    that was not kept: ``have_part``)."""
     missing: set[int] = set()
     for f in catalog.files:
         if f.volume is None or f.volume in missing:
             continue
         digest = f.part_of or f.digest
         places = blobs.get(digest)
-        if places is not None and not holds(digest, places):
+        if places is not None and not holds(digest, places) and not (f.part_of and have_part(f)):
             missing.add(f.volume)
     return sorted(missing)
 

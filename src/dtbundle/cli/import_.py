@@ -86,6 +86,15 @@ def import_(
             "existence checks, manifests and tags go twice as many at once.",
         ),
     ] = IMPORT_CONCURRENCY,
+    parts_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--parts-dir",
+            file_okay=False,
+            help="Volume sets: where parts of a blob larger than a volume wait for the rest, between runs "
+            "(default: $XDG_STATE_HOME/dtbundle/parts).",
+        ),
+    ] = None,
     emit_dynakube: Annotated[
         Path | None,
         typer.Option(
@@ -156,6 +165,7 @@ def import_(
         allow_downgrade=allow_downgrade,
         concurrency=concurrency,
         volumes=tuple(bundles[1:]),
+        parts_dir=parts_dir,
     )
     if trusted is None and not dry_run:
         typer.echo(

@@ -2,7 +2,9 @@
 
 Every volume carries the whole catalog (the same but for its ``volume`` number), its own
 signature, the layout files, every manifest and every blob an attachment uses (the *shared*
-files), then its share of the other blobs: a blob is never split across volumes. The
+files), then its share of the other blobs: a blob is never split across volumes, unless it
+alone is larger than a volume's room; then it is carried as parts ``parts/<hex>.001``…, each
+in one volume, each with its own SHA-256 in the catalog (import joins them). The
 partition (:func:`partition`, pure) is made before the first blob is downloaded, from the
 plan's sizes: each volume's compressed size is bounded by its tar size plus zstd's worst-case
 growth, and :class:`VolumeWriter` checks the real size of each volume it finished.
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogVolume
+from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogFile, CatalogSplit, CatalogVolume
 from dtbundle.bundle.writer import BundleWriter, WrittenBundle
 from dtbundle.errors import LocalIOError, UsageError
 from dtbundle.limits import VOLUME_MIN_ROOM
@@ -52,23 +54,33 @@ def volume_paths(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{stem}.{n:0{width}d}{suffix}") for n in range(1, count + 1)]
 
 
+PART = 4 << 20  # parts of a split blob end on this boundary (but the last): whole blocks, round sizes
+
+
+def part_path(digest: str, number: int) -> str:
+    """The tar entry of part ``number`` (1-based) of a split blob."""
+    return f"parts/{digest.split(':', 1)[1]}.{number:03d}"
+
+
 @dataclass(frozen=True)
 class VolumePlan:
-    """Which volume each blob that is not shared goes into."""
+    """Which volume each blob that is not shared goes into; how the blobs larger than a volume are split."""
 
     count: int
-    volume_of: dict[str, int]  # blob digest -> volume number (1-based)
+    volume_of: dict[str, int]  # whole blob digest -> volume number (1-based)
     shared: frozenset[str] = frozenset()  # blobs every volume carries (attachments)
+    parts: dict[str, tuple[tuple[int, int], ...]] = dataclasses.field(default_factory=dict)  # digest -> (volume, size)
+
+    def volume_of_entry(self, name: str) -> int:
+        """The volume of a tar entry: a blob (``blobs/sha256/<hex>``) or a part (``parts/<hex>.<n>``)."""
+        if name.startswith("parts/"):
+            digest, number = "sha256:" + name[6:70], int(name[71:])
+            return self.parts[digest][number - 1][0]
+        return self.volume_of["sha256:" + name.rsplit("/", 1)[1]]
 
 
-def partition(
-    blobs: Sequence[tuple[str, int]], head_tar: int, volume_size: int, shared: frozenset[str] = frozenset()
-) -> VolumePlan:
-    """Blobs (digest, size), in bundle order, into as few volumes as first fit in order allows.
-
-    ``head_tar``: the tar bytes every volume carries (catalog, signature, shared files, end of
-    archive). Raises UsageError when the head leaves no room or a blob is larger than a volume.
-    """
+def room_of(head_tar: int, volume_size: int) -> int:
+    """Tar bytes a volume has for its own blobs, besides ``head_tar``; UsageError when too few."""
     room = (volume_size - (64 << 10)) * 128 // 129 - head_tar
     if room < VOLUME_MIN_ROOM:
         least = compressed_bound(head_tar + VOLUME_MIN_ROOM)
@@ -76,36 +88,70 @@ def partition(
             f"--volume-size {format_bytes(volume_size)} leaves no room for blobs: every volume carries the catalog, "
             f"every manifest and the attachments ({format_bytes(head_tar)}); choose at least {format_bytes(least)}"
         )
+    return room
+
+
+def partition(
+    blobs: Sequence[tuple[str, int]], head_tar: int, volume_size: int, shared: frozenset[str] = frozenset()
+) -> VolumePlan:
+    """Blobs (digest, size), in bundle order, into as few volumes as first fit in order allows; a blob
+    larger than a volume's room is split, after every whole blob, into parts that fill the volumes in turn.
+
+    ``head_tar``: the tar bytes every volume carries (catalog, signature, shared files, end of
+    archive). Raises UsageError when the head leaves no room.
+    """
+    room = room_of(head_tar, volume_size)
     volume_of: dict[str, int] = {}
     number, used = 1, 0
+    large = [(d, s) for d, s in blobs if tar_entry_bytes(s) > room]
     for digest, size in blobs:
         entry = tar_entry_bytes(size)
         if entry > room:
-            raise UsageError(
-                f"blob {digest} is {format_bytes(size)}, larger than what a volume of "
-                f"{format_bytes(volume_size)} holds besides its catalog and attachments; choose a larger --volume-size"
-            )
+            continue
         if used + entry > room:
             number, used = number + 1, 0
         volume_of[digest] = number
         used += entry
-    return VolumePlan(number, volume_of, shared)
+    parts: dict[str, tuple[tuple[int, int], ...]] = {}
+    grain = PART if room >= 2 * PART else BLOCK
+    for digest, size in large:
+        pieces: list[tuple[int, int]] = []
+        left = size
+        while left:
+            free = (room - used - tar_entry_bytes(0)) // grain * grain
+            if free < grain:  # not even one round part: the next volume
+                number, used = number + 1, 0
+                continue
+            piece = min(left, free)
+            pieces.append((number, piece))
+            used += tar_entry_bytes(piece)
+            left -= piece
+        parts[digest] = tuple(pieces)
+    return VolumePlan(number, volume_of, shared, parts)
 
 
-def volume_catalogs(catalog: Catalog, plan: VolumePlan, manifests: frozenset[str]) -> list[Catalog]:
+def volume_catalogs(
+    catalog: Catalog, plan: VolumePlan, manifests: frozenset[str], part_hashes: dict[str, list[str]]
+) -> list[Catalog]:
     """The catalog of each volume: files in set order (layout, index, manifests, shared blobs, each
-    volume's own blobs, the trusted root), each own blob with its volume number."""
+    volume's own blobs then its parts, the trusted root), each own blob and part with its volume
+    number; ``part_hashes``: the SHA-256 (hex) of each part of each split blob."""
     head, shared, own, tail = [], [], [], []
     for f in catalog.files:
         if not f.is_blob or f.digest in manifests:
             head.append(f)
         elif f.digest in plan.volume_of:
             own.append(dataclasses.replace(f, volume=plan.volume_of[f.digest]))
+        elif f.digest in plan.parts:
+            for n, ((volume, size), sha256) in enumerate(zip(plan.parts[f.digest], part_hashes[f.digest], strict=True)):
+                own.append(CatalogFile(part_path(f.digest, n + 1), size, sha256, volume))
         elif f is catalog.files[-1] and f.digest not in plan.shared:
             tail.append(f)  # the carried trusted root: last in every volume
         else:
             shared.append(f)
-    base = dataclasses.replace(catalog, files=tuple(head + shared + sorted(own, key=lambda f: f.volume or 0) + tail))
+    own.sort(key=lambda f: (f.volume or 0, f.part_of is not None))  # stable: bundle order within each
+    split = tuple(CatalogSplit(d, sum(size for _, size in p), len(p)) for d, p in plan.parts.items())
+    base = dataclasses.replace(catalog, files=tuple(head + shared + own + tail), split=split)
     set_id = hashlib.sha256(dataclasses.replace(base, volume=CatalogVolume("0" * 64, 0, plan.count)).to_bytes())
     return [
         dataclasses.replace(base, volume=CatalogVolume(set_id.hexdigest(), n, plan.count))
@@ -165,7 +211,7 @@ class VolumeWriter:
             )
 
     def begin_file(self, name: str, size: int, *, stored: bool = False) -> None:
-        self._move_to(self.plan.volume_of["sha256:" + name.rsplit("/", 1)[1]])
+        self._move_to(self.plan.volume_of_entry(name))
         self._current.begin_file(name, size, stored=stored)
 
     def write_data(self, chunk: bytes) -> None:

@@ -8,6 +8,7 @@ file, so an export cut short leaves a stream that every reader finds truncated.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from dtbundle.export.volumes import (
     RECORD,
     VolumePlan,
     VolumeWriter,
+    part_path,
     partition,
     tar_entry_bytes,
     volume_catalogs,
@@ -117,34 +119,45 @@ class WriteJob:
         settings = self.settings
         shared_digests = attachment_blobs(self.plan) & {b.descriptor.digest for b in self.blobs}
         own = [b for b in self.blobs if b.descriptor.digest not in shared_digests]
-        plan = partition(
-            [(b.descriptor.digest, b.descriptor.size) for b in own],
-            self._head_tar(shared_digests, len(own)),
-            volume_size,
-            frozenset(shared_digests),
-        )
-        catalogs = volume_catalogs(self.catalog, plan, frozenset(self.plan.manifests))
+        sizes = [(b.descriptor.digest, b.descriptor.size) for b in own]
+        plan = partition(sizes, self._head_tar(shared_digests, len(own), 0), volume_size, frozenset(shared_digests))
+        if plan.parts:  # the catalog grows by a line per part: plan again with room for them
+            parts = sum(len(p) for p in plan.parts.values())
+            plan = partition(sizes, self._head_tar(shared_digests, len(own), parts), volume_size, plan.shared)
+        whole = [b for b in own if b.descriptor.digest in plan.volume_of]
+        large = [b for b in own if b.descriptor.digest in plan.parts]
         paths = volume_paths(settings.output, plan.count)
         for path in paths:
             if path.exists() and not settings.force:
                 raise UsageError(f"{path} already exists; pass --force to replace the volumes")
             remove_dead_leftovers(path)
+        _check_room(settings, self.catalog.total_size + (len(self.catalog.to_bytes()) + 8192) * plan.count, self, plan)
+        progress.phase(
+            f"downloading {plural(len(shared_digests), 'attachment blob')} every volume carries"
+            + (f" and {plural(len(large), 'blob')} larger than a volume" if large else "")
+        )
+        progress.start(sum(b.descriptor.size for b in own))
+        local = {
+            b.descriptor.digest: store.fetch(self.client, b, progress.advance if b in large else lambda n: None)
+            for b in self.blobs
+            if b.descriptor.digest in shared_digests or b.descriptor.digest in plan.parts
+        }
+        hashes = {
+            b.descriptor.digest: _part_hashes(local[b.descriptor.digest], plan.parts[b.descriptor.digest])
+            for b in large
+        }
+        catalogs = volume_catalogs(self.catalog, plan, frozenset(self.plan.manifests), hashes)
         signed = [(c.to_bytes(), b"") for c in catalogs]
         signed = [(data, sign_catalog(settings.signing_key, data)) for data, _ in signed]
-        _check_room(settings, sum(len(c) + len(s) for c, s in signed) + self.catalog.total_size, self, plan)
-        progress.phase(f"downloading {plural(len(shared_digests), 'attachment blob')} every volume carries")
-        shared = {
-            b.descriptor.digest: store.fetch(self.client, b, lambda n: None)
-            for b in self.blobs
-            if b.descriptor.digest in shared_digests
-        }
+        shared = {d: p for d, p in local.items() if d in shared_digests}
         progress.phase(f"writing {plural(plan.count, 'volume')} of at most {format_bytes(volume_size)}")
         writer = VolumeWriter(
             paths, signed, plan, lambda w: self._head(w, shared), self._tail, volume_size, self._writer
         )
         try:
-            progress.start(sum(b.descriptor.size for b in own))
-            transfer = write_blobs(self.client, store, writer, own, settings.concurrency, progress)
+            transfer = write_blobs(self.client, store, writer, whole, settings.concurrency, progress)
+            for blob in large:
+                _write_parts(writer, blob, local[blob.descriptor.digest], plan)
             finishing.append(True)
             writer.finish()
             written = writer.publish()
@@ -154,16 +167,42 @@ class WriteJob:
         assert catalogs[0].volume is not None
         return written, transfer, catalogs[0].volume.set
 
-    def _head_tar(self, shared: AbstractSet[str], own_files: int) -> int:
-        """Tar bytes every volume carries: catalog (with room for volume numbers), signature, layout
-        files, manifests, shared blobs, the trusted root, the end of the archive."""
-        catalog = len(self.catalog.to_bytes()) + 20 * own_files + 512
+    def _head_tar(self, shared: AbstractSet[str], own_files: int, parts: int) -> int:
+        """Tar bytes every volume carries: catalog (with room for volume numbers and ``parts`` part
+        records), signature, layout files, manifests, shared blobs, the trusted root, the end of the archive."""
+        catalog = len(self.catalog.to_bytes()) + 20 * own_files + 256 * parts + 512
         files = [catalog, 4096, len(OCI_LAYOUT_BYTES), len(self.index)]
         files += [len(m.manifest.data) for m in self.plan.manifests.values()]
         files += [b.descriptor.size for b in self.blobs if b.descriptor.digest in shared]
         if self.trusted_root is not None:
             files.append(len(self.trusted_root))
         return sum(tar_entry_bytes(size) for size in files) + 2 * RECORD
+
+
+def _part_hashes(path: Path, parts: Sequence[tuple[int, int]]) -> list[str]:
+    """The SHA-256 (hex) of each part of the blob in ``path``: the catalog lists them before they are written."""
+    hashes = []
+    with path.open("rb") as handle:
+        for _, size in parts:
+            hasher, left = hashlib.sha256(), size
+            while left and (chunk := handle.read(min(PIECE, left))):
+                hasher.update(chunk)
+                left -= len(chunk)
+            hashes.append(hasher.hexdigest())
+    return hashes
+
+
+def _write_parts(writer: VolumeWriter, blob: StoredBlob, path: Path, plan: VolumePlan) -> None:
+    """A blob larger than a volume, as its parts, each into its volume (from the verified local copy)."""
+    desc = blob.descriptor
+    with path.open("rb") as handle:
+        for n, (_, size) in enumerate(plan.parts[desc.digest], 1):
+            writer.begin_file(part_path(desc.digest, n), size, stored=already_compressed(desc.media_type))
+            left = size
+            while left and (chunk := handle.read(min(PIECE, left))):
+                writer.write_data(chunk)
+                left -= len(chunk)
+            writer.end_file()
 
 
 def _check_room(settings: ExportSettings, tar_content: int, job: WriteJob, volumes: VolumePlan | None = None) -> None:
@@ -183,6 +222,8 @@ def _check_room(settings: ExportSettings, tar_content: int, job: WriteJob, volum
         return
     window = max(1, 2 * settings.concurrency)
     spooled = sum(sorted(b.descriptor.size for b in blobs)[-window - 1 :])
+    if volumes is not None:  # blobs larger than a volume are downloaded whole before they are split
+        spooled += sum(size for parts in volumes.parts.values() for _, size in parts)
     detail = f"bundle {format_bytes(room)} + temporary files {format_bytes(spooled)}"
     _require(settings.output.parent, room + spooled, detail, "--output")
 

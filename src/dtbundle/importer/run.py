@@ -74,6 +74,7 @@ class ImportSettings:
     allow_downgrade: bool = False
     concurrency: int = IMPORT_CONCURRENCY  # blobs uploaded at once (twice as many small requests)
     volumes: tuple[Path, ...] = ()  # further volumes of ``bundle``'s set, read in this order
+    parts_dir: Path | None = None  # parts of blobs larger than a volume, kept between runs (None: the default)
 
     @property
     def records_state(self) -> bool:
@@ -185,6 +186,7 @@ def _import(
                 if settings.require_signatures:
                     require_verified(report.signatures)
             sink.finish()  # every upload ended (the registry checked each blob's digest)
+            passes.done()
             if catalog.volume is not None or catalog.required:  # only what is complete at the target
                 plan = plan.restricted(plan.complete(sink.holds))
             if catalog.volume is not None:
@@ -192,7 +194,7 @@ def _import(
                     catalog.volume.set,
                     catalog.volume.count,
                     tuple(sorted(volumes.numbers)),
-                    tuple(missing_volumes(catalog, passes.plan_blobs, sink.holds)),
+                    tuple(missing_volumes(catalog, passes.plan_blobs, sink.holds, passes.parts.have)),
                 )
         except BaseException:
             sink.abort()

@@ -23,8 +23,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from dtbundle.bundle.format import CatalogFile, CatalogImage
+from dtbundle.bundle.format import CatalogFile, CatalogImage, CatalogSplit
 from dtbundle.bundle.layout import LayoutWriter, check_layout_dir, merge_index, read_index, ref_names
+from dtbundle.importer.parts import PartStore
 from dtbundle.importer.plan import ImportPlan, Placement, Repos
 from dtbundle.importer.publish import Publisher, existing_tags
 from dtbundle.importer.report import Count, ImportReport, Landing, PlannedLanding
@@ -54,6 +55,9 @@ class Sink(Protocol):
 
     def holds(self, digest: str, repos: Repos) -> bool:
         """After :meth:`finish`: whether the target holds the blob in every one of ``repos``."""
+
+    def joined(self, split: CatalogSplit, repos: Repos, parts: PartStore) -> None:
+        """A blob larger than a volume, every part of it verified: put it at the target from its parts."""
 
     def finish(self) -> None:
         """The bundle verified: wait for what is still under way (uploads); raise its error."""
@@ -101,6 +105,21 @@ class RegistrySink:
     def holds(self, digest: str, repos: Repos) -> bool:
         known = self.presence.blobs if self.presence is not None else set()
         return all((r, digest) in known or (r, digest) in self.landed for r in repos)
+
+    def joined(self, split: CatalogSplit, repos: Repos, parts: PartStore) -> None:
+        missing = sorted((r for r in repos if not self.holds(split.digest, frozenset([r]))), key=str)
+        if not missing:
+            self._count(Count.BLOBS_EXIST)
+            return
+        desc = Descriptor("application/octet-stream", split.digest, split.size)
+        holders = {r.registry: r for r in sorted(repos - set(missing), key=str)}
+        needs_content = [r for r in missing if not self._mount(r, desc, holders.get(r.registry))]
+        entry = CatalogFile(f"blobs/sha256/{split.digest[7:]}", split.size, split.digest[7:])
+        for n, repo in enumerate(needs_content):
+            if n and self._mount(repo, desc, needs_content[0]):
+                continue
+            self.client.upload_blob_from(repo, desc, lambda offset: parts.read_from(split, offset))
+            self._uploaded(entry, repo)
 
     def abort(self) -> None:
         # Blobs are content-addressed and unreferenced: harmless, and reused by a re-run.
@@ -195,6 +214,9 @@ class LayoutSink:
     def holds(self, digest: str, repos: Repos) -> bool:
         return self.writer.holds(digest)
 
+    def joined(self, split: CatalogSplit, repos: Repos, parts: PartStore) -> None:
+        self.writer.add(split.digest, parts.reader(split))
+
     def blob(self, entry: CatalogFile, data: Iterator[bytes], repos: Repos) -> None:
         self.writer.add(entry.digest, data)
 
@@ -264,6 +286,10 @@ class DryRunSink:
             return digest in self.carried_digests or self._in_layout(digest)
         known = self.presence.blobs if self.presence is not None else set()
         return all((r, digest) in known or (r, digest) in self.carried or digest in self.carried_digests for r in repos)
+
+    def joined(self, split: CatalogSplit, repos: Repos, parts: PartStore) -> None:
+        self.carried_digests.add(split.digest)
+        self._probe(split.digest, split.size, repos)
 
     def _in_layout(self, digest: str) -> bool:
         assert self.directory is not None

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from dtbundle.bundle.format import INDEX_NAME, LAYOUT_NAME, Catalog
+from dtbundle.bundle.format import INDEX_NAME, LAYOUT_NAME, Catalog, CatalogSplit
 from dtbundle.bundle.layout import catalog_index, check_bundle_index
 from dtbundle.bundle.reader import Bundle
 from dtbundle.errors import IntegrityError, MissingBlobsError
+from dtbundle.importer.parts import PartStore
 from dtbundle.importer.plan import ImportPlan, Placement, Repos, build_plan, parse_bundle_manifest
 from dtbundle.importer.sinks import Sink
 from dtbundle.oci import ParsedManifest
@@ -50,6 +51,8 @@ class BundlePass:
         self.layout_index = catalog_index(catalog.images, catalog.artifacts)  # what the bundle's index must be
         self.dry_run = settings.dry_run
         self.to_oci = settings.to_oci is not None
+        self.parts = PartStore(catalog, settings.parts_dir, keep=not settings.dry_run)
+        self.joined: list[CatalogSplit] = []
 
     @property
     def plan_blobs(self) -> Mapping[str, Repos]:
@@ -67,7 +70,9 @@ class BundlePass:
             data = _counted(data, self.progress.advance)
             if collector is not None:
                 data = collect_signatures(collector, entry, data)
-            if entry.path in (LAYOUT_NAME, INDEX_NAME):
+            if entry.part_of is not None:  # a part of a blob larger than a volume: kept until it is whole
+                self.parts.take(entry, data)
+            elif entry.path in (LAYOUT_NAME, INDEX_NAME):
                 content = b"".join(data)
                 if entry.path == INDEX_NAME:  # the second entry: checked before any blob is written
                     check_bundle_index(content, self.layout_index)
@@ -93,8 +98,21 @@ class BundlePass:
                     pass
 
     def finish(self) -> ImportPlan:
-        """Every bundle given verified: the plan (made now if no blob came after the manifests)."""
-        return self._planned()
+        """Every bundle given verified: the plan (made now if no blob came after the manifests); each
+        blob whose parts are all here now (from this run or earlier ones) goes to the sink."""
+        plan = self._planned()
+        for split in self.parts.complete():
+            repos = plan.blobs.get(split.digest)
+            if repos is None:
+                raise IntegrityError(f"bundle carries parts of {split.digest}, which no manifest references")
+            self.sink.joined(split, repos, self.parts)
+            self.joined.append(split)
+        return plan
+
+    def done(self) -> None:
+        """The joined blobs are at the target: their parts can go."""
+        for split in self.joined:
+            self.parts.remove(split)
 
     def _manifest(self, digest: str, size: int, raw: bytes) -> None:
         if size > self.limits.max_manifest_bytes:

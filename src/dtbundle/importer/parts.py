@@ -1,0 +1,117 @@
+"""Parts of a blob larger than a volume (``parts/<hex>.<n>``), kept until every part has arrived.
+
+A part is verified like any entry (its own SHA-256 in the signed catalog) and kept on disk in
+``--parts-dir`` (default ``$XDG_STATE_HOME/dtbundle/parts``), under the set's identifier, written
+to a temporary name and renamed once verified: the volumes of a set can be imported days apart.
+Once every part of a blob is there, the blob is read from the parts in order, its digest checked
+as it goes, and given to the sink (uploaded, or written to a layout); then its parts are removed.
+A dry run keeps nothing: it only notes which parts it saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from dtbundle.bundle.format import Catalog, CatalogFile, CatalogSplit
+from dtbundle.errors import IntegrityError, LocalIOError
+from dtbundle.importer.state import default_state_path
+
+PIECE = 1 << 20
+
+
+def default_parts_dir() -> Path:
+    """``$XDG_STATE_HOME/dtbundle/parts``, beside the rollback records."""
+    return default_state_path().parent / "parts"
+
+
+class PartStore:
+    """The parts of one volume set's split blobs: taken while volumes stream, joined once complete."""
+
+    def __init__(self, catalog: Catalog, directory: Path | None, keep: bool = True) -> None:
+        self.catalog, self.keep = catalog, keep and bool(catalog.split)
+        self.directory = (directory or default_parts_dir()) / (catalog.volume.set if catalog.volume else "none")
+        self.seen: set[str] = set()  # part paths taken by this run
+        self.parts = {s.digest: [f for f in catalog.files if f.part_of == s.digest] for s in catalog.split}
+
+    def _path(self, part: CatalogFile) -> Path:
+        return self.directory / part.path.rsplit("/", 1)[1]
+
+    def take(self, part: CatalogFile, data: Iterator[bytes]) -> None:
+        """Keep ``part`` (``data`` is verified by the reader as it ends)."""
+        if not self.keep or self.have(part):
+            for _ in data:
+                pass
+            self.seen.add(part.path)
+            return
+        final = self._path(part)
+        tmp = final.with_name(f".{final.name}.partial")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tmp.open("wb") as handle:
+                for chunk in data:  # the reader raises here when the part does not match its SHA-256
+                    handle.write(chunk)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise LocalIOError(
+                f"cannot keep a part in {self.directory}: {exc.strerror or exc}; see --parts-dir"
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self.seen.add(part.path)
+
+    def have(self, part: CatalogFile) -> bool:
+        """This run saw the part, or an earlier one kept it."""
+        if part.path in self.seen:
+            return True
+        path = self._path(part)
+        return self.keep and path.is_file() and path.stat().st_size == part.size
+
+    def complete(self) -> list[CatalogSplit]:
+        """The split blobs whose every part is here."""
+        return [s for s in self.catalog.split if all(self.have(p) for p in self.parts[s.digest])]
+
+    def reader(self, split: CatalogSplit) -> Iterator[bytes]:
+        """The blob, from its parts in order; its digest is checked before the last piece is handed out."""
+        hasher, held = hashlib.sha256(), b""
+        for part in self.parts[split.digest]:
+            with self._path(part).open("rb") as handle:
+                while chunk := handle.read(PIECE):
+                    if held:
+                        yield held
+                    hasher.update(chunk)
+                    held = chunk
+        if not hmac.compare_digest("sha256:" + hasher.hexdigest(), split.digest):
+            raise IntegrityError(f"the parts of {split.digest} do not join into it: remove {self.directory}")
+        yield held
+
+    def read_from(self, split: CatalogSplit, offset: int) -> Iterator[bytes]:
+        """The blob from ``offset``: from 0, :meth:`reader` (digest checked); later (an upload resumed
+        after a drop), the bytes as they are (the registry checks the digest)."""
+        if offset == 0:
+            yield from self.reader(split)
+            return
+        for part in self.parts[split.digest]:
+            if offset >= part.size:
+                offset -= part.size
+                continue
+            with self._path(part).open("rb") as handle:
+                handle.seek(offset)
+                offset = 0
+                while chunk := handle.read(PIECE):
+                    yield chunk
+
+    def remove(self, split: CatalogSplit) -> None:
+        """The blob is at the target: its parts are no longer needed."""
+        if not self.keep:
+            return
+        for part in self.parts[split.digest]:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(part).unlink()
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
