@@ -6,6 +6,7 @@
     .venv/bin/python scripts/bench.py import --size-mib 1100
     .venv/bin/python scripts/bench.py report [bench-results/suite.json]
     .venv/bin/python scripts/bench.py proxy 127.0.0.1:5000 --latency-ms 40
+    .venv/bin/python scripts/bench.py update [--images 3] [--rounds 3] [--volume-mib 128]
 
 ``suite``: in one run, for each set (``1.2gb``: 5 cosign-signed images of 2-4 platforms,
 1.2 GB; ``5gb``: the same with 5 GB; ``latency``: 12 small signed multi-arch images behind a
@@ -29,6 +30,10 @@ idempotent run) into one registry against unpacking the bundle and ``skopeo copy
 --all oci:... docker://...`` into another.
 ``report``: the suite's markdown tables again, from its JSON.
 ``proxy``: the suite's delaying proxy in front of a registry, until interrupted.
+``update`` (issue 14, benchlib/update.py): a synthetic update where only the top layers change:
+the full and the delta bundle's sizes against the changed blobs' bytes, a volume set imported
+one volume at a time in shuffled order, and ``export -o - | import -`` against export to a
+file plus import (median of ``--rounds``); writes bench-results/update.json and update.md.
 Each measured step runs in its own child process, so peak RSS is that step's own.
 Results are printed and written to bench-results/.
 """
@@ -127,6 +132,22 @@ def cmd_proxy(args: argparse.Namespace) -> None:
     print(f"{proxy.connections} connections, {proxy.turns} request turns")
 
 
+def cmd_update(args: argparse.Namespace) -> None:
+    from benchlib.update import markdown, run_update
+
+    dtbundle = str(Path(sys.executable).with_name("dtbundle"))
+    with tempfile.TemporaryDirectory(prefix="dtbundle-bench-", dir=args.workdir) as tmp:
+        result = run_update(Path(tmp), dtbundle, args.images, args.rounds, args.volume_mib)
+    result["command"] = " ".join(["scripts/bench.py", *sys.argv[1:]])
+    result["commit"] = _output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "unknown"
+    text = markdown(result)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "update.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "update.md").write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +183,12 @@ def main() -> None:
     x = sub.add_parser("proxy", help="the suite's delaying proxy in front of a registry, until interrupted")
     x.add_argument("upstream", help="HOST:PORT of the registry")
     x.add_argument("--latency-ms", type=float, default=40.0)
+    u = sub.add_parser("update", help="issue 14: delta bundle, volume set, pipe vs file")
+    u.add_argument("--images", type=int, default=3, help="multi-arch images in the update (default: 3)")
+    u.add_argument("--rounds", type=int, default=3, help="runs of the pipe and of file + import (default: 3)")
+    u.add_argument("--volume-mib", type=int, default=128, help="--volume-size of the volume set, MiB (default: 128)")
+    u.add_argument("--workdir", default=None)
+    u.add_argument("--out", default="bench-results")
     for name in ("fetch", "push"):
         p = sub.add_parser(name)
         p.add_argument("ref")
@@ -179,6 +206,8 @@ def main() -> None:
         cmd_suite(args)
     elif args.command == "proxy":
         cmd_proxy(args)
+    elif args.command == "update":
+        cmd_update(args)
     elif args.command == "report":
         cmd_report(args)
     elif args.command == "fetch":

@@ -171,3 +171,36 @@ def test_an_inventory_signed_by_another_key_is_refused(
                           str(tmp_path / "d.tar.zst"), "--inventory", str(inventory), "--inventory-key",
                           str(other / "dtbundle.pub"), str(refs["1.1"]))  # fmt: skip
     assert_clean_error(proc, 3)
+
+
+def test_attachments_are_never_left_out(
+    plain_registry: RegistryServer, update: Update, keys_dir: Path, tmp_path: Path
+) -> None:
+    """An inventory of the source itself holds everything: only the configs and layers are left out;
+    the cosign signature's layer stays in the bundle, where import and verify read it."""
+    refs = update.refs
+    key, pub = str(keys_dir / "dtbundle.key"), str(keys_dir / "dtbundle.pub")
+    inventory = tmp_path / "inv.json"
+    source = refs["1.1"].repository.rsplit("/", 1)[0]
+    cli("inventory", "--plain-http", "--registry", f"{plain_registry.address}/{source}", "-o", str(inventory))
+    delta = tmp_path / "delta.tar.zst"
+    cli(
+        "export",
+        "--plain-http",
+        "--signing-key",
+        key,
+        "-o",
+        str(delta),
+        "--inventory",
+        str(inventory),
+        str(refs["1.1"]),
+    )
+    with open_bundle(delta, [load_public_key(keys_dir / "dtbundle.pub")]) as bundle:
+        catalog = bundle.catalog
+    assert {r.digest for r in catalog.required} == {b.descriptor.digest for b in update.new.blobs}
+    signature = next(a for a in catalog.artifacts if a.kind == "cosign.sig")
+    carried = {f.digest for f in catalog.files}
+    assert signature.digest in carried
+    assert len([f for f in catalog.files if f.is_blob]) > len({signature.digest, catalog.images[0].digest})
+    verified = run_in_process("verify", "--public-key", pub, str(delta))
+    assert verified.returncode == 0, verified.stderr

@@ -4,6 +4,7 @@ signatures, byte for byte; a stream cut anywhere exits 3 and tags nothing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -104,3 +105,27 @@ def test_stdin_goes_alone_and_volume_options_need_a_file(exported: Exported) -> 
     assert "--volume-size" in assert_clean_error(proc, 2)
     empty = run_with_stdin(b"", "verify", "--public-key", str(exported.pub), "-")
     assert_clean_error(empty, 3)
+
+
+def test_export_to_standard_output_refuses_a_terminal(exported: Exported) -> None:
+    """A binary bundle is never written to a terminal: pipe or redirect it."""
+    controller, terminal = os.openpty()
+    try:
+        proc = subprocess.run(
+            dtbundle("export", "--signing-key", str(exported.key), "-o", "-", "127.0.0.1:1/x/y:1"),
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            timeout=TIMEOUT,
+            env=cli_env(),
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 2 and "terminal" in proc.stderr.decode()
+
+
+def test_emit_dynakube_needs_a_bundle_file(exported: Exported, tmp_path: Path) -> None:
+    proc = run_with_stdin(b"", "import", "-", "--public-key", str(exported.pub), "--registry", "reg.example/m",
+                          "--emit-dynakube", str(tmp_path / "dk.yaml"))  # fmt: skip
+    assert "--emit-dynakube" in assert_clean_error(proc, 2)

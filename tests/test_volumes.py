@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dtbundle.bundle.format import parse_catalog
 from dtbundle.bundle.key import load_private_key, load_public_key
 from dtbundle.bundle.reader import open_bundle
-from dtbundle.errors import CatalogError, UsageError, VolumeSetError
+from dtbundle.errors import CatalogError, LocalIOError, UsageError, VolumeSetError
 from dtbundle.export.requests import requests_from
 from dtbundle.export.run import ExportSettings, run_export
 from dtbundle.export.volumes import partition, volume_paths
@@ -28,6 +28,7 @@ from dtbundle.importer.run import ImportSettings, run_import
 from dtbundle.limits import BundleLimits
 from dtbundle.oci import Platform, referrers_tag
 from dtbundle.oci.reference import Reference
+from dtbundle.progress import parse_size
 from dtbundle.sandbox import images
 from dtbundle.sandbox.registry_server import RegistryServer
 from dtbundle.verify import verify
@@ -240,3 +241,35 @@ def test_the_catalog_of_a_volume_is_checked_for_consistency(volume_set: list[Pat
     for change in cases:
         with pytest.raises(CatalogError):
             parse_catalog(broken(change), limits)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("4GiB", 4 << 30),
+        ("4G", 4 << 30),
+        ("4.7GB", 4_700_000_000),
+        ("700MiB", 700 << 20),
+        ("64k", 65536),
+        ("4096", 4096),
+    ],
+)
+def test_volume_sizes_take_iec_and_si_units(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_a_volume_that_comes_out_larger_than_the_size_is_refused(
+    plain_registry: RegistryServer, big_image: tuple[Reference, str], keys_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """If the size estimate were ever wrong, export fails rather than write a volume the medium cannot hold."""
+    monkeypatch.setattr("dtbundle.export.volumes.room_of", lambda head, size: 8 * size)
+    settings = ExportSettings(
+        requests=tuple(requests_from([str(big_image[0])])),
+        output=tmp_path / "v.tar.zst",
+        signing_key=load_private_key(keys_dir / "dtbundle.key"),
+        volume_size=VOLUME,
+    )
+    with make_client(plain_registry, user=None) as client, pytest.raises(LocalIOError, match="above --volume-size"):
+        run_export(client, settings)
+    assert list(tmp_path.iterdir()) == []  # no volume of the set was left behind
