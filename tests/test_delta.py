@@ -110,9 +110,16 @@ def test_delta_round_trip_carries_only_what_changed(
         assert there is not None and there.digest == new.digest
         assert all(client.blob_size(target, b.descriptor.digest) == b.descriptor.size for b in new.blobs)
         assert client.head_manifest(target.with_tag(referrers_tag(new.digest) + ".sig")) is not None
-    # Into another prefix of the same registry: the left-out blobs are mounted from where the inventory saw them.
-    other = f"{plain_registry.address}/other-{uuid.uuid4().hex[:8]}"
-    mounted = cli("import", "--plain-http", "--public-key", pub, "--registry", other, str(delta))
+    # Into another prefix: the left-out blobs are mounted from where the inventory saw them, but only
+    # from repositories within this import's destinations (an inventory must not choose what the
+    # importer's credentials read).
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    confined = run_in_process("import", "--plain-http", "--public-key", pub, "--registry",
+                              f"{plain_registry.address}/{other}", str(delta))  # fmt: skip
+    assert "left out" in assert_clean_error(confined, 2)
+    source = f"{refs['1.1'].registry}/{refs['1.1'].repository.rsplit('/', 1)[0]}"
+    mounted = cli("import", "--plain-http", "--public-key", pub, "--registry", plain_registry.address,
+                  "--map", f"{source}={plain_registry.address}/{other}", str(delta))  # fmt: skip
     assert mounted["counts"]["blobsMounted"] >= 3  # type: ignore[index]
 
 

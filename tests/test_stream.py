@@ -4,6 +4,7 @@ signatures, byte for byte; a stream cut anywhere exits 3 and tags nothing."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -11,7 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import zstandard
 
+from dtbundle.bundle.zstdframes import FrameWatch
+from dtbundle.errors import IntegrityError
 from dtbundle.oci.reference import Reference
 from dtbundle.sandbox.registry_server import RegistryServer
 from tests.support.cli import assert_clean_error, cli_env
@@ -129,3 +133,54 @@ def test_emit_dynakube_needs_a_bundle_file(exported: Exported, tmp_path: Path) -
     proc = run_with_stdin(b"", "import", "-", "--public-key", str(exported.pub), "--registry", "reg.example/m",
                           "--emit-dynakube", str(tmp_path / "dk.yaml"))  # fmt: skip
     assert "--emit-dynakube" in assert_clean_error(proc, 2)
+
+
+def test_very_compressible_content_on_a_pipe_is_not_taken_for_a_block_bomb() -> None:
+    """256 MiB of zeros compress to a few blocks per read of the pipe: thousands of blocks that each
+    stand for 128 KiB. The budget is checked once the decompressor handed out what it read."""
+    raw = io.BytesIO()
+    with zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as writer:
+        for _ in range(256):
+            writer.write(bytes(1 << 20))
+    consumed = [0]
+    watch = FrameWatch(io.BytesIO(raw.getvalue()), lambda position: (consumed[0] + position) // 1024 + 1024)
+    reader = zstandard.ZstdDecompressor().stream_reader(watch, read_across_frames=True)  # type: ignore[arg-type]
+    while chunk := reader.read(1 << 20):
+        consumed[0] += len(chunk)
+    watch.finish()
+    assert consumed[0] == 256 << 20
+
+
+def test_a_pipe_of_empty_blocks_is_refused_early() -> None:
+    """A frame of a million empty raw blocks explains no content: refused after one read's worth."""
+    empty_block, last_block = b"\x00\x00\x00", b"\x01\x00\x00"
+    frame = (0xFD2FB528).to_bytes(4, "little") + bytes([0x00, 0x38]) + empty_block * 1_000_000 + last_block
+    consumed = [0]
+    watch = FrameWatch(io.BytesIO(frame), lambda position: (consumed[0] + position) // 1024 + 1024)
+    reader = zstandard.ZstdDecompressor().stream_reader(watch, read_across_frames=True)  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError, match="far more frames and blocks"):
+        while chunk := reader.read(1 << 20):
+            consumed[0] += len(chunk)
+        watch.finish()
+    assert watch.position < 1 << 20  # stopped long before the end of the input
+
+
+def test_a_failed_export_to_stdout_keeps_its_json_error_off_stdout(exported: Exported) -> None:
+    proc = subprocess.run(
+        dtbundle(
+            "export", "--signing-key", str(exported.key), "-o", "-", "--json", "--plain-http", "127.0.0.1:1/x/y:1"
+        ),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TIMEOUT,
+        env=cli_env(),
+        check=False,
+    )
+    assert proc.returncode == 1 and proc.stdout == b""  # stdout carries only the bundle
+    assert '"error"' in proc.stderr.decode()
+
+
+def test_import_from_stdin_refuses_a_password_on_stdin(exported: Exported) -> None:
+    proc = run_with_stdin(b"secret\n", "import", "-", "--public-key", str(exported.pub), "--registry", "reg.example/m",
+                          "--username", "u", "--password-stdin")  # fmt: skip
+    assert "--password-stdin" in assert_clean_error(proc, 2)

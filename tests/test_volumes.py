@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -16,13 +18,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dtbundle.bundle.codec import Context, path_check
 from dtbundle.bundle.format import parse_catalog
 from dtbundle.bundle.key import load_private_key, load_public_key
 from dtbundle.bundle.reader import open_bundle
 from dtbundle.errors import CatalogError, LocalIOError, UsageError, VolumeSetError
 from dtbundle.export.requests import requests_from
 from dtbundle.export.run import ExportSettings, run_export
-from dtbundle.export.volumes import partition, volume_paths
+from dtbundle.export.volumes import part_path, partition, volume_paths
 from dtbundle.importer.mapping import RepositoryMapper
 from dtbundle.importer.run import ImportSettings, run_import
 from dtbundle.limits import BundleLimits
@@ -112,6 +115,8 @@ def test_volumes_imported_one_at_a_time_in_any_order_tag_only_after_the_last(
             assert report.volumes is not None
             if n < len(order):
                 assert client.head_manifest(target) is None, f"tagged after {n} of {len(order)} volumes"
+                signature = target.with_tag(referrers_tag(digest) + ".sig")  # complete, but waits for its image
+                assert client.head_manifest(signature) is None, f"signature tagged after {n} volumes"
                 assert len(report.volumes.missing) == len(order) - n and report.waiting
             else:
                 assert report.volumes.missing == () and not report.waiting
@@ -169,22 +174,31 @@ def test_partition_splits_only_a_blob_larger_than_a_volume() -> None:
         partition(blobs, head_tar=VOLUME, volume_size=VOLUME)
 
 
-def test_a_blob_larger_than_a_volume_travels_in_parts_imported_days_apart(
-    plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey, keys_dir: Path, tmp_path: Path
-) -> None:
-    """Each part in its own volume, verified alone; import keeps parts in --parts-dir between runs and
-    pushes the blob (its digest checked) once the last part arrived, then removes them."""
+@pytest.fixture(scope="module")
+def split_set(
+    tmp_path_factory: pytest.TempPathFactory, plain_registry: RegistryServer, keys_dir: Path
+) -> tuple[Reference, images.BuiltManifest, list[Path]]:
+    """An image with a 5 MB layer, exported in 2 MiB volumes: the layer travels in parts."""
     layers = [gzip.compress(random.Random(99).randbytes(5_000_000), compresslevel=1, mtime=0), layer_of(98)]
     built = images.build_image(Platform("linux", "amd64"), layers)
     ref = Reference(plain_registry.address, f"vol/{uuid.uuid4().hex[:8]}/big", "2.0")
     with make_client(plain_registry, user=None) as client:
         images.push(client, ref, built)
-    out = tmp_path / "big.tar.zst"
-    key, pub = str(keys_dir / "dtbundle.key"), str(keys_dir / "dtbundle.pub")
-    proc = run_in_process("export", "--plain-http", "--signing-key", key, "-o", str(out), "--volume-size", "2MiB",
-                          "--json", str(ref))  # fmt: skip
+    out = tmp_path_factory.mktemp("split") / "big.tar.zst"
+    proc = run_in_process("export", "--plain-http", "--signing-key", str(keys_dir / "dtbundle.key"), "-o", str(out),
+                          "--volume-size", "2MiB", "--json", str(ref))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    paths = [Path(w["bundle"]) for w in json.loads(proc.stdout)["written"]]
+    return ref, built, [Path(w["bundle"]) for w in json.loads(proc.stdout)["written"]]
+
+
+def test_a_blob_larger_than_a_volume_travels_in_parts_imported_days_apart(
+    plain_registry: RegistryServer, split_set: tuple[Reference, images.BuiltManifest, list[Path]], keys_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Each part in its own volume, verified alone; import keeps parts in --parts-dir between runs and
+    pushes the blob (its digest checked) once the last part arrived, then removes them."""
+    ref, built, paths = split_set
+    pub = str(keys_dir / "dtbundle.pub")
     assert len(paths) >= 3 and all(p.stat().st_size <= VOLUME for p in paths)
     with open_bundle(paths[0], [load_public_key(keys_dir / "dtbundle.pub")]) as bundle:
         (split,) = bundle.catalog.split
@@ -204,6 +218,55 @@ def test_a_blob_larger_than_a_volume_travels_in_parts_imported_days_apart(
         assert there is not None and there.digest == built.digest
         assert client.blob_size(target, split.digest) == split.size
     assert not any(parts_dir.rglob("*.0*")), "the parts were removed once the blob was pushed"
+
+
+def test_a_damaged_kept_part_no_longer_counts(
+    plain_registry: RegistryServer, split_set: tuple[Reference, images.BuiltManifest, list[Path]], keys_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A kept part is hashed again before it counts: a damaged one makes its volume missing again (a dry
+    run sees kept parts too), and importing that volume again completes the set."""
+    paths = split_set[2]
+    keys = [load_public_key(keys_dir / "dtbundle.pub")]
+    where = RepositoryMapper(f"{plain_registry.address}/dmg-{uuid.uuid4().hex[:8]}")
+    parts_dir = tmp_path / "parts"
+    last = paths[-1]
+    with make_client(plain_registry, user=None) as client:
+        run_import(client, ImportSettings(last, keys, where, parts_dir=parts_dir))
+        (kept,) = [p for p in parts_dir.rglob("*.0*") if p.is_file()]
+        dry = run_import(client, ImportSettings(paths[0], keys, where, parts_dir=parts_dir, dry_run=True,
+                                                volumes=tuple(paths[1:-1])))  # fmt: skip
+        assert dry.volumes is not None and dry.volumes.missing == ()  # the kept part counts
+        kept.write_bytes(b"\x00" + kept.read_bytes()[1:])
+        rest = run_import(client, ImportSettings(paths[0], keys, where, parts_dir=parts_dir,
+                                                 volumes=tuple(paths[1:-1])))  # fmt: skip
+        assert rest.volumes is not None and rest.volumes.missing == (len(paths),) and rest.waiting
+        done = run_import(client, ImportSettings(last, keys, where, parts_dir=parts_dir))
+        assert done.volumes is not None and done.volumes.missing == () and not done.waiting
+        # A volume imported again once the target holds the blob keeps nothing.
+        again = run_import(client, ImportSettings(paths[1], keys, where, parts_dir=parts_dir))
+        assert again.volumes is not None and again.volumes.missing == ()
+    assert not any(p.is_file() for p in parts_dir.rglob("*"))
+
+
+def test_the_split_records_of_a_catalog_are_checked(
+    split_set: tuple[Reference, images.BuiltManifest, list[Path]], keys_dir: Path
+) -> None:
+    with open_bundle(split_set[2][0], [load_public_key(keys_dir / "dtbundle.pub")]) as bundle:
+        good = json.loads(bundle.catalog_bytes)
+    limits = BundleLimits()
+    parse_catalog(json.dumps(good).encode(), limits)
+    twice = json.loads(json.dumps(good))
+    twice["split"] *= 2
+    whole_too = json.loads(json.dumps(good))
+    digest = good["split"][0]["digest"]
+    whole_too["files"].append({"path": f"blobs/sha256/{digest[7:]}", "size": 1, "sha256": digest[7:]})
+    whole_too["totalSize"] += 1
+    many = json.loads(json.dumps(good))
+    many["split"][0]["parts"] = 999_999
+    for broken in (twice, whole_too, many):
+        with pytest.raises(CatalogError):
+            parse_catalog(json.dumps(broken).encode(), limits)
 
 
 def layer_of(seed: int) -> bytes:
@@ -273,3 +336,55 @@ def test_a_volume_that_comes_out_larger_than_the_size_is_refused(
     with make_client(plain_registry, user=None) as client, pytest.raises(LocalIOError, match="above --volume-size"):
         run_export(client, settings)
     assert list(tmp_path.iterdir()) == []  # no volume of the set was left behind
+
+
+def test_part_names_past_999_stay_readable() -> None:
+    digest = "sha256:" + "c" * 64
+    assert path_check(part_path(digest, 1234), "files[0].path", Context(BundleLimits())) == f"parts/{'c' * 64}.1234"
+    plan = partition([(digest, 5 << 30)], head_tar=20_000, volume_size=VOLUME)
+    assert len(plan.parts[digest]) > 1000  # 5 GB in 2 MiB volumes
+
+
+def test_force_replaces_a_longer_set_and_its_later_volumes(
+    plain_registry: RegistryServer, big_image: tuple[Reference, str], keys_dir: Path, tmp_path: Path
+) -> None:
+    key = str(keys_dir / "dtbundle.key")
+    out = tmp_path / "dt.tar.zst"
+    base = ("export", "--plain-http", "--signing-key", key, "-o", str(out), "-q", str(big_image[0]))
+    assert run_in_process(*base, "--volume-size", "2MiB").returncode == 0
+    before = sorted(p.name for p in tmp_path.glob("dt.*.tar.zst"))
+    assert len(before) >= 3
+    assert "--force" in assert_clean_error(run_in_process(*base, "--volume-size", "4MiB"), 2)
+    assert run_in_process(*base, "--volume-size", "4MiB", "--force").returncode == 0
+    after = sorted(p.name for p in tmp_path.glob("dt.*"))
+    volumes = [n for n in after if n.endswith(".tar.zst")]
+    assert len(volumes) < len(before) and after == sorted([*volumes, *(v + ".sha256" for v in volumes)])
+    pub = str(keys_dir / "dtbundle.pub")
+    assert run_in_process("verify", "--public-key", pub, *(str(tmp_path / v) for v in volumes)).returncode == 0
+
+
+def test_the_free_space_check_counts_what_every_volume_repeats_once_per_volume(
+    plain_registry: RegistryServer, big_image: tuple[Reference, str], keys_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(
+        "dtbundle.export.write.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(1 << 30, 1 << 30, 1 << 10)
+    )
+    proc = run_in_process("export", "--plain-http", "--signing-key", str(keys_dir / "dtbundle.key"), "-o",
+                          str(tmp_path / "v.tar.zst"), "--volume-size", "2MiB", str(big_image[0]))  # fmt: skip
+    line = assert_clean_error(proc, 1)
+    needed = re.search(r"\(bundle ([0-9.]+) MiB", line)
+    assert needed is not None and float(needed.group(1)) < 8, line  # 4.8 MB of layers, 3-4 volumes
+
+
+def test_a_layout_import_of_some_volumes_lists_the_waiting_images(
+    big_image: tuple[Reference, str], volume_set: list[Path], keys_dir: Path, tmp_path: Path
+) -> None:
+    keys = [load_public_key(keys_dir / "dtbundle.pub")]
+    layout = tmp_path / "layout"
+    first = run_import(None, ImportSettings(volume_set[0], keys, to_oci=layout))
+    assert first.waiting == [str(big_image[0])] and first.volumes is not None and first.volumes.missing
+    assert big_image[1] not in (layout / "index.json").read_text()
+    rest = run_import(None, ImportSettings(volume_set[1], keys, to_oci=layout, volumes=tuple(volume_set[2:])))
+    assert rest.waiting == [] and rest.volumes is not None and rest.volumes.missing == ()
+    assert big_image[1] in (layout / "index.json").read_text()

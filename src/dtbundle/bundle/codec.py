@@ -22,7 +22,7 @@ from dtbundle.oci.kinds import ARTIFACT_KINDS, ArtifactKind
 
 # Entry names a bundle may hold: the layout files, blobs, and the parts of a blob split across volumes.
 _HEX = SHA256_HEX_PATTERN.pattern
-_FILE_PATH = re.compile(rf"(oci-layout|index\.json|blobs/sha256/{_HEX}|parts/{_HEX}\.\d{{3}})")
+_FILE_PATH = re.compile(rf"(oci-layout|index\.json|blobs/sha256/{_HEX}|parts/{_HEX}\.\d{{3,7}})")
 CROSS_CHECKS: dict[type, Callable[[Any, str, Context], None]] = {}  # filled by dtbundle.bundle.format
 
 

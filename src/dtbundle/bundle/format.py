@@ -379,11 +379,15 @@ def _check_delta_and_volumes(catalog: Catalog, limits: BundleLimits) -> None:
         if f.part_of is not None and f.volume is None:
             raise CatalogError(f"bundle catalog is invalid: files[{n}] is a part outside a volume set")
     paths = {f.path: f for f in catalog.files}
+    if len({s.digest for s in catalog.split}) != len(catalog.split):
+        raise CatalogError("bundle catalog is invalid: a split blob is listed twice")
     parts = 0
     for n, s in enumerate(catalog.split):
+        if parts + s.parts > len(catalog.files):  # before building names: a count no file list explains
+            raise CatalogError(f"bundle catalog is invalid: split[{n}] has more parts than the bundle has files")
         names = [f"parts/{s.digest[7:]}.{k:03d}" for k in range(1, s.parts + 1)]
         listed = [paths.get(name) for name in names]
-        if s.digest in paths or None in listed or sum(p.size for p in listed if p) != s.size:
+        if f"blobs/sha256/{s.digest[7:]}" in paths or None in listed or sum(p.size for p in listed if p) != s.size:
             raise CatalogError(f"bundle catalog is invalid: split[{n}] does not match its parts")
         parts += len(names)
     if parts != sum(1 for f in catalog.files if f.part_of is not None):

@@ -70,6 +70,7 @@ class Bundle:
         self.path = path
         self.limits = limits
         self._watch: FrameWatch | None = None
+        self._files: int | None = None
         self._file: BinaryIO
         if path == STDIN:  # a pipe: walked as it passes, never seeked
             self._file = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
@@ -90,8 +91,9 @@ class Bundle:
 
     def _allowed_blocks(self, raw_bytes: int) -> int:
         """Blocks the input may use: about one per KiB of content, four per file, 1024 more (_finish)."""
-        files = len(self._catalog.own_files) if self._catalog is not None else 0
-        return (self._exact.consumed + raw_bytes) // 1024 + 4 * files + 1024
+        if self._catalog is not None and self._files is None:
+            self._files = len(self._catalog.own_files)  # counted once: this runs before every read
+        return (self._exact.consumed + raw_bytes) // 1024 + 4 * (self._files or 0) + 1024
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -105,7 +105,9 @@ class FrameWatch:
     Wraps the raw source: every byte the decompressor reads passes through :meth:`read` and
     advances the walk (headers parsed, block contents counted over). :meth:`finish`, once the
     decompressor saw the end, refuses input that did not end after a whole frame. ``allowed``
-    gives the number of blocks the input may have used so far (checked as they come).
+    gives the number of blocks the input may have used so far: checked before each read of the
+    source, when the decompressor has decoded what it read before (at most one read's worth of
+    blocks is walked beyond the budget).
     """
 
     def __init__(self, source: BinaryIO, allowed: Callable[[int], int]) -> None:
@@ -117,6 +119,9 @@ class FrameWatch:
         self._frames = 0
 
     def read(self, size: int = -1) -> bytes:
+        # The decompressor asks for more input once it decoded (and handed out) what it had: the
+        # blocks walked so far are checked against the content they produced by now.
+        self._check_budget()
         data = self._source.read(size)
         self._feed(memoryview(data))
         self.position += len(data)
@@ -126,6 +131,7 @@ class FrameWatch:
         """Raise IntegrityError unless the input ended exactly after a whole frame (and is not empty)."""
         if self.read(1):
             raise IntegrityError("bundle has data after its last zstd frame")
+        self._check_budget()
         if self._frames == 0:
             raise IntegrityError("bundle is empty: no zstd frame (was the export cut before it began?)")
         if self._state != "magic" or self._head or self._skip:
@@ -180,5 +186,7 @@ class FrameWatch:
 
     def _spend(self) -> None:
         self._blocks += 1
+
+    def _check_budget(self) -> None:
         if self._blocks > self._allowed(self.position):
             raise IntegrityError("bundle's zstd data has far more frames and blocks than its content explains")

@@ -96,7 +96,7 @@ def export(
             "--volume-size",
             metavar="SIZE",
             help="Write volumes NAME.001.tar.zst, NAME.002.tar.zst, … of at most SIZE each (4GiB, 700MiB, 4.7GB), "
-            "each a complete signed bundle; a blob is never split.",
+            "each a complete signed bundle; only a blob larger than a volume is split, into parts.",
         ),
     ] = None,
     tuf_url: Annotated[

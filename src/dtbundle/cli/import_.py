@@ -120,6 +120,10 @@ def import_(
 
     check_inputs(bundles)
     bundle = bundles[0]
+    if bundle == Path("-") and registry.password_stdin:
+        raise UsageError(
+            "import - reads the bundle from standard input: give the password another way than --password-stdin"
+        )
     if emit_dynakube is not None and bundle == Path("-"):
         raise UsageError("--emit-dynakube reads the bundle twice: save it to a file instead of reading -")
 

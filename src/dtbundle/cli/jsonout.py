@@ -9,6 +9,7 @@ reads the catalog through :func:`inspect_fields`). A command prints its document
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,16 @@ def report_error(args: Sequence[str], exit_code: int, kind: str, message: str) -
     """Print the error document on stdout when ``args`` ask for ``--json`` (the one-line error goes to
     stderr as always)."""
     if requested(args):
-        typer.echo(error_document(command_of(args), exit_code, kind, message))
+        typer.echo(error_document(command_of(args), exit_code, kind, message), err=carries_bundle(args))
+
+
+def carries_bundle(args: Sequence[str]) -> bool:
+    """Whether stdout carries the bundle (``export -o -``): then every report goes to stderr."""
+    options = list(args[: list(args).index("--")] if "--" in args else args)
+    pairs = itertools.pairwise(options)
+    return command_of(args) == "export" and (
+        any(a in ("-o", "--output") and b == "-" for a, b in pairs) or "--output=-" in options or "-o-" in options
+    )
 
 
 def requested(args: Sequence[str]) -> bool:

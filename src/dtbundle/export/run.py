@@ -88,7 +88,7 @@ def run_export(client: RegistryClient, settings: ExportSettings, progress: Progr
         if not output.parent.is_dir():
             raise UsageError(f"output directory {output.parent} does not exist")
         check_writable(output.parent, "choose another --output")
-        remove_dead_leftovers(output)
+    remove_dead_leftovers(output if output != STDOUT else stdout_spool_anchor())  # a killed export's files
     cache = BlobStore.cache_at(settings.cache_dir).open() if settings.cache_dir else None
     finishing: list[bool] = []
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +41,32 @@ def compressed_bound(tar_bytes: int) -> int:
     return tar_bytes + tar_bytes // 128 + (64 << 10)
 
 
+def _stem_suffix(name: str) -> tuple[str, str]:
+    if name.endswith(".tar.zst"):
+        return name[: -len(".tar.zst")], ".tar.zst"
+    if "." in name.lstrip("."):
+        stem, _, rest = name.rpartition(".")
+        return stem, "." + rest
+    return name, ""
+
+
 def volume_paths(output: Path, count: int) -> list[Path]:
     """``dt.tar.zst`` -> ``dt.001.tar.zst``, ``dt.002.tar.zst``, … (other names: before the last suffix)."""
     width = max(3, len(str(count)))
-    name = output.name
-    if name.endswith(".tar.zst"):
-        stem, suffix = name[: -len(".tar.zst")], ".tar.zst"
-    elif "." in name.lstrip("."):
-        stem, _, rest = name.rpartition(".")
-        suffix = "." + rest
-    else:
-        stem, suffix = name, ""
+    stem, suffix = _stem_suffix(output.name)
     return [output.with_name(f"{stem}.{n:0{width}d}{suffix}") for n in range(1, count + 1)]
+
+
+def later_volumes(output: Path, count: int) -> list[Path]:
+    """Volumes numbered above ``count`` beside ``output`` (an earlier, longer set of the same name)."""
+    stem, suffix = _stem_suffix(output.name)
+    pattern = re.compile(rf"{re.escape(stem)}\.(\d{{3,}}){re.escape(suffix)}")
+    found = []
+    for path in output.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and int(match.group(1)) > count:
+            found.append(path)
+    return sorted(found)
 
 
 PART = 4 << 20  # parts of a split blob end on this boundary (but the last): whole blocks, round sizes

@@ -8,6 +8,7 @@ file, so an export cut short leaves a stream that every reader finds truncated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from dtbundle.export.volumes import (
     RECORD,
     VolumePlan,
     VolumeWriter,
+    later_volumes,
     part_path,
     partition,
     tar_entry_bytes,
@@ -71,8 +73,7 @@ class WriteJob:
             return self._volumes(store, progress, finishing, self.settings.volume_size)
         catalog_bytes = self.catalog.to_bytes()
         signature = sign_catalog(self.settings.signing_key, catalog_bytes)
-        if self.settings.output != STDOUT:
-            _check_room(self.settings, self.catalog.total_size + len(catalog_bytes) + len(signature), self)
+        _check_room(self.settings, self.catalog.total_size + len(catalog_bytes) + len(signature), self)
         progress.phase(f"writing the catalog and {plural(len(self.plan.manifests), 'manifest')}")
         with self._writer(self.settings.output) as writer:
             writer.add_bytes(CATALOG_NAME, catalog_bytes)
@@ -127,11 +128,15 @@ class WriteJob:
         whole = [b for b in own if b.descriptor.digest in plan.volume_of]
         large = [b for b in own if b.descriptor.digest in plan.parts]
         paths = volume_paths(settings.output, plan.count)
-        for path in paths:
+        for path in [*paths, *later_volumes(settings.output, plan.count)]:
             if path.exists() and not settings.force:
-                raise UsageError(f"{path} already exists; pass --force to replace the volumes")
+                raise UsageError(f"{path} already exists; pass --force to replace the volumes of that set")
             remove_dead_leftovers(path)
-        _check_room(settings, self.catalog.total_size + (len(self.catalog.to_bytes()) + 8192) * plan.count, self, plan)
+        repeated = sum(
+            f.size for f in self.catalog.files if f.digest not in plan.volume_of and f.digest not in plan.parts
+        )
+        tar = self.catalog.total_size + (plan.count - 1) * repeated + (len(self.catalog.to_bytes()) + 8192) * plan.count
+        _check_room(settings, tar, self, plan)
         progress.phase(
             f"downloading {plural(len(shared_digests), 'attachment blob')} every volume carries"
             + (f" and {plural(len(large), 'blob')} larger than a volume" if large else "")
@@ -164,6 +169,10 @@ class WriteJob:
         except BaseException:
             writer.abort()
             raise
+        for stale in later_volumes(settings.output, plan.count):  # --force: the set replaces a longer one
+            for path in (stale, stale.with_name(stale.name + ".sha256")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         assert catalogs[0].volume is not None
         return written, transfer, catalogs[0].volume.set
 
@@ -209,23 +218,24 @@ def _check_room(settings: ExportSettings, tar_content: int, job: WriteJob, volum
     """Refuse before the first blob without the disk space the export may need: the tar through
     zstd (< 1 % growth) beside the output (every volume, for a set), and the blobs downloaded ahead
     of the writer (window + 1) in the spool, or every blob the cache lacks in ``--cache-dir``."""
-    files = len(job.catalog.files) * (volumes.count if volumes else 1)
-    tar = tar_content + 1024 * (files + 4)
-    if volumes is not None:  # the shared files are in every volume
-        tar += (volumes.count - 1) * sum(f.size for f in job.catalog.files if f.volume is None)
+    files = len(job.catalog.files) + 4 * (volumes.count if volumes else 1)
+    tar = tar_content + 1024 * files  # ``tar_content`` counts the files every volume repeats, each time
     room = tar + tar // 100 + (1 << 20)
+    where = settings.output.parent
+    if settings.output == STDOUT:  # the bundle takes no room here; only what waits in the spool does
+        room, where = 0, stdout_spool_anchor().parent
     blobs: Sequence[StoredBlob] = job.blobs
     if settings.cache_dir is not None:
         missing = BlobStore.cache_at(settings.cache_dir).missing_bytes(list(blobs))
         _require(settings.cache_dir, missing, f"downloads {format_bytes(missing)}", "--cache-dir")
-        _require(settings.output.parent, room, f"bundle {format_bytes(room)}", "--output")
+        _require(where, room, f"bundle {format_bytes(room)}", "--output")
         return
     window = max(1, 2 * settings.concurrency)
     spooled = sum(sorted(b.descriptor.size for b in blobs)[-window - 1 :])
     if volumes is not None:  # blobs larger than a volume are downloaded whole before they are split
         spooled += sum(size for parts in volumes.parts.values() for _, size in parts)
     detail = f"bundle {format_bytes(room)} + temporary files {format_bytes(spooled)}"
-    _require(settings.output.parent, room + spooled, detail, "--output")
+    _require(where, room + spooled, detail, "--output" if settings.output != STDOUT else "TMPDIR")
 
 
 def _require(directory: Path, needed: int, detail: str, option: str) -> None:

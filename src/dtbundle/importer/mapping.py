@@ -101,6 +101,11 @@ class RepositoryMapper:
         if self.default is None and not self.rules:
             raise UsageError("give the target registry: --registry HOST[:PORT][/PREFIX] (or --to-oci DIR)")
 
+    def confines(self, registry: str, repository: str) -> bool:
+        """Whether ``registry/repository`` lies at or below a destination of this import (--registry, --map)."""
+        destinations = [r.target for r in self.rules] + ([self.default] if self.default else [])
+        return any(d.contains(registry, repository) for d in destinations)
+
     def target_registries(self) -> set[str]:
         """Every registry host an import with these rules can write to."""
         return {r.target.registry for r in self.rules} | ({self.default.registry} if self.default else set())

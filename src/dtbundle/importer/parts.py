@@ -5,7 +5,9 @@ A part is verified like any entry (its own SHA-256 in the signed catalog) and ke
 to a temporary name and renamed once verified: the volumes of a set can be imported days apart.
 Once every part of a blob is there, the blob is read from the parts in order, its digest checked
 as it goes, and given to the sink (uploaded, or written to a layout); then its parts are removed.
-A dry run keeps nothing: it only notes which parts it saw.
+A part kept by an earlier run is hashed again before it counts (a damaged one is removed and its
+volume reported missing); a part streamed in this run always replaces a kept one. A dry run keeps
+nothing: it notes which parts it saw, and reads (never writes) what earlier runs kept.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,41 +39,62 @@ class PartStore:
         self.catalog, self.keep = catalog, keep and bool(catalog.split)
         self.directory = (directory or default_parts_dir()) / (catalog.volume.set if catalog.volume else "none")
         self.seen: set[str] = set()  # part paths taken by this run
+        self.checked: dict[str, bool] = {}  # part path -> a kept file matched its SHA-256
         self.parts = {s.digest: [f for f in catalog.files if f.part_of == s.digest] for s in catalog.split}
 
     def _path(self, part: CatalogFile) -> Path:
         return self.directory / part.path.rsplit("/", 1)[1]
 
     def take(self, part: CatalogFile, data: Iterator[bytes]) -> None:
-        """Keep ``part`` (``data`` is verified by the reader as it ends)."""
-        if not self.keep or self.have(part):
+        """Keep ``part`` (``data`` is verified by the reader as it ends), replacing a kept copy."""
+        if not self.keep:
             for _ in data:
                 pass
             self.seen.add(part.path)
             return
-        final = self._path(part)
-        tmp = final.with_name(f".{final.name}.partial")
+        tmp = ""
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with tmp.open("wb") as handle:
+            fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".partial", dir=self.directory)  # O_EXCL: no link
+            with os.fdopen(fd, "wb") as handle:
                 for chunk in data:  # the reader raises here when the part does not match its SHA-256
                     handle.write(chunk)
-            os.replace(tmp, final)
+            os.replace(tmp, self._path(part))
         except OSError as exc:
             raise LocalIOError(
                 f"cannot keep a part in {self.directory}: {exc.strerror or exc}; see --parts-dir"
             ) from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            if tmp:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         self.seen.add(part.path)
 
     def have(self, part: CatalogFile) -> bool:
-        """This run saw the part, or an earlier one kept it."""
+        """This run saw the part, or an earlier one kept it and it still matches its SHA-256."""
         if part.path in self.seen:
             return True
+        if part.path not in self.checked:
+            self.checked[part.path] = self._kept_intact(part)
+        return self.checked[part.path]
+
+    def _kept_intact(self, part: CatalogFile) -> bool:
         path = self._path(part)
-        return self.keep and path.is_file() and path.stat().st_size == part.size
+        try:
+            if not path.is_file() or path.is_symlink() or path.stat().st_size != part.size:
+                return False
+            hasher = hashlib.sha256()
+            with path.open("rb") as handle:
+                while chunk := handle.read(PIECE):
+                    hasher.update(chunk)
+        except OSError:
+            return False
+        if hmac.compare_digest(hasher.hexdigest(), part.sha256):
+            return True
+        if self.keep:  # damaged: it no longer counts, and the volume that carries it is reported missing
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return False
 
     def complete(self) -> list[CatalogSplit]:
         """The split blobs whose every part is here."""

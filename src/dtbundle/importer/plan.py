@@ -92,13 +92,25 @@ class ImportPlan:
         return tuple(tuple(group) for group in groups)
 
     def complete(self, holds: Callable[[str, Repos], bool]) -> frozenset[str]:
-        """The manifests whose blobs the target holds in each of their repositories (``holds``),
-        and whose child manifests are complete too: those that can be published."""
+        """The manifests that can be published: the target holds their blobs in each of their
+        repositories (``holds``), their child manifests are complete, and so is the subject of an
+        artifact (a signature is published with its image, not before)."""
+        held = {d for d, m in self.manifests.items() if all(holds(b, m.repos) for b in m.blobs)}
+        subjects = self.placement.subjects
         done: set[str] = set()
-        for digest in self.order:  # children before parents
-            manifest = self.manifests[digest]
-            if all(c in done for c in manifest.children) and all(holds(b, manifest.repos) for b in manifest.blobs):
-                done.add(digest)
+        for _ in range(len(self.order) + 1):  # to a fixed point: subjects may come after their artifacts
+            before = len(done)
+            for digest in self.order:  # children before parents
+                manifest = self.manifests[digest]
+                subject = subjects.get(digest)
+                if (
+                    digest in held
+                    and all(c in done for c in manifest.children)
+                    and (subject is None or subject in done)
+                ):
+                    done.add(digest)
+            if len(done) == before:
+                break
         return frozenset(done)
 
     def restricted(self, complete: frozenset[str]) -> ImportPlan:

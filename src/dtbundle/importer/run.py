@@ -101,15 +101,23 @@ def _rollback_guard(settings: ImportSettings, catalog: Catalog, placement: Place
 
 
 def _sink(client: RegistryClient | None, settings: ImportSettings, report: ImportReport, catalog: Catalog) -> Sink:
+    mapper = settings.mapper
+    confines = mapper.confines if mapper is not None else lambda registry, repository: False
     if settings.dry_run:
         registry = client if settings.to_oci is None else None
         return DryRunSink(
-            report, settings.overwrite, registry, settings.to_oci, catalog.images, concurrency=settings.concurrency
+            report,
+            settings.overwrite,
+            registry,
+            settings.to_oci,
+            catalog.images,
+            concurrency=settings.concurrency,
+            confines=confines,
         )
     if settings.to_oci is not None:
         return LayoutSink(settings.to_oci, report, settings.overwrite)
     assert client is not None
-    return RegistrySink(client, report, settings.overwrite, settings.concurrency)
+    return RegistrySink(client, report, settings.overwrite, settings.concurrency, confines)
 
 
 def run_import(
@@ -219,8 +227,6 @@ def _import(
         for w in plan.placement.tags
         if w.kind == ArtifactKind.IMAGE
     ]
-    report.waiting = [
-        str(w.source) for w in placement.tags if w.kind == ArtifactKind.IMAGE and w.digest not in published
-    ]
+    report.waiting = [i.source for i in catalog.images if i.digest not in published]  # registry or layout
     report.seconds = time.monotonic() - started
     return report

@@ -19,7 +19,7 @@ learn which manifests are complete at the target (a volume set imported in parts
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -79,9 +79,14 @@ class RegistrySink:
     """
 
     def __init__(
-        self, client: RegistryClient, report: ImportReport, overwrite: bool, concurrency: int = IMPORT_CONCURRENCY
+        self,
+        client: RegistryClient,
+        report: ImportReport,
+        overwrite: bool,
+        concurrency: int = IMPORT_CONCURRENCY,
+        confines: Callable[[str, str], bool] = lambda registry, repository: True,
     ) -> None:
-        self.client, self.report, self.overwrite = client, report, overwrite
+        self.client, self.report, self.overwrite, self.confines = client, report, overwrite, confines
         self.current: dict[Reference, str] = {}
         self.parallel = requests_at_once(concurrency, client)
         self.presence: Presence | None = None
@@ -97,7 +102,7 @@ class RegistrySink:
 
     def require(self, plan: ImportPlan, required: Required) -> list[str]:
         assert self.presence is not None
-        held, missing = find_required(self.client, plan, self.presence, required, self.parallel)
+        held, missing = find_required(self.client, plan, self.presence, required, self.parallel, confines=self.confines)
         self.landed |= held
         self.report.add(Count.BLOBS_MOUNTED, len(held))
         return missing
@@ -252,8 +257,10 @@ class DryRunSink:
         directory: Path | None,
         catalog_images: Sequence[CatalogImage] = (),
         concurrency: int = IMPORT_CONCURRENCY,
+        confines: Callable[[str, str], bool] = lambda registry, repository: True,
     ) -> None:
         self.report, self.overwrite, self.client, self.directory = report, overwrite, client, directory
+        self.confines = confines
         self.catalog_images = catalog_images  # a layout's plan: images land under their ref names
         self.current: dict[Reference, str] = {}
         self.parallel = requests_at_once(concurrency, client) if client is not None else 1
@@ -277,7 +284,9 @@ class DryRunSink:
             assert self.directory is not None
             return [f"{d} in {self.directory}" for d in sorted(required) if not self._in_layout(d)]
         presence = self.presence or Presence()
-        held, missing = find_required(self.client, plan, presence, required, self.parallel, mount=False)
+        held, missing = find_required(
+            self.client, plan, presence, required, self.parallel, mount=False, confines=self.confines
+        )
         self.carried |= held  # a real run mounts them
         return missing
 

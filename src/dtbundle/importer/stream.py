@@ -110,9 +110,11 @@ class BundlePass:
         return plan
 
     def done(self) -> None:
-        """The joined blobs are at the target: their parts can go."""
-        for split in self.joined:
-            self.parts.remove(split)
+        """The joined blobs are at the target, and so may be others: their parts can go."""
+        blobs = self.plan_blobs
+        for split in self.catalog.split:
+            if split in self.joined or (split.digest in blobs and self.sink.holds(split.digest, blobs[split.digest])):
+                self.parts.remove(split)
 
     def _manifest(self, digest: str, size: int, raw: bytes) -> None:
         if size > self.limits.max_manifest_bytes:

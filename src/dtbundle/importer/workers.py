@@ -114,11 +114,12 @@ def find_required(
     required: Mapping[str, tuple[int, tuple[str, ...]]],
     parallel: int,
     mount: bool = True,
+    confines: Callable[[str, str], bool] = lambda registry, repository: True,
 ) -> tuple[set[tuple[Reference, str]], list[str]]:
     """Where the target lacks a blob a delta bundle requires, mount it from a repository of the same
-    registry that holds it (another target of this import, or one the inventory saw it in); with
-    ``mount`` False only ask (HEAD) whether one holds it. Returns the (repository, digest) pairs now
-    held and a description of each one still missing."""
+    registry that holds it (another target of this import, or one the inventory saw it in, if it lies
+    within the import's destinations: ``confines``); with ``mount`` False only ask (HEAD) whether one
+    holds it. Returns the (repository, digest) pairs now held and a description of each one missing."""
     wanted = [
         (repo, digest)
         for digest in sorted(required)
@@ -134,8 +135,8 @@ def find_required(
             r.repository for r, d in sorted(presence.blobs, key=str) if d == digest and r.registry == repo.registry
         ]
         for source in dict.fromkeys([*holders, *seen]):  # each once, targets of this import first
-            if source == repo.repository:
-                continue
+            if source == repo.repository or not confines(repo.registry, source):
+                continue  # an inventory (unsigned, perhaps) must not choose what the importer's credentials read
             if not mount and client.blob_size(Reference(repo.registry, source), digest) is not None:
                 return True
             if mount and client.mount_blob(repo, desc, source):
