@@ -57,6 +57,22 @@ def update(plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateK
     return Update(refs, old, new, dict(changed))
 
 
+def site_holding(
+    registry: RegistryServer, name: str, ref: Reference, keys_dir: Path, tmp_path: Path
+) -> tuple[str, Path]:
+    """A fresh prefix of ``registry`` that holds ``ref``, imported from a full bundle (returned too)."""
+    site = f"{registry.address}/{name}-{uuid.uuid4().hex[:8]}"
+    full = tmp_path / "full.tar.zst"
+    cli("export", "--plain-http", "--signing-key", str(keys_dir / "dtbundle.key"), "-o", str(full), str(ref))
+    cli("import", "--plain-http", "--public-key", str(keys_dir / "dtbundle.pub"), "--registry", site, str(full))
+    return site, full
+
+
+def export_delta(key: str, out: Path, inventory: Path, ref: Reference, *more: str) -> dict[str, object]:
+    return cli("export", "--plain-http", "--signing-key", key, "-o", str(out), "--inventory", str(inventory), *more,
+               str(ref))  # fmt: skip
+
+
 def cli(*args: str) -> dict[str, object]:
     proc = run_in_process(*args, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -69,10 +85,7 @@ def test_delta_round_trip_carries_only_what_changed(
     refs = update.refs
     new = update.new
     key, pub = str(keys_dir / "dtbundle.key"), str(keys_dir / "dtbundle.pub")
-    site = f"{plain_registry.address}/site-{uuid.uuid4().hex[:8]}"
-    full = tmp_path / "full.tar.zst"
-    cli("export", "--plain-http", "--signing-key", key, "-o", str(full), str(refs["1.0"]))
-    cli("import", "--plain-http", "--public-key", pub, "--registry", site, str(full))
+    site, full = site_holding(plain_registry, "site", refs["1.0"], keys_dir, tmp_path)
     # The air-gapped side takes stock (signed), the internet side exports the update against it.
     inventory = tmp_path / "inv.json"
     cli(
@@ -88,8 +101,7 @@ def test_delta_round_trip_carries_only_what_changed(
         key,
     )
     delta, whole = tmp_path / "delta.tar.zst", tmp_path / "whole.tar.zst"
-    made = cli("export", "--plain-http", "--signing-key", key, "-o", str(delta), "--inventory", str(inventory),
-               "--inventory-key", pub, str(refs["1.1"]))  # fmt: skip
+    made = export_delta(key, delta, inventory, refs["1.1"], "--inventory-key", pub)
     cli("export", "--plain-http", "--signing-key", key, "-o", str(whole), str(refs["1.1"]))
     unchanged = {b.descriptor.digest for b in new.blobs} - set(update.changed)
     with open_bundle(delta, [load_public_key(keys_dir / "dtbundle.pub")]) as bundle:
@@ -128,10 +140,7 @@ def test_a_delta_import_into_a_target_missing_a_blob_fails_and_tags_nothing(
 ) -> None:
     refs = update.refs
     key, pub = str(keys_dir / "dtbundle.key"), str(keys_dir / "dtbundle.pub")
-    site = f"{plain_registry.address}/gone-{uuid.uuid4().hex[:8]}"
-    full = tmp_path / "full.tar.zst"
-    cli("export", "--plain-http", "--signing-key", key, "-o", str(full), str(refs["1.0"]))
-    cli("import", "--plain-http", "--public-key", pub, "--registry", site, str(full))
+    site, full = site_holding(plain_registry, "gone", refs["1.0"], keys_dir, tmp_path)
     inventory = tmp_path / "inv.json"
     cli("inventory", "--plain-http", "--registry", site, "--bundle", str(full), "-o", str(inventory))
     # The inventory promises the blobs of 1.0 in repositories that this target does not have.
@@ -140,17 +149,7 @@ def test_a_delta_import_into_a_target_missing_a_blob_fails_and_tags_nothing(
         repository["name"] = repository["name"].replace("gone-", "elsewhere-")
     inventory.write_text(json.dumps(document))
     delta = tmp_path / "delta.tar.zst"
-    cli(
-        "export",
-        "--plain-http",
-        "--signing-key",
-        key,
-        "-o",
-        str(delta),
-        "--inventory",
-        str(inventory),
-        str(refs["1.1"]),
-    )
+    export_delta(key, delta, inventory, refs["1.1"])
     fresh = f"{plain_registry.address}/fresh-{uuid.uuid4().hex[:8]}"
     proc = run_in_process("import", "--plain-http", "--public-key", pub, "--registry", fresh, str(delta))
     error = assert_clean_error(proc, 2)
@@ -191,17 +190,7 @@ def test_attachments_are_never_left_out(
     source = refs["1.1"].repository.rsplit("/", 1)[0]
     cli("inventory", "--plain-http", "--registry", f"{plain_registry.address}/{source}", "-o", str(inventory))
     delta = tmp_path / "delta.tar.zst"
-    cli(
-        "export",
-        "--plain-http",
-        "--signing-key",
-        key,
-        "-o",
-        str(delta),
-        "--inventory",
-        str(inventory),
-        str(refs["1.1"]),
-    )
+    export_delta(key, delta, inventory, refs["1.1"])
     with open_bundle(delta, [load_public_key(keys_dir / "dtbundle.pub")]) as bundle:
         catalog = bundle.catalog
     assert {r.digest for r in catalog.required} == {b.descriptor.digest for b in update.new.blobs}

@@ -350,11 +350,17 @@ def test_registry_without_scheme_and_json_error_document(tmp_path: Path) -> None
 # -- authentication ---------------------------------------------------------------------------------------
 
 
-def test_credentials_work_and_refusal_is_fatal(basic_registry: RegistryServer, tmp_path: Path) -> None:
+def pushed_image(server: RegistryServer) -> tuple[str, images.BuiltManifest]:
+    """A small image in a fresh repository of ``server`` (with the test user's credentials)."""
     repo = f"inv{uuid.uuid4().hex[:10]}/app"
     image = images.build_image(Platform("linux", "amd64"), [images.make_layer(repo, 256)])
-    with make_client(basic_registry) as client:
-        images.push(client, Reference(basic_registry.address, repo, "1"), image)
+    with make_client(server) as client:
+        images.push(client, Reference(server.address, repo, "1"), image)
+    return repo, image
+
+
+def test_credentials_work_and_refusal_is_fatal(basic_registry: RegistryServer, tmp_path: Path) -> None:
+    repo, image = pushed_image(basic_registry)
     out = tmp_path / "inv.json"
     args = ("--plain-http", "--registry", basic_registry.address, "--repository", repo, "-o", str(out))
     line = assert_clean_error(inventory(*args), 1)
@@ -366,10 +372,7 @@ def test_credentials_work_and_refusal_is_fatal(basic_registry: RegistryServer, t
 
 
 def test_token_registry_repositories_and_catalog_refusal(token_registry: RegistryServer, tmp_path: Path) -> None:
-    repo = f"inv{uuid.uuid4().hex[:10]}/app"
-    image = images.build_image(Platform("linux", "amd64"), [images.make_layer(repo, 256)])
-    with make_client(token_registry) as client:
-        images.push(client, Reference(token_registry.address, repo, "1"), image)
+    repo, image = pushed_image(token_registry)
     out = tmp_path / "inv.json"
     env = {"DTBUNDLE_USERNAME": USER, "DTBUNDLE_PASSWORD": PASSWORD}
     tls = ("--ca-cert", str(token_registry.ca_cert)) if token_registry.tls else ("--plain-http",)
