@@ -184,3 +184,15 @@ def test_import_from_stdin_refuses_a_password_on_stdin(exported: Exported) -> No
     proc = run_with_stdin(b"secret\n", "import", "-", "--public-key", str(exported.pub), "--registry", "reg.example/m",
                           "--username", "u", "--password-stdin")  # fmt: skip
     assert "--password-stdin" in assert_clean_error(proc, 2)
+
+
+def test_combined_short_options_keep_the_json_error_off_stdout(exported: Exported) -> None:
+    proc = subprocess.run(
+        dtbundle("export", "--signing-key", str(exported.key), "-qo", "-", "--json", "--plain-http", "127.0.0.1:1/x:1"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TIMEOUT,
+        env=cli_env(),
+        check=False,
+    )
+    assert proc.returncode == 1 and proc.stdout == b"" and '"error"' in proc.stderr.decode()

@@ -269,8 +269,8 @@ def test_the_split_records_of_a_catalog_are_checked(
             parse_catalog(json.dumps(broken).encode(), limits)
 
 
-def layer_of(seed: int) -> bytes:
-    return gzip.compress(random.Random(seed).randbytes(300_000), compresslevel=1, mtime=0)
+def layer_of(seed: int, size: int = 300_000) -> bytes:
+    return gzip.compress(random.Random(seed).randbytes(size), compresslevel=1, mtime=0)
 
 
 def test_volume_names() -> None:
@@ -388,3 +388,91 @@ def test_a_layout_import_of_some_volumes_lists_the_waiting_images(
     rest = run_import(None, ImportSettings(volume_set[1], keys, to_oci=layout, volumes=tuple(volume_set[2:])))
     assert rest.waiting == [] and rest.volumes is not None and rest.volumes.missing == ()
     assert big_image[1] in (layout / "index.json").read_text()
+
+
+def test_force_leaves_files_that_only_look_like_later_volumes(
+    plain_registry: RegistryServer, big_image: tuple[Reference, str], keys_dir: Path, tmp_path: Path
+) -> None:
+    dated = tmp_path / "dt.2025.tar.zst"
+    dated.write_bytes(b"not a volume")
+    out = str(tmp_path / "dt.tar.zst")
+    proc = run_in_process("export", "--plain-http", "--signing-key", str(keys_dir / "dtbundle.key"), "-o", out, "-q",
+                          "--volume-size", "4MiB", "--force", str(big_image[0]))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert dated.read_bytes() == b"not a volume"
+
+
+def test_a_failed_layout_commit_keeps_the_parts(
+    split_set: tuple[Reference, images.BuiltManifest, list[Path]], keys_dir: Path, tmp_path: Path
+) -> None:
+    """Parts go only once the joined blob is committed: a layout import refused at commit keeps them."""
+    ref, built, paths = split_set
+    keys = [load_public_key(keys_dir / "dtbundle.pub")]
+    layout, parts_dir = tmp_path / "layout", tmp_path / "parts"
+    run_import(None, ImportSettings(paths[0], keys, to_oci=layout, parts_dir=parts_dir, volumes=tuple(paths[1:-1])))
+    kept = sorted(p.name for p in parts_dir.rglob("*.0*"))
+    assert kept
+    index = json.loads((layout / "index.json").read_text())
+    taken = {"mediaType": built.media_type, "digest": "sha256:" + "e" * 64, "size": 1,
+             "annotations": {"org.opencontainers.image.ref.name": str(ref)}}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps({**index, "manifests": [*index["manifests"], taken]}))
+    with pytest.raises(UsageError):  # the ref name is taken: refused at commit, without --overwrite
+        run_import(None, ImportSettings(paths[-1], keys, to_oci=layout, parts_dir=parts_dir))
+    assert set(kept) < {p.name for p in parts_dir.rglob("*.0*")}  # kept, and the new part too
+    done = run_import(None, ImportSettings(paths[-1], keys, to_oci=layout, parts_dir=parts_dir, overwrite=True))
+    assert done.volumes is not None and done.volumes.missing == () and not list(parts_dir.rglob("*.0*"))
+
+
+def test_a_killed_import_leaves_no_partial_part_behind(
+    plain_registry: RegistryServer, split_set: tuple[Reference, images.BuiltManifest, list[Path]], keys_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    keys = [load_public_key(keys_dir / "dtbundle.pub")]
+    with open_bundle(split_set[2][0], keys) as bundle:
+        assert bundle.catalog.volume is not None
+        directory = tmp_path / "parts" / bundle.catalog.volume.set
+    directory.mkdir(parents=True)
+    stale = directory / ".part.dead.partial"  # what a killed import was writing (no process holds its lock)
+    stale.write_bytes(b"x" * 100)
+    where = RepositoryMapper(f"{plain_registry.address}/stale-{uuid.uuid4().hex[:8]}")
+    with make_client(plain_registry, user=None) as client:
+        run_import(client, ImportSettings(split_set[2][-1], keys, where, parts_dir=tmp_path / "parts"))
+    assert not stale.exists()
+
+
+def test_a_platform_signature_waits_for_its_image(
+    plain_registry: RegistryServer, signing_key: ec.EllipticCurvePrivateKey, keys_dir: Path, tmp_path: Path
+) -> None:
+    """A platform manifest complete before its index is pushed by digest, but its signature tag waits
+    for the image: no tag of the image appears before the last volume it needs."""
+    platforms = [
+        images.build_image(Platform("linux", arch), [layer_of(seed + n, 600_000) for n in range(3)], label=arch)
+        for seed, arch in ((10, "amd64"), (20, "arm64"))
+    ]
+    index = images.build_index(platforms)
+    ref = Reference(plain_registry.address, f"vol/{uuid.uuid4().hex[:8]}/multi", "3.0")
+    first_sig = ref.with_tag(referrers_tag(platforms[0].digest) + ".sig")
+    with make_client(plain_registry, user=None) as client:
+        images.push(client, ref, index)
+        for subject in (index.digest, platforms[0].digest):
+            signature = images.cosign_signature(f"{ref.registry}/{ref.repository}", subject, signing_key)
+            images.push(client, ref.with_tag(referrers_tag(subject) + ".sig"), signature)
+    out = tmp_path / "multi.tar.zst"
+    settings = ExportSettings(
+        requests=tuple(requests_from([str(ref)])),
+        output=out,
+        signing_key=load_private_key(keys_dir / "dtbundle.key"),
+        volume_size=VOLUME,
+    )
+    with make_client(plain_registry, user=None) as client:
+        paths = [w.path for w in run_export(client, settings).written]
+        assert len(paths) >= 2
+        keys = [load_public_key(keys_dir / "dtbundle.pub")]
+        where = f"{plain_registry.address}/plat-{uuid.uuid4().hex[:8]}"
+        target = Reference(plain_registry.address, f"{where.split('/', 1)[1]}/{ref.repository}", "3.0")
+        waiting_sig = target.with_tag(first_sig.tag)
+        run_import(client, ImportSettings(paths[0], keys, RepositoryMapper(where), volumes=tuple(paths[1:-1])))
+        assert client.head_manifest(target.with_digest(platforms[0].digest).with_tag(None)) is not None
+        assert client.head_manifest(waiting_sig) is None and client.head_manifest(target) is None
+        run_import(client, ImportSettings(paths[-1], keys, RepositoryMapper(where)))
+        assert client.head_manifest(waiting_sig) is not None and client.head_manifest(target) is not None

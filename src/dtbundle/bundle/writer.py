@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -47,7 +49,7 @@ def locked_temp(directory: Path, prefix: str, suffix: str, *, is_dir: bool = Fal
     """A new temporary file (or directory) and a descriptor holding an flock on it.
 
     Locked while this process lives: a later export can tell the leftover of one that was killed
-    (SIGKILL, power loss) from one being written (export.cache.remove_dead_leftovers). Such a
+    (SIGKILL, power loss) from one being written (:func:`remove_dead_leftovers`). Such a
     cleaner may take the new name in the moment before it is locked; then it is made again.
     """
     for _ in range(3):
@@ -67,6 +69,29 @@ def locked_temp(directory: Path, prefix: str, suffix: str, *, is_dir: bool = Fal
                     return fd, name
         os.close(fd)
     raise OSError(errno.EAGAIN, "temporary files are being removed as they are made")
+
+
+def remove_dead_leftovers(output: Path) -> int:
+    """Remove what an export to ``output`` that was killed left beside it (its ``.partial`` bundle
+    and ``.spool`` directory); return how many. A live export holds a lock on each, so only those
+    whose process is gone are taken: exports to other names, and running ones, are left alone."""
+    removed = 0
+    for path in output.parent.glob(f".{glob.escape(output.name)}.*"):
+        if not path.name.endswith((".partial", ".spool")):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed += 1
+        except OSError:
+            continue  # held by a running export, or already gone
+        finally:
+            os.close(fd)
+    return removed
 
 
 def stored_frame_header(size: int) -> bytes:

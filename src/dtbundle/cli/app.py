@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("DTBUNDLE_DEBUG", "") not in ("", "0")
     signalled: list[int] = []
+    jsonout.new_run()
     try:
         with _signals_interrupt(signalled):
             if jsonout.requested(args):  # usage errors come back as exceptions, for the error document

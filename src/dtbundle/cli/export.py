@@ -126,6 +126,8 @@ def export(
     from dtbundle.inventory import load_inventory
     from dtbundle.trust.tuf import TufSource
 
+    if bundle == Path("-"):
+        jsonout.bundle_on_stdout()
     size = _volume_size(volume_size)
     if bundle == Path("-") and sys.stdout.isatty():
         raise UsageError("--output - writes the bundle to standard output, which is a terminal: pipe or redirect it")

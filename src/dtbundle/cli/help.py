@@ -31,12 +31,22 @@ EPILOGS = {
 
   dtbundle export --signing-key keys/dtbundle.key -o dt.tar.zst --dynatrace --option cloud-native-fullstack
   --version operator=v1.4.0 --version oneagent=1.305.57.20250115-123456 --cosign-key cosign.pub
-  --require-signatures""",
+  --require-signatures
+
+  dtbundle export --signing-key keys/dtbundle.key -o update.tar.zst --inventory inventory.json
+  --inventory-key keys/site.pub --volume-size 4GiB --dynatrace --option cloud-native-fullstack
+
+  dtbundle export --signing-key keys/dtbundle.key -o - IMAGES… | dtbundle import - --public-key
+  keys/dtbundle.pub --registry registry.example.com""",
     "verify": """Examples:
 
   dtbundle verify --public-key dtbundle.pub dt.tar.zst
 
-  dtbundle verify --public-key dtbundle.pub --cosign-key cosign.pub --require-signatures dt.tar.zst""",
+  dtbundle verify --public-key dtbundle.pub --cosign-key cosign.pub --require-signatures dt.tar.zst
+
+  dtbundle verify --public-key dtbundle.pub dt.002.tar.zst dt.001.tar.zst
+
+  dtbundle verify --public-key dtbundle.pub - < dt.tar.zst""",
     "inspect": """Examples:
 
   dtbundle inspect dt.tar.zst
@@ -49,7 +59,9 @@ EPILOGS = {
   dtbundle import --public-key dtbundle.pub --registry registry.example.com
   --map public.ecr.aws/dynatrace=registry.example.com --dry-run dt.tar.zst
 
-  dtbundle import --public-key dtbundle.pub --to-oci ./layout dt.tar.zst""",
+  dtbundle import --public-key dtbundle.pub --to-oci ./layout dt.tar.zst
+
+  dtbundle import --public-key dtbundle.pub --registry registry.example.com dt.003.tar.zst dt.001.tar.zst""",
     "inventory": """Examples:
 
   dtbundle inventory --registry registry.example.com/mirror --bundle dt.tar.zst -o inventory.json

@@ -189,7 +189,13 @@ def import_(
         typer.echo(render.import_report(report))
     if dry_run and not (output.as_json or output.quiet):
         typer.echo(render.dry_run_plan(report))
-    if emit_dynakube is not None and dynakube is not None:
+    if emit_dynakube is not None and dynakube is not None and report.waiting:
+        typer.echo(
+            f"dtbundle: warning: no DynaKube written: {len(report.waiting)} image(s) wait for volumes still missing; "
+            "import them, then run this command again",
+            err=True,
+        )
+    elif emit_dynakube is not None and dynakube is not None:
         written = emit_dynakube_file(dynakube, emit_dynakube, ca_cert=registry.ca_cert, plain_http=registry.plain_http)
         if not (output.as_json or output.quiet):
             typer.echo(

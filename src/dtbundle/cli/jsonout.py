@@ -47,8 +47,24 @@ def report_error(args: Sequence[str], exit_code: int, kind: str, message: str) -
         typer.echo(error_document(command_of(args), exit_code, kind, message), err=carries_bundle(args))
 
 
+_BUNDLE_ON_STDOUT: list[bool] = []  # set by a command that writes the bundle to stdout
+
+
+def new_run() -> None:
+    """A new command line (tests run several in one process): nothing is known of its stdout yet."""
+    _BUNDLE_ON_STDOUT.clear()
+
+
+def bundle_on_stdout() -> None:
+    """This run writes the bundle to stdout (``export -o -``): an error document goes to stderr."""
+    _BUNDLE_ON_STDOUT.append(True)
+
+
 def carries_bundle(args: Sequence[str]) -> bool:
-    """Whether stdout carries the bundle (``export -o -``): then every report goes to stderr."""
+    """Whether stdout carries the bundle (``export -o -``): then every report goes to stderr. The command
+    says so once it parsed its options; before that (a usage error), the command line is read."""
+    if _BUNDLE_ON_STDOUT:
+        return True
     options = list(args[: list(args).index("--")] if "--" in args else args)
     pairs = itertools.pairwise(options)
     return command_of(args) == "export" and (

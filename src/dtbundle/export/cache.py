@@ -14,8 +14,6 @@ partial file is locked by the process writing it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import glob
 import hmac
 import os
 import shutil
@@ -25,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtbundle.bundle.writer import locked_temp
+from dtbundle.bundle.writer import locked_temp, remove_dead_leftovers
 from dtbundle.errors import LocalIOError
 from dtbundle.export.plan import StoredBlob
 from dtbundle.oci import new_hasher
@@ -146,24 +144,4 @@ def check_writable(directory: Path, hint: str) -> None:
         raise LocalIOError(f"cannot write in {directory}: {exc.strerror or exc}; {hint}") from None
 
 
-def remove_dead_leftovers(output: Path) -> int:
-    """Remove what an export to ``output`` that was killed left beside it (its ``.partial`` bundle
-    and ``.spool`` directory); return how many. A live export holds a lock on each, so only those
-    whose process is gone are taken: exports to other names, and running ones, are left alone."""
-    removed = 0
-    for path in output.parent.glob(f".{glob.escape(output.name)}.*"):
-        if not path.name.endswith((".partial", ".spool")):
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-            removed += 1
-        except OSError:
-            continue  # held by a running export, or already gone
-        finally:
-            os.close(fd)
-    return removed
+__all__ = ["BlobStore", "CacheUse", "check_writable", "remove_dead_leftovers"]

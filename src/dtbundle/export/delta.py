@@ -33,12 +33,17 @@ class Delta:
 def attachment_blobs(plan: ExportPlan) -> frozenset[str]:
     """Digests of the blobs that artifact manifests (signatures, attestations, SBOMs, referrers) use."""
     used: set[str] = set()
-    for artifact in plan.artifacts:
-        stored = plan.manifests.get(artifact.descriptor.digest)
-        if stored is None:
+    pending = [a.descriptor.digest for a in plan.artifacts]
+    seen: set[str] = set()
+    while pending:  # an artifact may be an index: its child manifests' blobs are the attachment's too
+        digest = pending.pop()
+        stored = plan.manifests.get(digest)
+        if stored is None or digest in seen:
             continue
+        seen.add(digest)
         manifest = parse_manifest(stored.manifest.data, stored.manifest.media_type)
         used.update(b.digest for b in manifest.blobs())
+        pending.extend(c.digest for c in manifest.manifests)
     return frozenset(used)
 
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtbundle.bundle.format import CATALOG_NAME, SIGNATURE_NAME, Catalog, CatalogFile, CatalogSplit, CatalogVolume
+from dtbundle.bundle.reader import open_bundle
 from dtbundle.bundle.writer import BundleWriter, WrittenBundle
-from dtbundle.errors import LocalIOError, UsageError
+from dtbundle.errors import DtbundleError, LocalIOError, UsageError
 from dtbundle.limits import VOLUME_MIN_ROOM
 from dtbundle.progress import format_bytes
 
@@ -58,15 +59,25 @@ def volume_paths(output: Path, count: int) -> list[Path]:
 
 
 def later_volumes(output: Path, count: int) -> list[Path]:
-    """Volumes numbered above ``count`` beside ``output`` (an earlier, longer set of the same name)."""
+    """Volumes numbered above ``count`` beside ``output`` (an earlier, longer set of the same name): files
+    named so whose catalog says they are that volume of a set (``dt.2025.tar.zst`` of another kind is not)."""
     stem, suffix = _stem_suffix(output.name)
     pattern = re.compile(rf"{re.escape(stem)}\.(\d{{3,}}){re.escape(suffix)}")
     found = []
     for path in output.parent.iterdir():
         match = pattern.fullmatch(path.name)
-        if match and int(match.group(1)) > count:
+        if match and int(match.group(1)) > count and _volume_number(path) == int(match.group(1)):
             found.append(path)
     return sorted(found)
+
+
+def _volume_number(path: Path) -> int | None:
+    """The volume number a bundle file's catalog gives (not verified: it only decides what --force replaces)."""
+    try:
+        with open_bundle(path, None) as bundle:
+            return bundle.catalog.volume.number if bundle.catalog.volume else None
+    except (DtbundleError, OSError):
+        return None
 
 
 PART = 4 << 20  # parts of a split blob end on this boundary (but the last): whole blocks, round sizes

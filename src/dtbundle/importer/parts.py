@@ -16,11 +16,11 @@ import contextlib
 import hashlib
 import hmac
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from dtbundle.bundle.format import Catalog, CatalogFile, CatalogSplit
+from dtbundle.bundle.writer import locked_temp, remove_dead_leftovers
 from dtbundle.errors import IntegrityError, LocalIOError
 from dtbundle.importer.state import default_state_path
 
@@ -55,11 +55,14 @@ class PartStore:
         tmp = ""
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".partial", dir=self.directory)  # O_EXCL: no link
+            remove_dead_leftovers(self.directory / "part")  # what a killed import was writing
+            # A new name (O_EXCL: never a link), locked while this process writes it.
+            fd, tmp = locked_temp(self.directory, ".part.", ".partial")
             with os.fdopen(fd, "wb") as handle:
                 for chunk in data:  # the reader raises here when the part does not match its SHA-256
                     handle.write(chunk)
-            os.replace(tmp, self._path(part))
+                handle.flush()
+                os.replace(tmp, self._path(part))  # still locked: no sweeper takes it meanwhile
         except OSError as exc:
             raise LocalIOError(
                 f"cannot keep a part in {self.directory}: {exc.strerror or exc}; see --parts-dir"

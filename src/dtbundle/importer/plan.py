@@ -97,7 +97,24 @@ class ImportPlan:
         artifact (a signature is published with its image, not before)."""
         held = {d for d, m in self.manifests.items() if all(holds(b, m.repos) for b in m.blobs)}
         subjects = self.placement.subjects
+        parents: dict[str, set[str]] = {}
+        for digest, manifest in self.manifests.items():
+            for child in manifest.children:
+                parents.setdefault(child, set()).add(digest)
         done: set[str] = set()
+
+        def published(subject: str) -> bool:
+            """The subject and every index that lists it (a platform's signature waits for its image)."""
+            stack, seen = [subject], set()
+            while stack:  # iterative: a hostile nesting depth cannot exhaust the stack
+                digest = stack.pop()
+                if digest not in done:
+                    return False
+                if digest not in seen:
+                    seen.add(digest)
+                    stack.extend(parents.get(digest, ()))
+            return True
+
         for _ in range(len(self.order) + 1):  # to a fixed point: subjects may come after their artifacts
             before = len(done)
             for digest in self.order:  # children before parents
@@ -106,7 +123,7 @@ class ImportPlan:
                 if (
                     digest in held
                     and all(c in done for c in manifest.children)
-                    and (subject is None or subject in done)
+                    and (subject is None or published(subject))
                 ):
                     done.add(digest)
             if len(done) == before:

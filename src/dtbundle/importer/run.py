@@ -194,7 +194,6 @@ def _import(
                 if settings.require_signatures:
                     require_verified(report.signatures)
             sink.finish()  # every upload ended (the registry checked each blob's digest)
-            passes.done()
             if catalog.volume is not None or catalog.required:  # only what is complete at the target
                 plan = plan.restricted(plan.complete(sink.holds))
             if catalog.volume is not None:
@@ -222,6 +221,7 @@ def _import(
             progress.phase("writing manifests and index.json" if settings.to_oci else "pushing manifests and tags")
         publishing.append(True)
         sink.commit(plan, layout_index)
+    passes.done()  # only now is a joined blob surely at the target (a layout's are renamed at commit)
     report.images = [
         ImportedImage(str(w.source), f"{w.target}@{w.digest}")
         for w in plan.placement.tags

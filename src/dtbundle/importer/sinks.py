@@ -102,7 +102,11 @@ class RegistrySink:
 
     def require(self, plan: ImportPlan, required: Required) -> list[str]:
         assert self.presence is not None
-        held, missing = find_required(self.client, plan, self.presence, required, self.parallel, confines=self.confines)
+        # Asked first, mounted only when every one can be had: a refused delta import writes nothing.
+        ask = find_required(self.client, plan, self.presence, required, self.parallel, False, self.confines)
+        if ask[1]:
+            return ask[1]
+        held, missing = find_required(self.client, plan, self.presence, required, self.parallel, True, self.confines)
         self.landed |= held
         self.report.add(Count.BLOBS_MOUNTED, len(held))
         return missing
