@@ -115,7 +115,7 @@ def test_delta_round_trip_carries_only_what_changed(
     assert delta.stat().st_size < whole.stat().st_size - 3 * LAYER  # the unchanged layers stayed home
     # Import into the same site: every digest of 1.1 there, its signature too.
     done = cli("import", "--plain-http", "--public-key", pub, "--registry", site, str(delta))
-    assert done["waiting"] == []
+    assert done["waiting"] == [] and done["counts"]["blobsRequiredPresent"] == 3  # type: ignore[index]
     target = Reference(plain_registry.address, f"{site.split('/', 1)[1]}/{refs['1.1'].repository}", "1.1")
     with make_client(plain_registry, user=None) as client:
         there = client.head_manifest(target)

@@ -109,6 +109,8 @@ class RegistrySink:
         held, missing = find_required(self.client, plan, self.presence, required, self.parallel, True, self.confines)
         self.landed |= held
         self.report.add(Count.BLOBS_MOUNTED, len(held))
+        there = sum(1 for d in required for r in plan.blobs.get(d, ()) if (r, d) in self.presence.blobs)
+        self.report.add(Count.BLOBS_REQUIRED_PRESENT, there)
         return missing
 
     def holds(self, digest: str, repos: Repos) -> bool:

@@ -231,6 +231,14 @@ def demo(box: Sandbox, workdir: Path) -> None:
     _say(f"$ cat {commands}")
     _say(commands.read_text())
 
+    _say("=== The next update: only what the target lacks (an inventory, then a delta bundle) ===")
+    inventory, update = out / "inventory.json", out / "update.tar.zst"
+    _run_dtbundle("inventory", *mapping, *target, "--bundle", str(bundle), "-o", str(inventory),
+                  stdin=box.secrets.target_password)  # fmt: skip
+    _run_dtbundle(*dynatrace_export, "--option", "cloud-native-fullstack", "--option", "kspm", *versions,
+                  "--inventory", str(inventory), "--output", str(update))  # fmt: skip
+    _run_dtbundle("import", "--public-key", pub, *mapping, *target, str(update), stdin=box.secrets.target_password)
+
     _say("=== Classic Full-Stack: OneAgent from the environment's built-in registry (PaaS token) ===")
     classic = out / "classic.tar.zst"
     _run_dtbundle(
@@ -267,8 +275,9 @@ def demo(box: Sandbox, workdir: Path) -> None:
         "The demo resolved Dynatrace versions, exported the cloud-native full-stack and KSPM images (every\n"
         "platform, every signature, checked against the vendor key), verified the bundle offline, imported it\n"
         "into a TLS + basic-auth registry with the same digests (twice: the second run pushed nothing), and\n"
-        "wrote DynaKube fragments pinned by digest; then did the same for Classic Full-Stack, whose OneAgent\n"
-        "comes unsigned from the built-in registry and is reported as such."
+        "wrote DynaKube fragments pinned by digest; took an inventory of the target and exported the same\n"
+        "images again as a delta bundle that leaves out every layer the target holds; then did the same for\n"
+        "Classic Full-Stack, whose OneAgent comes unsigned from the built-in registry and is reported as such."
     )
 
 
