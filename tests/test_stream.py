@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from dtbundle.bundle.reader import open_bundle
+from dtbundle.bundle.writer import remove_dead_leftovers
 from dtbundle.bundle.zstdframes import FrameWatch
-from dtbundle.errors import IntegrityError
+from dtbundle.errors import IntegrityError, UsageError
 from dtbundle.oci.reference import Reference
 from dtbundle.sandbox.registry_server import RegistryServer
 from tests.support.cli import assert_clean_error, cli_env
@@ -168,7 +170,12 @@ def test_a_pipe_of_empty_blocks_is_refused_early() -> None:
 def test_a_failed_export_to_stdout_keeps_its_json_error_off_stdout(exported: Exported) -> None:
     """Refused by the option parser (before the command runs) or by the command itself: either way the
     error document goes to stderr, since stdout carries only the bundle."""
-    for args in (("-o", "-", "--frob"), ("-qo", "-", "--volume-size", "huge")):
+    for args in (
+        ("-o", "-", "--frob"),
+        ("-qo", "-", "--volume-size", "huge"),
+        ("-qo", "-", "--frob"),
+        ("-qo-", "--frob"),
+    ):
         proc = subprocess.run(
             dtbundle("export", "--signing-key", str(exported.key), "--json", *args, "127.0.0.1:1/x:1"),
             stdin=subprocess.DEVNULL,
@@ -185,3 +192,13 @@ def test_import_from_stdin_refuses_a_password_on_stdin(exported: Exported) -> No
     proc = run_with_stdin(b"secret\n", "import", "-", "--public-key", str(exported.pub), "--registry", "reg.example/m",
                           "--username", "u", "--password-stdin")  # fmt: skip
     assert "--password-stdin" in assert_clean_error(proc, 2)
+
+
+def test_a_fifo_neither_blocks_the_sweep_of_leftovers_nor_the_reader(tmp_path: Path) -> None:
+    """Another user's FIFO named like a leftover (or given as a bundle) is skipped or refused, never opened
+    for reading, which would wait for a writer forever."""
+    fifo = tmp_path / ".dt.tar.zst.x.partial"
+    os.mkfifo(fifo)
+    assert remove_dead_leftovers(tmp_path / "dt.tar.zst") == 0 and fifo.exists()
+    with pytest.raises(UsageError, match="not a regular file"):
+        open_bundle(fifo, None)

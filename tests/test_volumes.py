@@ -4,6 +4,7 @@ only once everything it needs is at the target."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
@@ -391,15 +392,22 @@ def test_a_layout_import_of_some_volumes_lists_the_waiting_images(
 
 
 def test_force_leaves_files_that_only_look_like_later_volumes(
-    plain_registry: RegistryServer, big_image: tuple[Reference, str], keys_dir: Path, tmp_path: Path
-) -> None:
+    plain_registry: RegistryServer, big_image: tuple[Reference, str], volume_set: list[Path], keys_dir: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """--force removes the volumes of an earlier set of the name, in any width; a file that only looks
+    like one stays, and without --force an earlier volume is a reason to refuse."""
     dated = tmp_path / "dt.2025.tar.zst"
     dated.write_bytes(b"not a volume")
+    wide = tmp_path / "dt.0001.tar.zst"  # volume 1 of an earlier set, numbered in another width
+    shutil.copy(volume_set[0], wide)
     out = str(tmp_path / "dt.tar.zst")
-    proc = run_in_process("export", "--plain-http", "--signing-key", str(keys_dir / "dtbundle.key"), "-o", out, "-q",
-                          "--volume-size", "4MiB", "--force", str(big_image[0]))  # fmt: skip
+    base = ("export", "--plain-http", "--signing-key", str(keys_dir / "dtbundle.key"), "-o", out, "-q",
+            "--volume-size", "4MiB", str(big_image[0]))  # fmt: skip
+    assert "dt.0001.tar.zst" in assert_clean_error(run_in_process(*base), 2)
+    proc = run_in_process(*base, "--force")
     assert proc.returncode == 0, proc.stderr
-    assert dated.read_bytes() == b"not a volume"
+    assert dated.read_bytes() == b"not a volume" and not wide.exists()
 
 
 def test_a_failed_layout_commit_keeps_the_parts(
@@ -476,3 +484,14 @@ def test_a_platform_signature_waits_for_its_image(
         assert client.head_manifest(waiting_sig) is None and client.head_manifest(target) is None
         run_import(client, ImportSettings(paths[-1], keys, RepositoryMapper(where)))
         assert client.head_manifest(waiting_sig) is not None and client.head_manifest(target) is not None
+    # Tagged as an image of its own (an arch tag), the platform is published with its signature at once.
+    with make_client(plain_registry, user=None) as client:
+        images.push(client, ref.with_tag("3.0-amd64"), platforms[0])
+        both = tuple(requests_from([str(ref), str(ref.with_tag("3.0-amd64"))]))
+        settings = dataclasses.replace(settings, requests=both, output=tmp_path / "tagged.tar.zst")
+        paths = [w.path for w in run_export(client, settings).written]
+        where = f"{plain_registry.address}/arch-{uuid.uuid4().hex[:8]}"
+        arch = Reference(plain_registry.address, f"{where.split('/', 1)[1]}/{ref.repository}", "3.0-amd64")
+        run_import(client, ImportSettings(paths[0], keys, RepositoryMapper(where), volumes=tuple(paths[1:-1])))
+        assert client.head_manifest(arch) is not None and client.head_manifest(arch.with_tag(first_sig.tag)) is not None
+        assert client.head_manifest(arch.with_tag("3.0")) is None

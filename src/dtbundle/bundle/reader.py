@@ -196,15 +196,18 @@ class Bundle:
 
 def _open_file(path: Path) -> BinaryIO:
     """A bundle file, opened: a regular file that starts with a zstd frame."""
-    try:
-        file = path.open("rb")
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UsageError(f"bundle {path} does not exist") from None
     except OSError as exc:
         raise LocalIOError(f"cannot read bundle {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"bundle {path} is not a regular file (a pipe or a device?): read it from - (stdin)")
+    os.set_blocking(fd, True)
+    file = os.fdopen(fd, "rb")
     try:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise UsageError(f"bundle {path} is not a regular file (a pipe or a device?): read it from - (stdin)")
         check_start(file)
     except BaseException:
         file.close()

@@ -21,6 +21,7 @@ import hashlib
 import os
 import queue
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -79,9 +80,13 @@ def remove_dead_leftovers(output: Path) -> int:
     for path in output.parent.glob(f".{glob.escape(output.name)}.*"):
         if not path.name.endswith((".partial", ".spool")):
             continue
-        try:
-            fd = os.open(path, os.O_RDONLY)
+        try:  # never blocks (a FIFO), never follows a link; only our own files and directories
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError:
+            continue
+        info = os.fstat(fd)
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)) or info.st_uid != os.geteuid():
+            os.close(fd)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

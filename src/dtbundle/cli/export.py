@@ -61,7 +61,14 @@ def export(
     ] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Parallel downloads.")] = 8,
     compression_level: Annotated[int, typer.Option("--compression-level", min=1, max=19, help="zstd level.")] = 3,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing output file; with --volume-size, the volumes of an earlier set of that name "
+            "(and their .sha256 files).",
+        ),
+    ] = False,
     cache_dir: Annotated[
         Path | None,
         typer.Option(

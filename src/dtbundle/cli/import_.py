@@ -189,6 +189,7 @@ def import_(
         typer.echo(render.import_report(report))
     if dry_run and not (output.as_json or output.quiet):
         typer.echo(render.dry_run_plan(report))
+    dynakube_written = False
     if emit_dynakube is not None and dynakube is not None and report.waiting:
         typer.echo(
             f"dtbundle: warning: no DynaKube written: {len(report.waiting)} image(s) wait for volumes still missing; "
@@ -197,6 +198,7 @@ def import_(
         )
     elif emit_dynakube is not None and dynakube is not None:
         written = emit_dynakube_file(dynakube, emit_dynakube, ca_cert=registry.ca_cert, plain_http=registry.plain_http)
+        dynakube_written = True
         if not (output.as_json or output.quiet):
             typer.echo(
                 f"DynaKube written to {emit_dynakube}; Helm values and install commands: "
@@ -204,4 +206,4 @@ def import_(
             )
     if output.as_json:  # last: a run that fails above prints the error document instead (specs/json-output.md)
         rollback = {"stateFile": str(settings.state_file), "stateRecorded": settings.records_state}
-        typer.echo(jsonout.document("import", {**report.to_json(), **rollback}))
+        typer.echo(jsonout.document("import", {**report.to_json(), **rollback, "dynakubeWritten": dynakube_written}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -67,8 +68,14 @@ def carries_bundle(args: Sequence[str]) -> bool:
         return True
     options = list(args[: list(args).index("--")] if "--" in args else args)
     pairs = itertools.pairwise(options)
+
+    def names_output(option: str) -> bool:  # -o, --output, or short flags ending in o (-qo)
+        return option == "--output" or bool(re.fullmatch(r"-[A-Za-z]*o", option))
+
     return command_of(args) == "export" and (
-        any(a in ("-o", "--output") and b == "-" for a, b in pairs) or "--output=-" in options or "-o-" in options
+        any(names_output(a) and b == "-" for a, b in pairs)
+        or "--output=-" in options
+        or any(re.fullmatch(r"-[A-Za-z]*o-", a) for a in options)
     )
 
 

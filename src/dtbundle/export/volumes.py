@@ -58,15 +58,16 @@ def volume_paths(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{stem}.{n:0{width}d}{suffix}") for n in range(1, count + 1)]
 
 
-def later_volumes(output: Path, count: int) -> list[Path]:
-    """Volumes numbered above ``count`` beside ``output`` (an earlier, longer set of the same name): files
-    named so whose catalog says they are that volume of a set (``dt.2025.tar.zst`` of another kind is not)."""
+def other_volumes(output: Path, keep: Sequence[Path]) -> list[Path]:
+    """Volumes of an earlier set of the same name beside ``output``, other than ``keep`` (those of the new
+    set): files named ``NAME.<number>.SUFFIX``, any width, whose catalog says they are that volume of a set
+    (a ``dt.2025.tar.zst`` of another kind is not one)."""
     stem, suffix = _stem_suffix(output.name)
     pattern = re.compile(rf"{re.escape(stem)}\.(\d{{3,}}){re.escape(suffix)}")
     found = []
     for path in output.parent.iterdir():
         match = pattern.fullmatch(path.name)
-        if match and int(match.group(1)) > count and _volume_number(path) == int(match.group(1)):
+        if match and path not in keep and path.is_file() and _volume_number(path) == int(match.group(1)):
             found.append(path)
     return sorted(found)
 

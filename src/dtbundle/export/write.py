@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from dtbundle.export.volumes import (
     RECORD,
     VolumePlan,
     VolumeWriter,
-    later_volumes,
+    other_volumes,
     part_path,
     partition,
     tar_entry_bytes,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:  # run.py imports this module
 
 def stdout_spool_anchor() -> Path:
     """Where blobs arriving ahead of their turn wait when the bundle goes to standard output."""
-    return Path(tempfile.gettempdir()) / "dtbundle-stdout"
+    return Path(tempfile.gettempdir()) / f"dtbundle-stdout-{os.geteuid()}"  # one name per user: only ours are swept
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class WriteJob:
         whole = [b for b in own if b.descriptor.digest in plan.volume_of]
         large = [b for b in own if b.descriptor.digest in plan.parts]
         paths = volume_paths(settings.output, plan.count)
-        for path in [*paths, *later_volumes(settings.output, plan.count)]:
+        for path in [*paths, *other_volumes(settings.output, paths)]:
             if path.exists() and not settings.force:
                 raise UsageError(f"{path} already exists; pass --force to replace the volumes of that set")
             remove_dead_leftovers(path)
@@ -169,7 +170,7 @@ class WriteJob:
         except BaseException:
             writer.abort()
             raise
-        for stale in later_volumes(settings.output, plan.count):  # --force: the set replaces a longer one
+        for stale in other_volumes(settings.output, paths):  # --force: the set replaces an earlier one
             for path in (stale, stale.with_name(stale.name + ".sha256")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

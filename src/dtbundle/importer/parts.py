@@ -138,7 +138,7 @@ class PartStore:
         if not self.keep:
             return
         for part in self.parts[split.digest]:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # a part left behind costs disk, never correctness
                 self._path(part).unlink()
         with contextlib.suppress(OSError):
             self.directory.rmdir()

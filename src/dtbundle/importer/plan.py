@@ -97,6 +97,7 @@ class ImportPlan:
         artifact (a signature is published with its image, not before)."""
         held = {d for d, m in self.manifests.items() if all(holds(b, m.repos) for b in m.blobs)}
         subjects = self.placement.subjects
+        tagged = {w.digest for w in self.placement.tags if w.kind == ArtifactKind.IMAGE}
         parents: dict[str, set[str]] = {}
         for digest, manifest in self.manifests.items():
             for child in manifest.children:
@@ -104,13 +105,14 @@ class ImportPlan:
         done: set[str] = set()
 
         def published(subject: str) -> bool:
-            """The subject and every index that lists it (a platform's signature waits for its image)."""
+            """The subject and every index that lists it (a platform's signature waits for its image),
+            up to a subject tagged as an image itself (its tag is written with its signature)."""
             stack, seen = [subject], set()
             while stack:  # iterative: a hostile nesting depth cannot exhaust the stack
                 digest = stack.pop()
                 if digest not in done:
                     return False
-                if digest not in seen:
+                if digest not in seen and digest not in tagged:
                     seen.add(digest)
                     stack.extend(parents.get(digest, ()))
             return True

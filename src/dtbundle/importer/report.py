@@ -19,7 +19,7 @@ class Count(StrEnum):
     BLOBS_EXIST = "blobs exist"
     BLOBS_UPLOADED = "blobs uploaded"
     BLOBS_MOUNTED = "blobs mounted"
-    BLOBS_REQUIRED_PRESENT = "blobs left out by the delta, at the target"
+    BLOBS_REQUIRED_PRESENT = "blobs left out by the delta, at the target (per repository)"
     BLOBS_WOULD_UPLOAD = "blobs would be uploaded"
     BLOBS_WRITTEN = "blobs written"
     BLOBS_WOULD_WRITE = "blobs would be written"

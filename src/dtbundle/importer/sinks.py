@@ -107,6 +107,8 @@ class RegistrySink:
         if ask[1]:
             return ask[1]
         held, missing = find_required(self.client, plan, self.presence, required, self.parallel, True, self.confines)
+        if missing:  # found by HEAD a moment ago: the registry would not mount it (some may be mounted now)
+            return [f"{m} (the registry holds it elsewhere but refused to mount it)" for m in missing]
         self.landed |= held
         self.report.add(Count.BLOBS_MOUNTED, len(held))
         there = sum(1 for d in required for r in plan.blobs.get(d, ()) if (r, d) in self.presence.blobs)
