@@ -196,26 +196,20 @@ def main() -> None:
         p.add_argument("size", type=int)
         p.add_argument("path")
     args = parser.parse_args()
-    if args.command == "download":
-        cmd_download(args)
-    elif args.command == "export":
-        cmd_export(args)
-    elif args.command == "import":
-        cmd_import(args)
-    elif args.command == "suite":
-        cmd_suite(args)
-    elif args.command == "proxy":
-        cmd_proxy(args)
-    elif args.command == "update":
-        cmd_update(args)
-    elif args.command == "report":
-        cmd_report(args)
-    elif args.command == "fetch":
-        args.dest = args.path
-        cmd_fetch(args)
-    else:
-        args.src = args.path
-        cmd_push(args)
+    if args.command in ("fetch", "push"):  # the floor's one-blob clients name their file dest or src
+        args.dest = args.src = args.path
+    commands = {
+        "download": cmd_download,
+        "export": cmd_export,
+        "import": cmd_import,
+        "suite": cmd_suite,
+        "proxy": cmd_proxy,
+        "update": cmd_update,
+        "report": cmd_report,
+        "fetch": cmd_fetch,
+        "push": cmd_push,
+    }
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

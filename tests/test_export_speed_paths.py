@@ -235,12 +235,20 @@ class IgnoresRangeAfterADrop(httpx.BaseTransport):
         return httpx.Response(200, headers=response.headers, stream=_Dropping(body[: len(body) // 2]))
 
 
+def one_layer_image(
+    registry: RegistryServer, repo: str, seed: str, size: int
+) -> tuple[Reference, images.BuiltManifest]:
+    """A linux/amd64 image of one layer, pushed as ``repo:1``."""
+    built = images.build_image(Platform("linux", "amd64"), [images.make_layer(seed, size)])
+    with make_client(registry, user=None) as client:
+        images.push(client, ref := Reference(registry.address, repo, "1"), built)
+    return ref, built
+
+
 def test_a_streamed_blob_the_registry_sends_again_from_its_start_fails_the_export_cleanly(
     plain_registry: RegistryServer, tmp_path: Path, keys_dir: Path, repo: str
 ) -> None:
-    built = images.build_image(Platform("linux", "amd64"), [images.make_layer("restart", 300_000)])
-    with make_client(plain_registry, user=None) as client:
-        images.push(client, ref := Reference(plain_registry.address, repo, "1"), built)
+    ref, built = one_layer_image(plain_registry, repo, "restart", 300_000)
     transport = IgnoresRangeAfterADrop(built.blobs[1].descriptor.digest)
     out = tmp_path / "out"
     out.mkdir()
@@ -257,9 +265,8 @@ def test_a_streamed_blob_the_registry_sends_again_from_its_start_fails_the_expor
 def test_a_streamed_blob_with_the_wrong_digest_fails_the_export_cleanly(
     plain_registry: RegistryServer, tmp_path: Path, keys_dir: Path, repo: str
 ) -> None:
-    built = images.build_image(Platform("linux", "amd64"), [images.make_layer("wrong", 200_000)])
+    ref, built = one_layer_image(plain_registry, repo, "wrong", 200_000)
     with make_client(plain_registry, user=None) as client:
-        images.push(client, ref := Reference(plain_registry.address, repo, "1"), built)
         layer = built.blobs[1].descriptor.digest.split(":")[1]
         data = plain_registry.storage / "docker/registry/v2/blobs/sha256" / layer[:2] / layer / "data"
         data.write_bytes(os.urandom(built.blobs[1].descriptor.size))  # same size, other bytes

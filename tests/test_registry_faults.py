@@ -26,6 +26,7 @@ from dtbundle.errors import (
 from dtbundle.oci import Descriptor, sha256_digest
 from dtbundle.oci.reference import Reference
 from dtbundle.registry import CredentialResolver, Credentials, RegistryClient
+from tests.support.artifacts import EMPTY_MANIFEST
 from tests.support.registries import registry_config
 
 REG = "registry.test"
@@ -52,14 +53,7 @@ def manifest_response(data: bytes, media_type: str = oci.OCI_MANIFEST, digest: s
     return httpx.Response(200, content=data, headers=headers)
 
 
-MANIFEST = json.dumps(
-    {
-        "schemaVersion": 2,
-        "mediaType": oci.OCI_MANIFEST,
-        "config": {"mediaType": oci.OCI_CONFIG, "digest": sha256_digest(b"{}"), "size": 2},
-        "layers": [],
-    }
-).encode()
+MANIFEST = EMPTY_MANIFEST
 
 
 # -- referrers API --------------------------------------------------------------------------

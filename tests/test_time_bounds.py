@@ -26,6 +26,7 @@ from dtbundle.export.plan import ImageRequest, Planner
 from dtbundle.oci import Descriptor, sha256_digest
 from dtbundle.oci.reference import Reference
 from dtbundle.registry import CredentialResolver, RegistryClient
+from tests.support.artifacts import EMPTY_MANIFEST
 from tests.support.registries import registry_config
 
 REG = "registry.test"
@@ -169,14 +170,7 @@ def test_a_transfer_past_its_deadline_fails_and_is_not_retried() -> None:
 
 
 # -- repeated requests -----------------------------------------------------------------------------
-MANIFEST = json.dumps(
-    {
-        "schemaVersion": 2,
-        "mediaType": oci.OCI_MANIFEST,
-        "config": {"mediaType": oci.OCI_CONFIG, "digest": sha256_digest(b"{}"), "size": 2},
-        "layers": [],
-    }
-).encode()
+MANIFEST = EMPTY_MANIFEST
 CHILD = sha256_digest(MANIFEST)
 
 

@@ -80,6 +80,21 @@ def measured_pipeline(
     return elapsed, sum(peaks)
 
 
+SKOPEO_COPY = ["skopeo", "copy", "--quiet", "--all", "--preserve-digests"]
+
+
+def skopeo_copies(
+    pairs: list[tuple[str, str]], tls_option: str, env: dict[str, str] | None = None
+) -> tuple[float, int]:
+    """``skopeo copy --all`` of each (source, destination), one at a time as users run it: the seconds
+    summed, the largest peak RSS (KiB). ``tls_option``: ``--src-tls-verify=false`` or ``--dest-…``."""
+    seconds, peak = 0.0, 0
+    for source, destination in pairs:
+        secs, rss = measured([*SKOPEO_COPY, tls_option, source, destination], env)
+        seconds, peak = seconds + secs, max(peak, rss)
+    return seconds, peak
+
+
 def write_random(path: Path, size: int) -> str:
     """Write ``size`` random (incompressible, like gzip layers) bytes; return their digest."""
     digest = hashlib.sha256()

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib.common import MiB, bundle_content, measured, write_random
+from benchlib.common import MiB, bundle_content, measured, skopeo_copies, write_random
 from dtbundle import oci
 from dtbundle.oci import Descriptor, Platform
 from dtbundle.oci.reference import Reference, parse_reference
@@ -207,21 +207,9 @@ def cmd_export(args: argparse.Namespace) -> None:
             )
             # The manual chain: skopeo copy --all of each image into one OCI layout, then tar | zstd -T0.
             layout = work / "layout"
-            sk_s, sk_rss = 0.0, 0
-            for ref in refs:
-                secs, rss = measured(
-                    [
-                        "skopeo",
-                        "copy",
-                        "--quiet",
-                        "--all",
-                        "--preserve-digests",
-                        "--src-tls-verify=false",
-                        f"docker://{ref}",
-                        f"oci:{layout}:{ref}",
-                    ]
-                )
-                sk_s, sk_rss = sk_s + secs, max(sk_rss, rss)
+            sk_s, sk_rss = skopeo_copies(
+                [(f"docker://{ref}", f"oci:{layout}:{ref}") for ref in refs], "--src-tls-verify=false"
+            )
             tz_s, tz_rss = measured(
                 ["sh", "-c", f"tar -C '{layout}' -cf - . | zstd -q -T0 -3 -o '{work}/manual.tar.zst'"]
             )
@@ -320,21 +308,8 @@ def cmd_import(args: argparse.Namespace) -> None:
             layout = work / "layout"
             layout.mkdir()
             un_s, un_rss = measured(["sh", "-c", f"zstd -dc '{bundle}' | tar -x -C '{layout}'"])
-            sk_s, sk_rss = 0.0, 0
-            for ref in refs:
-                secs, rss = measured(
-                    [
-                        "skopeo",
-                        "copy",
-                        "--quiet",
-                        "--all",
-                        "--preserve-digests",
-                        "--dest-tls-verify=false",
-                        f"oci:{layout}:{ref}",
-                        f"docker://{theirs.address}/mirror/{ref.repository}:{ref.tag}",
-                    ]
-                )
-                sk_s, sk_rss = sk_s + secs, max(sk_rss, rss)
+            pairs = [(f"oci:{layout}:{r}", f"docker://{theirs.address}/mirror/{r.repository}:{r.tag}") for r in refs]
+            sk_s, sk_rss = skopeo_copies(pairs, "--dest-tls-verify=false")
         finally:
             for server in (source, ours, theirs):
                 server.stop()

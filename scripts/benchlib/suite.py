@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from benchlib.common import child_env, measured, measured_pipeline
+from benchlib.common import child_env, measured, measured_pipeline, skopeo_copies
 from benchlib.floor import ACCEPT, digest_of, read_catalog
 from benchlib.proxy import DelayProxy
 from benchlib.seed import SetSpec, seed_set
@@ -36,7 +36,6 @@ from dtbundle.sandbox.registry_server import RegistryServer, start_registry
 
 FLOOR = Path(__file__).resolve().with_name("floor.py")
 PREFIX = "mirror"
-SKOPEO_COPY = ["skopeo", "copy", "--quiet", "--all", "--preserve-digests"]
 
 
 @dataclass
@@ -163,18 +162,8 @@ class SetBench:
         layout, out = self.work / "skopeo-layout", self.work / "skopeo.tar.zst"
         shutil.rmtree(layout, ignore_errors=True)
         out.unlink(missing_ok=True)
-        copy_s, copy_rss = 0.0, 0
-        for repo, tag, _ in self.images:
-            secs, rss = measured(
-                [
-                    *SKOPEO_COPY,
-                    "--src-tls-verify=false",
-                    f"docker://{self.source}/{repo}:{tag}",
-                    f"oci:{layout}:{repo}:{tag}",
-                ],
-                self.env,
-            )
-            copy_s, copy_rss = copy_s + secs, max(copy_rss, rss)
+        pairs = [(f"docker://{self.source}/{repo}:{tag}", f"oci:{layout}:{repo}:{tag}") for repo, tag, _ in self.images]
+        copy_s, copy_rss = skopeo_copies(pairs, "--src-tls-verify=false", self.env)
         pack_s, pack_rss = measured_pipeline(
             [["tar", "-C", str(layout), "-cf", "-", "."], ["zstd", "-q", "-T0", "-3", "-o", str(out)]], self.env
         )
@@ -202,18 +191,10 @@ class SetBench:
         unpack_s, unpack_rss = measured_pipeline(
             [["zstd", "-q", "-dc", str(self.work / "skopeo.tar.zst")], ["tar", "-x", "-C", str(layout)]], self.env
         )
-        copy_s, copy_rss = 0.0, 0
-        for repo, tag, _ in self.images:
-            secs, rss = measured(
-                [
-                    *SKOPEO_COPY,
-                    "--dest-tls-verify=false",
-                    f"oci:{layout}:{repo}:{tag}",
-                    f"docker://{target}/{PREFIX}/{repo}:{tag}",
-                ],
-                self.env,
-            )
-            copy_s, copy_rss = copy_s + secs, max(copy_rss, rss)
+        pairs = [
+            (f"oci:{layout}:{repo}:{tag}", f"docker://{target}/{PREFIX}/{repo}:{tag}") for repo, tag, _ in self.images
+        ]
+        copy_s, copy_rss = skopeo_copies(pairs, "--dest-tls-verify=false", self.env)
         parts = {"zstd -d | tar -x": unpack_s, "skopeo copy": copy_s}
         return Run(0, unpack_s + copy_s, max(unpack_rss, copy_rss), parts)
 

@@ -1,5 +1,5 @@
-"""OCI artifacts and keys that tests build themselves: referrer manifests with a subject,
-and cosign public keys written as PEM files."""
+"""OCI artifacts and keys that tests build themselves: the smallest image manifest, referrer
+manifests with a subject, and cosign public keys written as PEM files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dtbundle import oci
 from dtbundle.oci import Descriptor
 from dtbundle.sandbox import images
+
+# An image manifest with an empty config and no layers: what a fake registry serves.
+EMPTY_MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": oci.OCI_MANIFEST,
+        "config": {"mediaType": oci.OCI_CONFIG, "digest": oci.sha256_digest(b"{}"), "size": 2},
+        "layers": [],
+    }
+).encode()
 
 
 def referrer_artifact(

@@ -124,7 +124,14 @@ def put_chunks(
             progress(len(piece))
     if offset != desc.size:
         raise IntegrityError(f"{_what(target, desc)}: content is {offset} bytes, expected {desc.size}")
-    response = session.request(
+    response = _commit(session, target, desc, location, pace)
+    response.close()
+    _check_stored(response, target, desc)
+
+
+def _commit(session: Session, target: Target, desc: Descriptor, location: str, pace: Pace) -> httpx.Response:
+    """The empty ``PUT ?digest=`` that ends an upload whose content the registry holds."""
+    return session.request(
         "PUT",
         target,
         _with_digest(location, desc.digest),
@@ -134,8 +141,6 @@ def put_chunks(
         body=b"",
         pace=pace,
     )
-    response.close()
-    _check_stored(response, target, desc)
 
 
 def put_stream(
@@ -176,16 +181,7 @@ def put_stream(
                 if held < desc.size:
                     location = _patch_rest(session, target, desc, location, read_from, held, pace)
                     held = desc.size
-                response = session.request(
-                    "PUT",
-                    target,
-                    _with_digest(location, desc.digest),
-                    what=what,
-                    ok=(201,),
-                    headers={"Content-Length": "0"},
-                    body=b"",
-                    pace=pace,
-                )
+                response = _commit(session, target, desc, location, pace)
             response.close()
             _check_stored(response, target, desc)
             return
