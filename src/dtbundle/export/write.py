@@ -129,7 +129,8 @@ class WriteJob:
         whole = [b for b in own if b.descriptor.digest in plan.volume_of]
         large = [b for b in own if b.descriptor.digest in plan.parts]
         paths = volume_paths(settings.output, plan.count)
-        for path in [*paths, *other_volumes(settings.output, paths)]:
+        earlier = other_volumes(settings.output, paths)  # read once: each is a bundle head to open
+        for path in [*paths, *earlier]:
             if path.exists() and not settings.force:
                 raise UsageError(f"{path} already exists; pass --force to replace the volumes of that set")
             remove_dead_leftovers(path)
@@ -153,8 +154,8 @@ class WriteJob:
             for b in large
         }
         catalogs = volume_catalogs(self.catalog, plan, frozenset(self.plan.manifests), hashes)
-        signed = [(c.to_bytes(), b"") for c in catalogs]
-        signed = [(data, sign_catalog(settings.signing_key, data)) for data, _ in signed]
+        catalog_bytes = [c.to_bytes() for c in catalogs]
+        signed = [(data, sign_catalog(settings.signing_key, data)) for data in catalog_bytes]
         shared = {d: p for d, p in local.items() if d in shared_digests}
         progress.phase(f"writing {plural(plan.count, 'volume')} of at most {format_bytes(volume_size)}")
         writer = VolumeWriter(
@@ -170,7 +171,7 @@ class WriteJob:
         except BaseException:
             writer.abort()
             raise
-        for stale in other_volumes(settings.output, paths):  # --force: the set replaces an earlier one
+        for stale in earlier:  # --force: the set replaces an earlier one
             for path in (stale, stale.with_name(stale.name + ".sha256")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

@@ -206,7 +206,7 @@ def _import(
         except BaseException:
             sink.abort()
             raise
-    published = {d for d in plan.manifests}
+    published = set(plan.manifests)
     layout_index = catalog_index(
         [i for i in catalog.images if i.digest in published], [a for a in catalog.artifacts if a.digest in published]
     )
